@@ -1,0 +1,32 @@
+# The two commands of the README. Each creates .venv (if missing) and installs the project from its own
+# pyproject.toml, so a fresh clone needs nothing but python3 (>= 3.11) and make.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test install install-dev lint
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install -q -e .
+
+install-dev: $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+
+## demo: simulate a city, replay it on embedded defaults (no Kafka, no ClickHouse server), print a summary
+demo: install
+	$(BIN)/monitor replay examples/mini --out out/demo --as-of "2026-03-31 00:00:00"
+
+lint: install-dev
+	$(BIN)/ruff check monitor tests bench
+	$(BIN)/mypy
+
+## test: ruff, mypy and the whole pytest suite (starts its own broker and tools)
+test: install-dev
+	bash deploy/ensure-tools.sh
+	$(BIN)/ruff check monitor tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest -q

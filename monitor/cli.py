@@ -1,0 +1,38 @@
+"""The ``monitor`` command. Each sub-command lives in its own module that exposes
+``register(subparsers)``; heavy imports (Faust, chDB) stay inside the command's function so that
+``monitor replay`` starts fast."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+#: Modules that register sub-commands, in help order.
+COMMAND_MODULES: tuple[str, ...] = (
+    "monitor.commands.replay",
+    "monitor.commands.policy",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="monitor",
+        description="Streaming compliance monitor for medical-insurance designated institutions (定点医药机构).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

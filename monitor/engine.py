@@ -1,0 +1,363 @@
+"""The pure core: routes records to detectors, fires due timers, feeds the sanction ledger.
+
+Contract
+--------
+``Engine.process(record, arrival)`` and ``Engine.advance(now)`` are the only entry points; both return
+the outputs (alerts and tickets) they caused, in a deterministic order. For every record:
+
+1. the watermark advances to the record's arrival time and every timer due at or before it fires
+   (in ``(due, sequence)`` order) — so windows of idle institutions close as time moves on;
+2. a record already seen (same identity, design §3 "duplicates happen") is counted and dropped;
+3. registry records (institutions, drugs) update the registry; findings feed the ledger as
+   ``finding:KIND`` triggers; every record goes to the detectors subscribed to its stream;
+4. timers that the record itself made due fire.
+
+The engine does no I/O and never reads the wall clock: the same records in the same order give the
+same outputs, byte for byte. Its whole state pickles (``Engine.snapshot``/``Engine.restore``), which the
+shells use to checkpoint it together with the input positions it reflects.
+"""
+
+from __future__ import annotations
+
+import heapq
+import pickle
+from collections import Counter, defaultdict
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from monitor.clock import Watermark, add_years, business_date
+from monitor.detectors import build_detectors
+from monitor.detectors.base import Detector
+from monitor.outputs import Alert, Severity, Ticket, make_id
+from monitor.policy.ledger import Ledger, Trigger
+from monitor.policy.pack import Pack
+from monitor.privacy import Pseudonymizer
+from monitor.records import Drug, Finding, Institution, Record
+
+Output = Alert | Ticket
+
+
+class Registry:
+    """Institutions and drugs as last uploaded (compacted topics: the latest ``valid_from`` wins)."""
+
+    def __init__(self) -> None:
+        self.institutions: dict[str, Institution] = {}
+        self.drugs: dict[str, Drug] = {}
+
+    def upsert_institution(self, inst: Institution) -> None:
+        old = self.institutions.get(inst.fixmedins_code)
+        if old is None or inst.valid_from >= old.valid_from:
+            self.institutions[inst.fixmedins_code] = inst
+
+    def institution(self, code: str) -> Institution | None:
+        return self.institutions.get(code)
+
+    def admdvs(self, code: str) -> str | None:
+        inst = self.institutions.get(code)
+        return inst.admdvs if inst is not None else None
+
+    def agreement_year_start(self, code: str, day: date) -> date | None:
+        """Start of the agreement year (anniversary of ``agreement_start``) that contains ``day``."""
+        inst = self.institutions.get(code)
+        if inst is None:
+            return None
+        start = inst.agreement_start
+        if day < start:
+            return start
+        years = day.year - start.year
+        candidate = add_years(start, years)
+        return candidate if candidate <= day else add_years(start, years - 1)
+
+
+class TimerQueue:
+    """Timers ordered by (due, sequence); the sequence makes ties fire in scheduling order."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[datetime, int, str, Hashable]] = []
+        self._seq = 0
+        self._pending: set[tuple[str, Hashable]] = set()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def schedule(self, due: datetime, owner: str, key: Hashable) -> bool:
+        """Schedule once per (owner, key) while pending; returns False if already pending."""
+        ident = (owner, key)
+        if ident in self._pending:
+            return False
+        self._pending.add(ident)
+        self._seq += 1
+        heapq.heappush(self._heap, (due, self._seq, owner, key))
+        return True
+
+    def pop_due(self, now: datetime) -> tuple[datetime, str, Hashable] | None:
+        if self._heap and self._heap[0][0] <= now:
+            due, _, owner, key = heapq.heappop(self._heap)
+            self._pending.discard((owner, key))
+            return due, owner, key
+        return None
+
+    def next_due(self) -> datetime | None:
+        return self._heap[0][0] if self._heap else None
+
+
+class Dedup:
+    """Identities of recent records (64-bit stable hashes), forgotten ``horizon_days`` after their date."""
+
+    def __init__(self, horizon_days: int) -> None:
+        self.horizon_days = horizon_days
+        self._seen: dict[int, int] = {}
+        self._by_day: dict[int, list[int]] = defaultdict(list)
+        self._pruned_through = 0
+
+    def seen(self, key: int, day: date) -> bool:
+        if key in self._seen:
+            return True
+        ordinal = day.toordinal()
+        if ordinal <= self._pruned_through:
+            return False  # older than the horizon: cannot tell, so count it (documented limit)
+        self._seen[key] = ordinal
+        self._by_day[ordinal].append(key)
+        return False
+
+    def prune(self, today: date) -> None:
+        limit = today.toordinal() - self.horizon_days
+        if limit <= self._pruned_through:
+            return
+        for ordinal in [d for d in self._by_day if d <= limit]:
+            for key in self._by_day.pop(ordinal):
+                self._seen.pop(key, None)
+        self._pruned_through = limit
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+@dataclass
+class Stats:
+    """Counters the shells expose (summary.json, Prometheus)."""
+
+    records: Counter[str]
+    duplicates: Counter[str]
+    alerts: Counter[str]
+    tickets: Counter[str]
+    quality: Counter[str]
+
+    @classmethod
+    def empty(cls) -> Stats:
+        return cls(Counter(), Counter(), Counter(), Counter(), Counter())
+
+
+class Context:
+    """What a detector may see and do while handling a record or a timer."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self.pack: Pack = engine.pack
+        self.registry: Registry = engine.registry
+        self.ledger: Ledger = engine.ledger
+        self.pseudo: Pseudonymizer = engine.pseudo
+
+    @property
+    def now(self) -> datetime:
+        """The watermark: the largest arrival time seen (event time, never the wall clock)."""
+        value = self._engine.watermark.value
+        assert value is not None, "no record has arrived yet"
+        return value
+
+    def schedule(self, due: datetime, owner: Detector | str, key: Hashable) -> None:
+        name = owner if isinstance(owner, str) else owner.name
+        self._engine.timers.schedule(due, name, key)
+
+    def count(self, name: str, n: int = 1) -> None:
+        """A data-quality counter (summary.json ``quality``)."""
+        self._engine.stats.quality[name] += n
+
+    def alert(
+        self,
+        rule_id: str,
+        fixmedins_code: str,
+        subject: str,
+        window_start: datetime,
+        window_end: datetime,
+        evidence: dict[str, Any],
+        vola_cont: str,
+        vola_amt: Decimal = Decimal("0"),
+        severity: Severity | None = None,
+        detected_at: datetime | None = None,
+    ) -> Alert | None:
+        """Emit an alert; returns it, or ``None`` when this exact alert id was already emitted."""
+        spec = self.pack.rule(rule_id)
+        alert_id = make_id("AL", rule_id, fixmedins_code, subject, window_start.isoformat(),
+                           window_end.isoformat())
+        basis = "; ".join(spec.basis)
+        facts = "; ".join(f"{k}={v}" for k, v in evidence.items() if not isinstance(v, (list, dict)))
+        alert = Alert(
+            alert_id=alert_id,
+            rule_id=rule_id,
+            fixmedins_code=fixmedins_code,
+            admdvs=self.registry.admdvs(fixmedins_code),
+            severity=severity or spec.severity,
+            window_start=window_start,
+            window_end=window_end,
+            detected_at=detected_at or self.now,
+            evidence=evidence,
+            basis=basis,
+            policy=self.pack.label,
+            jr_id=alert_id,
+            rule_name=spec.name_zh,
+            vola_cont=vola_cont,
+            vola_amt=vola_amt,
+            sev_deg=spec.sev_deg,
+            vola_evid=f"{basis}: {facts}" if facts else basis,
+            vola_bhvr_type=spec.vola_bhvr_type,
+        )
+        return alert if self._engine.emit(alert) else None
+
+    def trigger(
+        self,
+        rule_id: str,
+        fixmedins_code: str,
+        day: date,
+        cause: str,
+        alert_id: str | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        """Feed a sanction ladder: rule ``rule_id`` was violated on business ``day`` (cause = a stable
+        subject for once-per-cause de-duplication)."""
+        trig = Trigger(rule_id=rule_id, fixmedins_code=fixmedins_code, day=day, at=at or self.now,
+                       cause=cause, alert_id=alert_id)
+        for ticket in self.ledger.on_trigger(trig, self):
+            self._engine.emit(ticket)
+
+
+class Engine:
+    """Deterministic compliance engine over (state, record, now). See the module docstring."""
+
+    def __init__(self, pack: Pack, pseudo: Pseudonymizer | None = None) -> None:
+        self.pack = pack
+        self.pseudo = pseudo or Pseudonymizer()
+        self.registry = Registry()
+        self.timers = TimerQueue()
+        self.ledger = Ledger(pack, self.registry)
+        self.watermark = Watermark()
+        self.dedup = Dedup(int(pack.setting("dedup_horizon_days", 35)))
+        self.stats = Stats.empty()
+        self.detectors: list[Detector] = build_detectors(pack)
+        self._by_name: dict[str, Detector] = {d.name: d for d in self.detectors}
+        self._routes: dict[str, list[Detector]] = defaultdict(list)
+        for det in self.detectors:
+            for stream in det.streams:
+                self._routes[stream].append(det)
+        self._emitted: set[str] = set()
+        self._out: list[Output] = []
+        self._last_prune: date | None = None
+        self.ctx = Context(self)
+
+    # ------------------------------------------------------------------------------------------ outputs
+    def emit(self, item: Output) -> bool:
+        ident = item.alert_id if isinstance(item, Alert) else item.ticket_id
+        if ident in self._emitted:
+            return False
+        self._emitted.add(ident)
+        self._out.append(item)
+        if isinstance(item, Alert):
+            self.stats.alerts[item.rule_id] += 1
+        else:
+            self.stats.tickets[item.action] += 1
+        return True
+
+    def _drain(self) -> list[Output]:
+        out, self._out = self._out, []
+        return out
+
+    # ------------------------------------------------------------------------------------------- time
+    def _fire_due(self) -> None:
+        now = self.watermark.value
+        if now is None:
+            return
+        while (item := self.timers.pop_due(now)) is not None:
+            _, owner, key = item
+            if owner == Ledger.TIMER_OWNER:
+                for ticket in self.ledger.on_timer(key, self.ctx):
+                    self.emit(ticket)
+            else:
+                self._by_name[owner].on_timer(key, self.ctx)
+        today = business_date(now)
+        if self._last_prune != today:
+            self._last_prune = today
+            self.dedup.prune(today)
+
+    def advance(self, now: datetime) -> list[Output]:
+        """Move event time to ``now`` (e.g. ``--as-of`` or a Faust tick) and fire what is due."""
+        self.watermark.observe(now)
+        self._fire_due()
+        return self._drain()
+
+    # ----------------------------------------------------------------------------------------- records
+    def process(self, rec: Record, arrival: datetime | None = None) -> list[Output]:
+        """Handle one record. ``arrival`` overrides the record's own (e.g. the Kafka timestamp)."""
+        stream = rec.STREAM
+        when = arrival or rec.arrival_time
+        if when is not None:
+            self.watermark.observe(when)
+            self._fire_due()
+        self.stats.records[stream] += 1
+        key = rec.dedup_key()
+        if key is not None:
+            btime = rec.business_time
+            day = business_date(btime if btime is not None else (when or self.ctx.now))
+            if self.dedup.seen(key, day):
+                self.stats.duplicates[stream] += 1
+                return self._drain()
+        if when is None:
+            when = self.watermark.value
+        btime = rec.business_time
+        if btime is not None and rec.inf_time is not None and btime > rec.inf_time:
+            self.stats.quality[f"{stream}.business_time_after_upload"] += 1
+        if isinstance(rec, Institution):
+            self.registry.upsert_institution(rec)
+        elif isinstance(rec, Drug):
+            self.registry.drugs[rec.med_list_codg] = rec
+        elif isinstance(rec, Finding) and when is not None:
+            self.ctx.trigger(f"finding:{rec.kind}", rec.fixmedins_code, business_date(rec.occurred_at),
+                             cause=rec.finding_id, at=when)
+        if when is not None:
+            for det in self._routes.get(stream, ()):
+                det.on_record(rec, when, self.ctx)
+            self._fire_due()
+        return self._drain()
+
+    def process_many(self, records: Iterable[Record]) -> list[Output]:
+        out: list[Output] = []
+        for rec in records:
+            out.extend(self.process(rec))
+        return out
+
+    # ------------------------------------------------------------------------------------- checkpoints
+    def snapshot(self) -> bytes:
+        """The whole state, for a checkpoint stored with the input positions it reflects."""
+        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @staticmethod
+    def restore(blob: bytes) -> Engine:
+        engine = pickle.loads(blob)
+        if not isinstance(engine, Engine):
+            raise TypeError("checkpoint does not hold an Engine")
+        return engine
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("ctx", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.ctx = Context(self)
+
+
+def next_day(moment: datetime) -> date:
+    return business_date(moment) + timedelta(days=1)

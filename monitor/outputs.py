@@ -1,0 +1,119 @@
+"""Outputs of the monitor (design §4): alerts, tickets and dead letters, with deterministic ids.
+
+Ids are content-addressed from the cause, never from a counter or the wall clock, so a replay, a
+restarted worker or a redelivered record re-produces the *same* id, and every sink de-duplicates on it:
+* ``alert_id``  = AL- + hash(rule_id, fixmedins_code, subject, window_start, window_end)
+* ``ticket_id`` = TK- + hash(ladder, fixmedins_code, action, cause, effective_from)
+Alerts also carry the result fields of NHSA interface 3101 (智能监管 明细审核 ``result[]``) so agency
+systems that consume rule hits read them natively (``jr_id`` equals ``alert_id``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Severity = Literal["info", "warning", "critical"]
+
+ACTIONS: tuple[str, ...] = (
+    "SUSPEND_OUTPATIENT_POOLING",
+    "TERMINATE_OUTPATIENT_POOLING",
+    "SUSPEND_AGREEMENT",
+    "CANCEL_OUTPATIENT_POOLING",
+    "TERMINATE_AGREEMENT",
+    "REINSTATE",
+    "DOWNGRADE_TIER",
+    "INTERVIEW",
+    "REVIEW",
+    "NO_RENEWAL",
+)
+Action = Literal[
+    "SUSPEND_OUTPATIENT_POOLING",
+    "TERMINATE_OUTPATIENT_POOLING",
+    "SUSPEND_AGREEMENT",
+    "CANCEL_OUTPATIENT_POOLING",
+    "TERMINATE_AGREEMENT",
+    "REINSTATE",
+    "DOWNGRADE_TIER",
+    "INTERVIEW",
+    "REVIEW",
+    "NO_RENEWAL",
+]
+
+
+def make_id(prefix: str, *parts: object) -> str:
+    """Deterministic id: ``PREFIX-`` + 20 hex chars of BLAKE2b over the parts (unit-separated)."""
+    text = "\x1f".join("" if p is None else str(p) for p in parts)
+    return f"{prefix}-{hashlib.blake2b(text.encode(), digest_size=10).hexdigest()}"
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Alert(_Out):
+    """A rule hit on one institution for one subject and window."""
+
+    alert_id: str
+    rule_id: str
+    fixmedins_code: str
+    admdvs: str | None = None
+    severity: Severity
+    window_start: datetime
+    window_end: datetime
+    detected_at: datetime
+    evidence: dict[str, Any]
+    basis: str
+    policy: str
+    # NHSA 3101 result fields
+    jr_id: str
+    rule_name: str
+    vola_cont: str
+    vola_amt: Decimal = Decimal("0")
+    sev_deg: str
+    vola_evid: str
+    vola_bhvr_type: str
+
+
+class Summary(_Out):
+    zh: str
+    en: str
+
+
+class Ticket(_Out):
+    """An action for the agency's case system; exactly once per ``ticket_id``."""
+
+    ticket_id: str
+    fixmedins_code: str
+    admdvs: str | None = None
+    action: Action
+    issued_at: datetime
+    effective_from: date
+    effective_until: date | None = None
+    rectify_by: date | None = None
+    reapply_after: date | None = None
+    requires_verification: bool = False
+    ladder: str
+    rule_ids: list[str]
+    alert_ids: list[str]
+    basis: list[str]
+    policy: str
+    summary: Summary
+
+
+class DeadLetter(_Out):
+    """An input value that could not become a record, with everything needed to replay it."""
+
+    source: str = Field(description="topic or file name")
+    partition: int | None = None
+    offset: int | None = None
+    line: int | None = None
+    index: int | None = Field(default=None, description="element of a JSON-array value")
+    key: str | None = None
+    value: str | None = Field(default=None, description="original value, when it is UTF-8")
+    value_b64: str | None = Field(default=None, description="original bytes, base64, when not UTF-8")
+    error: str

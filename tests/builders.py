@@ -1,0 +1,90 @@
+"""Hand-made input records for table-driven tests (NHSA field names, design §3)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+PHARMACY = "P42070200001"
+CLINIC = "H42070200002"
+
+
+def institution(code: str = PHARMACY, **over: Any) -> dict[str, Any]:
+    rec = {
+        "fixmedins_code": code,
+        "fixmedins_name": f"测试药房{code[-3:]}",
+        "fixmedins_type": "2" if code.startswith("P") else "1",
+        "admdvs": "420702",
+        "outpatient_pooling": True,
+        "agreement_start": "2026-01-01",
+        "agreement_end": "2026-12-31",
+        "designated_since": "2020-05-01",
+        "tier": None,
+        "tier_scheme": None,
+        "valid_from": "2025-12-01 00:00:00",
+    }
+    rec.update(over)
+    return rec
+
+
+def settlement(setl_id: str, setl_time: str, inf_time: str | None = None, code: str = PHARMACY,
+               **over: Any) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "setl_id": setl_id,
+        "mdtrt_id": f"M{setl_id}",
+        "fixmedins_code": code,
+        "psn_no": "42000011112222",
+        "certno": "420702198001011234",
+        "psn_name": "张三",
+        "insutype": "310",
+        "psn_type": "1101",
+        "med_type": "41",
+        "setl_time": setl_time,
+        "medfee_sumamt": "30.00",
+        "inscp_scp_amt": "30.00",
+        "hifp_pay": "0.00",
+        "acct_pay": "30.00",
+        "psn_cash_pay": "0.00",
+        "setl_status": "settled",
+        "drugdetail": [{"feedetl_sn": "1", "med_list_codg": "XA01AAA001", "cnt": "1", "pric": "30.00",
+                        "det_item_fee_sumamt": "30.00", "rx_flag": "0", "trdn_flag": "0"}],
+    }
+    if inf_time is not None:
+        rec["inf_time"] = inf_time
+    rec.update(over)
+    return rec
+
+
+def sale(bchno: str, sel_time: str, inf_time: str | None = None, code: str = PHARMACY, cnt: str = "1",
+         **over: Any) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "infno": "3505", "fixmedins_code": code, "med_list_codg": "XA01AAA001",
+        "fixmedins_hilist_id": "H001", "fixmedins_bchno": bchno, "sel_retn_time": sel_time,
+        "sel_retn_cnt": cnt, "rtal_docno": f"R{bchno}", "mdtrt_setl_type": "2",
+    }
+    if inf_time is not None:
+        rec["inf_time"] = inf_time
+    rec.update(over)
+    return rec
+
+
+def write_jsonl(folder: Path, stream: str, records: Iterable[dict[str, Any] | str | bytes]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{stream}.jsonl"
+    with path.open("ab") as fh:
+        for rec in records:
+            if isinstance(rec, bytes):
+                fh.write(rec + b"\n")
+            elif isinstance(rec, str):
+                fh.write(rec.encode() + b"\n")
+            else:
+                fh.write(json.dumps(rec, ensure_ascii=False).encode() + b"\n")
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
