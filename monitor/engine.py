@@ -163,14 +163,20 @@ class Context:
 
     @property
     def now(self) -> datetime:
-        """The watermark: the largest arrival time seen (event time, never the wall clock)."""
+        """Event time of what is being handled: while a timer fires, its due time (so a judgment made
+        by a timer does not depend on when the next record happened to arrive); otherwise the
+        watermark, the largest arrival time seen. Never the wall clock."""
+        if self._engine.firing_at is not None:
+            return self._engine.firing_at
         value = self._engine.watermark.value
         assert value is not None, "no record has arrived yet"
         return value
 
     def schedule(self, due: datetime, owner: Detector | str, key: Hashable) -> None:
+        """Fire ``owner.on_timer(key)`` once event time reaches ``due``. A due time already past (a late
+        record re-opening an old window) fires at the current event time, never in the past."""
         name = owner if isinstance(owner, str) else owner.name
-        self._engine.timers.schedule(due, name, key)
+        self._engine.timers.schedule(max(due, self.now), name, key)
 
     def count(self, name: str, n: int = 1) -> None:
         """A data-quality counter (summary.json ``quality``)."""
@@ -254,6 +260,7 @@ class Engine:
                 self._routes[stream].append(det)
         self._emitted: set[str] = set()
         self._out: list[Output] = []
+        self.firing_at: datetime | None = None
         self._last_prune: date | None = None
         self.ctx = Context(self)
 
@@ -280,12 +287,16 @@ class Engine:
         if now is None:
             return
         while (item := self.timers.pop_due(now)) is not None:
-            _, owner, key = item
-            if owner == Ledger.TIMER_OWNER:
-                for ticket in self.ledger.on_timer(key, self.ctx):
-                    self.emit(ticket)
-            else:
-                self._by_name[owner].on_timer(key, self.ctx)
+            due, owner, key = item
+            self.firing_at = due
+            try:
+                if owner == Ledger.TIMER_OWNER:
+                    for ticket in self.ledger.on_timer(key, self.ctx):
+                        self.emit(ticket)
+                else:
+                    self._by_name[owner].on_timer(key, self.ctx)
+            finally:
+                self.firing_at = None
         today = business_date(now)
         if self._last_prune != today:
             self._last_prune = today

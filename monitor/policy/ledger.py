@@ -195,7 +195,7 @@ class Ledger:
             ticket_id=make_id("TK", ladder, code, action, cause, effective_from.isoformat()),
             fixmedins_code=code,
             admdvs=inst.admdvs if inst is not None else None,
-            action=action,  # type: ignore[arg-type]
+            action=action,
             issued_at=ctx.now,
             effective_from=effective_from,
             effective_until=effective_until,
