@@ -23,7 +23,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -59,11 +59,11 @@ class _Item:
     line: int
     record: Record | None = field(compare=False)
     letter: DeadLetter | None = field(compare=False)
+    skewed: bool = field(default=False, compare=False)
 
 
-def _read_stream(path: Path, order: int) -> Iterator[_Item]:
+def _parse_lines(path: Path, order: int) -> Iterator[_Item]:
     stream = path.stem
-    last = _EARLIEST
     with path.open("rb") as fh:
         for line_no, raw_line in enumerate(fh, start=1):
             raw = raw_line.rstrip(b"\r\n")
@@ -71,12 +71,43 @@ def _read_stream(path: Path, order: int) -> Iterator[_Item]:
                 continue
             for parsed in parse_value(stream, raw):
                 if isinstance(parsed, InvalidRecord):
-                    yield _Item(last, order, line_no, None,
+                    yield _Item(_EARLIEST, order, line_no, None,
                                 dead_letter(path.name, raw, parsed.reason, line=line_no, index=parsed.index))
-                    continue
-                arrival = parsed.arrival_time or last
-                last = max(last, arrival)
-                yield _Item(arrival, order, line_no, parsed, None)
+                else:
+                    yield _Item(parsed.arrival_time or _EARLIEST, order, line_no, parsed, None)
+
+
+def _read_stream(path: Path, order: int, max_skew: timedelta) -> Iterator[_Item]:
+    """Items of one file in file order, with arrival times made usable for the merge:
+
+    * a record whose ``inf_time`` is more than ``max_skew`` ahead of the next record's in the same file
+      (files are written in upload order) has a wrong clock: its arrival is clamped to the next
+      record's and it is counted as clock skew, so one institution's clock never moves time forward
+      for the others (design §2);
+    * a dead letter or a record without a time takes the arrival of the record before it.
+    """
+    last = _EARLIEST
+    pending: _Item | None = None
+
+    def settle(item: _Item, nxt: _Item | None) -> _Item:
+        nonlocal last
+        if item.arrival == _EARLIEST:
+            item.arrival = last
+        elif nxt is not None and nxt.arrival != _EARLIEST and item.arrival - nxt.arrival > max_skew:
+            item.arrival, item.skewed = max(nxt.arrival, last), True
+        last = max(last, item.arrival)
+        return item
+
+    for item in _parse_lines(path, order):
+        if item.record is None:
+            item.arrival = last
+            yield item
+            continue
+        if pending is not None:
+            yield settle(pending, item)
+        pending = item
+    if pending is not None:
+        yield settle(pending, None)
 
 
 def input_files(input_dir: Path) -> list[Path]:
@@ -134,7 +165,8 @@ def run_replay(
 ) -> ReplayResult:
     """Drive ``engine`` over the files of ``input_dir`` in arrival order, writing to ``sinks``."""
     files = input_files(input_dir)
-    merged = heapq.merge(*(_read_stream(p, i) for i, p in enumerate(files)))
+    max_skew = timedelta(minutes=float(engine.pack.setting("max_clock_skew_minutes", 60)))
+    merged = heapq.merge(*(_read_stream(p, i, max_skew) for i, p in enumerate(files)))
     dead = Counter[str]()
     out: list[Output] = []
     letters: list[DeadLetter] = []
@@ -155,7 +187,11 @@ def run_replay(
             dead[item.letter.source] += 1
         else:
             assert item.record is not None
-            out.extend(engine.process(item.record))
+            if item.skewed:
+                engine.stats.quality[f"{item.record.STREAM}.clock_skew"] += 1
+                out.extend(engine.process(item.record, arrival=item.arrival))
+            else:
+                out.extend(engine.process(item.record))
             bar.tick(engine)
         if len(out) + len(letters) >= batch:
             flush_batch()

@@ -148,3 +148,19 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["dead_letters"] == {"settlements.jsonl": 1}
     shutil.rmtree(tmp_path / "o")
+
+
+def test_a_clock_far_ahead_is_clamped_and_counted(tmp_path: Path) -> None:
+    """One settlement claims to be uploaded a week ahead (a wrong clock) in the middle of the file: it
+    must not fire the judgments of every other institution's days early, nor count as on time forever."""
+    recs = day_records(PHARMACY, date(2026, 1, 10), 20, 0)
+    recs[3] = dict(recs[3], inf_time="2026-01-17 10:00:00")
+    inp = tmp_path / "in"
+    write_jsonl(inp, "institutions", [institution()])
+    write_jsonl(inp, "settlements", recs)
+    out = tmp_path / "out"
+    replay(inp, out, as_of=None)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["quality"] == {"settlements.clock_skew": 1}
+    assert summary["watermark"].startswith("2026-01-10T10:2")  # not 2026-01-17
+    assert read_jsonl(out / "alerts.jsonl") == []
