@@ -231,11 +231,12 @@ class Context:
         cause: str,
         alert_id: str | None = None,
         at: datetime | None = None,
+        new_tier: str | None = None,
     ) -> None:
         """Feed a sanction ladder: rule ``rule_id`` was violated on business ``day`` (cause = a stable
-        subject for once-per-cause de-duplication)."""
+        subject for once-per-cause de-duplication; ``new_tier`` travels onto a DOWNGRADE_TIER ticket)."""
         trig = Trigger(rule_id=rule_id, fixmedins_code=fixmedins_code, day=day, at=at or self.now,
-                       cause=cause, alert_id=alert_id)
+                       cause=cause, alert_id=alert_id, new_tier=new_tier)
         for ticket in self.ledger.on_trigger(trig, self):
             self._engine.emit(ticket)
 
@@ -258,6 +259,8 @@ class Engine:
         for det in self.detectors:
             for stream in det.streams:
                 self._routes[stream].append(det)
+        #: Detectors that see every ticket the ledger issues (e.g. suspensions.repeated counts them).
+        self._ticket_watchers: list[Detector] = [d for d in self.detectors if d.watches_tickets]
         self._emitted: set[str] = set()
         self._out: list[Output] = []
         self.firing_at: datetime | None = None
@@ -275,6 +278,8 @@ class Engine:
             self.stats.alerts[item.rule_id] += 1
         else:
             self.stats.tickets[item.action] += 1
+            for det in self._ticket_watchers:
+                det.on_ticket(item, self.ctx)
         return True
 
     def _drain(self) -> list[Output]:

@@ -97,6 +97,7 @@ class Ticket(_Out):
     rectify_by: date | None = None
     reapply_after: date | None = None
     requires_verification: bool = False
+    new_tier: str | None = Field(default=None, description="DOWNGRADE_TIER: the tier after the downgrade")
     ladder: str
     rule_ids: list[str]
     alert_ids: list[str]

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
     from monitor.engine import Context
+    from monitor.outputs import Ticket
     from monitor.policy.pack import Pack
     from monitor.records import Record
 
@@ -35,6 +36,8 @@ class Detector:
     rule_ids: ClassVar[tuple[str, ...]]
     streams: ClassVar[tuple[str, ...]]
     params: ClassVar[dict[str, type[Params]]] = {}
+    #: True: ``on_ticket`` sees every ticket the engine emits (once per ticket id).
+    watches_tickets: ClassVar[bool] = False
 
     def __init__(self, pack: Pack) -> None:
         self.pack = pack
@@ -48,3 +51,7 @@ class Detector:
 
     def on_timer(self, key: Hashable, ctx: Context) -> None:
         """Called when a timer this detector scheduled becomes due (watermark ≥ due)."""
+
+    def on_ticket(self, ticket: Ticket, ctx: Context) -> None:
+        """Called for each ticket the engine emits, when ``watches_tickets`` is set. A detector may
+        trigger ladders from here (the resulting tickets are seen too; ignore your own)."""

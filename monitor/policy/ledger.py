@@ -57,6 +57,8 @@ class Trigger:
     at: datetime
     cause: str
     alert_id: str | None = None
+    #: For DOWNGRADE_TIER ladders: the tier the institution goes down to (carried onto the ticket).
+    new_tier: str | None = None
 
 
 @dataclass
@@ -188,6 +190,10 @@ class Ledger:
         if reapply_after is not None:
             zh += f"，{reapply_after}前不得再次申请"
             en += f"; may not reapply before {reapply_after}"
+        new_tier = trig.new_tier if trig is not None else None
+        if new_tier is not None:
+            zh += f"，降至{new_tier}级"
+            en += f"; new tier {new_tier}"
         if requires_verification:
             zh += "（须经核实后执行）"
             en += " (requires verification before execution)"
@@ -202,6 +208,7 @@ class Ledger:
             rectify_by=rectify_by,
             reapply_after=reapply_after,
             requires_verification=requires_verification,
+            new_tier=new_tier,
             ladder=ladder,
             rule_ids=rules,
             alert_ids=alerts,
