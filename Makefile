@@ -21,12 +21,12 @@ demo: install
 	$(BIN)/monitor replay examples/mini --out out/demo --as-of "2026-03-31 00:00:00"
 
 lint: install-dev
-	$(BIN)/ruff check monitor tests bench
+	$(BIN)/ruff check
 	$(BIN)/mypy
 
 ## test: ruff, mypy and the whole pytest suite (starts its own broker and tools)
 test: install-dev
 	bash deploy/ensure-tools.sh
-	$(BIN)/ruff check monitor tests bench
+	$(BIN)/ruff check
 	$(BIN)/mypy
 	$(BIN)/pytest -q
