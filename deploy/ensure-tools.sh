@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Installs the Debian tools the test suite drives for real (promtool from the `prometheus` package),
-# when they are missing. apt is available on the project's machines; elsewhere install them yourself.
+# Installs the Debian tools the test suite drives for real, when they are missing:
+#   promtool + prometheus  (package `prometheus`): check config/rules, rule unit tests, and a real
+#                          server that scrapes an embedded run and evaluates every dashboard/alert query;
+#   amtool                 (package `prometheus-alertmanager`): check the Alertmanager config.
+# apt is available on the project's machines; elsewhere install them yourself.
 set -euo pipefail
 need=()
-command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+{ command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; } || need+=(prometheus)
+command -v amtool >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 if [ ${#need[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    # policy-rc.d: never start the packaged daemons (no init system here; tests start their own)
+    DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   else
     echo "missing tools: ${need[*]} (install the Debian packages)" >&2
     exit 1

@@ -347,6 +347,19 @@ class Engine:
             self._fire_due()
         return self._drain()
 
+    def attach(self, det: Detector) -> Detector:
+        """Add a pure observer at run time (e.g. the institution-day collector that feeds ClickHouse's
+        ``institution_daily``): it sees de-duplicated records like a detector and is checkpointed with
+        the engine. Returns the instance in use: after ``restore`` that is the checkpointed one."""
+        have = self._by_name.get(det.name)
+        if have is not None:
+            return have
+        self.detectors.append(det)
+        self._by_name[det.name] = det
+        for stream in det.streams:
+            self._routes[stream].append(det)
+        return det
+
     def process_many(self, records: Iterable[Record]) -> list[Output]:
         out: list[Output] = []
         for rec in records:

@@ -35,6 +35,7 @@ from monitor.policy.pack import Pack
 from monitor.privacy import Pseudonymizer
 from monitor.records import STREAMS, InvalidRecord, Record, parse_value
 from monitor.sinks import Sink
+from monitor.sinks.config import bind_all
 from monitor.sinks.files import FileSink
 
 _EARLIEST = datetime(1970, 1, 1, tzinfo=CST)
@@ -219,6 +220,7 @@ def replay_dir(
     engine = Engine.restore(state.read_bytes()) if resume and state else Engine(pack, pseudo)
     if resume and engine.pack.label != pack.label:
         raise ValueError(f"checkpoint {state} was made with policy {engine.pack.label}, not {pack.label}")
+    bind_all(extra_sinks, engine)  # sinks that observe the engine (ClickHouse institution_daily, metrics)
     files = FileSink(out_dir, append=resume)
     try:
         result = run_replay(input_dir, engine, [files, *extra_sinks], as_of=as_of, progress=progress)

@@ -1,4 +1,5 @@
-"""``monitor replay INPUT_DIR --out OUT_DIR [--policy ezhou] [--as-of TIME] [--state FILE]``."""
+"""``monitor replay INPUT_DIR --out OUT_DIR [--policy ezhou] [--as-of TIME] [--state FILE] [--store DSN]
+[--metrics-port PORT]``."""
 
 from __future__ import annotations
 
@@ -30,6 +31,11 @@ def register(sub: Any) -> None:
                    help="advance event time to this instant after the last record, firing due deadlines")
     p.add_argument("--state", type=Path, default=None,
                    help="checkpoint file: resume from it if present, save to it at the end")
+    p.add_argument("--store", default=None, metavar="DSN",
+                   help="ClickHouse store: chdb://PATH (embedded) or http://host:8123; 'none' disables "
+                        "(default MONITOR_STORE, else chdb://$MONITOR_DATA_DIR/clickhouse)")
+    p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                   help="serve Prometheus /metrics on 127.0.0.1:PORT while replaying (MONITOR_METRICS_PORT)")
     p.set_defaults(func=run)
 
 
@@ -50,9 +56,38 @@ def run(args: argparse.Namespace) -> int:
         print(f"monitor replay: {exc}", file=sys.stderr)
         return 2
     settings = Settings()
+    sinks = _operational_sinks(args)
     result = replay_dir(args.input_dir, args.out, pack, as_of=args.as_of, state=args.state,
-                        progress=sys.stderr.isatty(), pseudo=settings.pseudonymizer())
+                        progress=sys.stderr.isatty(), pseudo=settings.pseudonymizer(), extra_sinks=sinks)
     summary = result.summary()
     print(json.dumps({k: summary[k] for k in ("records", "dead_letters", "alerts_by_rule", "tickets_by_action")},
                      ensure_ascii=False))
     return 0
+
+
+def _operational_sinks(args: argparse.Namespace) -> list[Any]:
+    """ClickHouse store, case-system webhook and /metrics for an embedded run (monitor.sinks.config)."""
+    from prometheus_client import CollectorRegistry
+
+    from monitor.metrics import serve_metrics
+    from monitor.sinks.casesystem import CaseSystemSink
+    from monitor.sinks.clickhouse import redact
+    from monitor.sinks.config import SinkSettings, build_sinks
+
+    over: dict[str, Any] = {}
+    if args.store is not None:
+        over["store"] = args.store
+    if args.metrics_port is not None:
+        over["metrics_port"] = args.metrics_port
+    conf = SinkSettings(**over)
+    registry = CollectorRegistry() if conf.metrics_port is not None else None
+    sinks = build_sinks(conf, registry)
+    for sink in sinks:
+        if isinstance(sink, CaseSystemSink):
+            sink.close_drain_s = 30.0  # an embedded run delivers before it exits; the rest stays queued
+    if registry is not None and conf.metrics_port is not None:
+        serve_metrics(registry, conf.metrics_port)
+    dsn = conf.store_dsn()
+    if dsn is not None:
+        print(f"monitor replay: store {redact(dsn)}", file=sys.stderr)
+    return sinks
