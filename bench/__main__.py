@@ -1,0 +1,192 @@
+"""``python -m bench [--quick] [--cases replay,scaling,memory,trace,kafka] [--json PATH]``
+
+Generates its own input (design §3 files; ``bench.gen``), runs each case several times and prints one
+Markdown table: median, min, max, the baseline measured in the same run and the ratio to it, and the
+design §6 target. The same rows go to JSON (default ``bench/results/latest.json``; the folder is not
+versioned — the README carries the table).
+
+Cases (issue 8):
+* ``replay``  — case 1: replay core records/s on one core, every implemented detector on, for a
+  city-month and a province-day slice; bare-parse baseline; per-stage breakdown (µs per record);
+* ``kafka``   — case 2: the Kafka shell on the local broker (when ``monitor worker`` exists);
+* ``memory``  — case 3: peak RSS of a city-month replay (fresh process);
+* ``trace``   — case 3: bytes per remembered trace code at 10⁶ and 10⁷ codes (``bench.trace_state``);
+* ``scaling`` — case 4: replay records/s at 1×, 4× and 16× input (flat = cost linear in input).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import replay_case
+from bench.gen import CITY_MONTH, PROVINCE_DAY, load_or_generate
+from bench.report import Row, meta, render, write_json
+
+HERE = Path(__file__).resolve().parent
+ALL_CASES = ("replay", "scaling", "memory", "trace", "kafka")
+
+#: design §6
+REPLAY_TARGET = 100_000.0
+TRACE_TARGET_BYTES = 64.0
+
+
+@dataclass(frozen=True)
+class Profile:
+    runs: int
+    slice_records: int
+    scaling_base: int
+    memory_records: int
+    trace_codes: tuple[int, ...]
+
+
+PROFILES = {
+    "full": Profile(runs=3, slice_records=200_000, scaling_base=25_000, memory_records=1_000_000,
+                    trace_codes=(1_000_000, 10_000_000)),
+    "quick": Profile(runs=2, slice_records=50_000, scaling_base=10_000, memory_records=200_000,
+                     trace_codes=(1_000_000,)),
+}
+
+
+def _log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def case_replay(data: Path, prof: Profile) -> list[Row]:
+    rows: list[Row] = []
+    for shape in (CITY_MONTH, PROVINCE_DAY):
+        info = load_or_generate(data, shape, prof.slice_records)
+        rates, bases, facts = [], [], {}
+        stage_runs: list[dict[str, float]] = []
+        for i in range(prof.runs):
+            _log(f"replay {shape.name} ({info.records:,} records) run {i + 1}/{prof.runs}")
+            bases.append(replay_case.baseline_rate(info))
+            rate, facts = replay_case.replay_rate(info)
+            rates.append(rate)
+            stage_runs.append(replay_case.stages(info))
+        rows.append(Row("replay", f"{shape.name} slice", "records/s", rates, baseline="bare parse loop",
+                        baseline_median=statistics.median(bases), target=REPLAY_TARGET,
+                        note=f"{info.records:,} records, {shape.institutions:,} institutions, {shape.days} d",
+                        extra={**facts, "input": info.by_stream, "source": info.source,
+                               "baseline_values": bases}))
+        rows.append(Row("replay", f"{shape.name} bare parse", "records/s", bases, note="baseline: ceiling"))
+        for stage in ("parse", "detect", "ledger", "output"):
+            per = [s[stage] / s["records"] * 1e6 for s in stage_runs]
+            share = [s[stage] / sum(s[k] for k in ("parse", "detect", "ledger", "output")) * 100 for s in stage_runs]
+            rows.append(Row("replay", f"{shape.name} stage {stage}", "µs/record", per,
+                            note=f"{statistics.median(share):.0f} % of the time"))
+    return rows
+
+
+def case_scaling(data: Path, prof: Profile) -> list[Row]:
+    rows: list[Row] = []
+    first: float | None = None
+    for mult in (1, 4, 16):
+        info = load_or_generate(data, CITY_MONTH, prof.scaling_base * mult)
+        rates = []
+        for i in range(prof.runs):
+            _log(f"scaling {mult}× ({info.records:,} records) run {i + 1}/{prof.runs}")
+            rates.append(replay_case.replay_rate(info)[0])
+        row = Row("scaling", f"city-month {mult}×", "records/s", rates, note=f"{info.records:,} records")
+        if first is None:
+            first = row.median
+        else:
+            row.baseline, row.baseline_median = "1×", first
+        rows.append(row)
+    return rows
+
+
+def case_memory(data: Path, prof: Profile) -> list[Row]:
+    from bench.memory_case import peak_rss
+
+    info = load_or_generate(data, CITY_MONTH, prof.memory_records)
+    peaks, floors, facts = [], [], {}
+    for i in range(prof.runs):
+        _log(f"memory city-month ({info.records:,} records) run {i + 1}/{prof.runs}")
+        facts = peak_rss(info)
+        peaks.append(facts["peak_mib"])
+        floors.append(facts["floor_mib"])
+    return [Row("memory", "city-month replay peak RSS", "MiB", peaks, baseline="after imports",
+                baseline_median=statistics.median(floors), note=f"{info.records:,} records",
+                extra=facts)]
+
+
+def case_trace(prof: Profile) -> list[Row]:
+    try:
+        from bench import trace_state  # written by the data-integrity engineer (issue 7)
+    except ImportError:
+        _log("trace: bench/trace_state.py is not there yet — skipped")
+        return []
+    rows = []
+    for n in prof.trace_codes:
+        values = []
+        for i in range(prof.runs):
+            _log(f"trace state {n:,} codes run {i + 1}/{prof.runs}")
+            values.append(float(trace_state.bytes_per_code(n)))
+        rows.append(Row("memory", f"trace-code state at {n:.0e} codes", "B/code", values,
+                        target=TRACE_TARGET_BYTES, higher_is_better=False))
+    return rows
+
+
+def case_kafka(data: Path, prof: Profile) -> list[Row]:
+    try:
+        from bench import kafka_case
+    except ImportError:
+        _log("kafka: the Kafka case is not available yet — skipped")
+        return []
+    return kafka_case.run(data, prof, _log)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smaller inputs, 2 runs per case (~2 min)")
+    ap.add_argument("--cases", default=",".join(ALL_CASES), help=f"comma-separated subset of {','.join(ALL_CASES)}")
+    ap.add_argument("--json", type=Path, default=HERE / "results" / "latest.json", help="where to write the rows")
+    ap.add_argument("--data", type=Path, default=HERE / "results" / "inputs", help="generated inputs (reused)")
+    ap.add_argument("--runs", type=int, default=None, help="override runs per case")
+    ap.add_argument("--records", type=int, default=None,
+                    help="override every input size (slices, scaling base, memory) — for the smoke test")
+    ap.add_argument("--trace-codes", default=None, help="override trace-code counts, e.g. 1000,10000")
+    args = ap.parse_args(argv)
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = sorted(set(cases) - set(ALL_CASES))
+    if unknown:
+        ap.error(f"unknown case(s): {', '.join(unknown)}")
+    prof = PROFILES["quick" if args.quick else "full"]
+    if args.runs or args.records or args.trace_codes:
+        prof = Profile(
+            runs=args.runs or prof.runs,
+            slice_records=args.records or prof.slice_records,
+            scaling_base=args.records or prof.scaling_base,
+            memory_records=args.records or prof.memory_records,
+            trace_codes=tuple(int(x) for x in args.trace_codes.split(",")) if args.trace_codes else prof.trace_codes,
+        )
+    t0 = time.perf_counter()
+    rows: list[Row] = []
+    for case in cases:
+        if case == "replay":
+            rows += case_replay(args.data, prof)
+        elif case == "scaling":
+            rows += case_scaling(args.data, prof)
+        elif case == "memory":
+            rows += case_memory(args.data, prof)
+        elif case == "trace":
+            rows += case_trace(prof)
+        elif case == "kafka":
+            rows += case_kafka(args.data, prof)
+    flags = "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+    info = meta(flags, prof.runs)
+    info["elapsed_s"] = round(time.perf_counter() - t0, 1)
+    info["profile"] = prof.__dict__
+    print(render(rows, info))
+    print(f"\n(whole run {info['elapsed_s']} s)")
+    write_json(args.json, rows, info)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
