@@ -14,6 +14,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "monitor.commands.replay",
     "monitor.commands.policy",
     "monitor.commands.query",
+    "monitor.commands.worker",
+    "monitor.commands.produce",
+    "monitor.commands.consume",
 )
 
 

@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from monitor.privacy import DEV_KEY, Pseudonymizer
@@ -22,6 +23,59 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var")
     #: Logs as JSON lines.
     log_json: bool = False
+
+    # ---------------------------------------------------------------- Kafka shell (monitor worker/produce)
+    #: Kafka bootstrap server(s), Faust URL form; comma-separate several (``kafka://h1:9092,h2:9092``).
+    broker: str = "kafka://127.0.0.1:9092"
+    #: Faust application id = consumer group id; one worker group per city (the engine needs a global
+    #: view of its inputs, see README "Kafka shell").
+    app_id: str = "medins-monitor"
+    #: Partitions of each input and output topic when the monitor creates them (design §3/§4).
+    partitions: int = Field(default=4, ge=1)
+    #: Replication factor of the topics the monitor creates (1 on a single local broker).
+    replication: int = Field(default=1, ge=1)
+    #: Seconds between checkpoints (engine snapshot + input offsets); inputs are acknowledged only
+    #: after the checkpoint that covers them is durable.
+    checkpoint_interval: float = Field(default=1.0, gt=0)
+    #: Wall-clock seconds between ticks (flow control only: release merged records, advance event time
+    #: to the latest broker timestamp seen). Never used as business time.
+    tick_interval: float = Field(default=0.5, gt=0)
+    #: Flow control: if the arrival-order merge has released nothing for this many seconds while
+    #: records wait, release them anyway (a partition that never reports its end).
+    merge_stall_seconds: float = Field(default=10.0, gt=0)
+    #: An ``inf_time`` more than this many seconds ahead of the broker timestamp is clamped to it and
+    #: counted as clock skew (design §2 "Clocks lie").
+    clock_skew_seconds: float = Field(default=300.0, ge=0)
+    #: Stop the worker when more than this share of the last ``dlq_window`` input records were dead
+    #: letters (a bad deploy, not bad data).
+    dlq_max_ratio: float = Field(default=0.5, gt=0, le=1)
+    dlq_window: int = Field(default=1000, ge=1)
+    #: Faust consumer session timeout (seconds); small values make the group join fast on tansu.
+    broker_session_timeout: float = Field(default=30.0, gt=0)
+    #: Faust consumer group rebalance timeout (seconds).
+    broker_rebalance_timeout: float = Field(default=30.0, gt=0)
+    #: Kafka security: ``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    #: SASL mechanism when the protocol is ``SASL_*``.
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    #: CA bundle, client certificate and key for TLS (files).
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_password: SecretStr | None = None
+
+    def bootstrap_servers(self) -> list[str]:
+        """``host:port`` list for kafka-python / aiokafka, from ``broker`` (``kafka://`` prefix optional)."""
+        out = []
+        for part in self.broker.split(","):
+            part = part.strip()
+            if "://" in part:
+                part = part.split("://", 1)[1]
+            if part:
+                out.append(part.rstrip("/"))
+        return out
 
     def pseudonymizer(self) -> Pseudonymizer:
         return Pseudonymizer(self.pii_key.get_secret_value())

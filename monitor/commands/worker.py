@@ -1,0 +1,38 @@
+"""``monitor worker``: run the Kafka shell (Faust) against ``MONITOR_BROKER``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "worker",
+        help="run the Faust worker: input topics → engine → monitor.alerts / monitor.tickets / monitor.dlq",
+        description="Settings come from MONITOR_* environment variables (see README 'Kafka shell'): "
+                    "MONITOR_BROKER, MONITOR_DATA_DIR (checkpoints), MONITOR_POLICY, MONITOR_PARTITIONS, …",
+    )
+    p.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    import faust
+
+    from monitor.settings import Settings
+    from monitor.streams.app import create_app
+    from monitor.streams.topics import ensure_topics
+
+    settings = Settings()
+    logging.basicConfig(level=args.loglevel.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    created = ensure_topics(settings)
+    if created:
+        logging.getLogger("monitor.worker").info("created topics: %s", ", ".join(created))
+    app, _shell = create_app(settings)
+    worker = faust.Worker(app, loglevel=args.loglevel, quiet=True)
+    worker.execute_from_commandline()
+    return 0

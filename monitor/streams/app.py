@@ -1,0 +1,281 @@
+"""The Faust app of ``monitor worker``: one ingest agent over the seven input topics, one tick timer.
+
+Delivery (design §4, style "commit only after sinks flush")::
+
+    take a batch of messages (raw bytes, no acks) → ShellCore.receive (parse, dead letters)
+    → ShellCore.release (arrival-order merge → Engine) → produce alerts / tickets / dead letters
+    → every MONITOR_CHECKPOINT_INTERVAL s: flush the producer → write the checkpoint (engine snapshot +
+      the input positions it reflects) → acknowledge the messages it covers → Faust commits them.
+
+So input is at-least-once, outputs are effectively-once (deterministic ids, re-produced identically on
+redelivery) and state after a restart is the checkpoint's, whatever the broker's changelog recovery
+does. Invalid records are dead-lettered; any other exception (and the dead-letter ratio limit) stops the
+process loudly with a non-zero exit code — no message is acknowledged past the last checkpoint.
+
+Names are contracts (style: "name them explicitly in one module"): ``AGENT_NAMES``, ``TIMER_NAMES`` and
+``TABLE_NAMES`` are pinned by a test. There are no Faust tables: see the README ("Kafka shell") for why the
+engine's keyed state is checkpointed whole instead of split into changelog-backed tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+import sys
+import time
+import traceback
+from collections.abc import Awaitable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+import faust
+from faust.types import TP as FaustTP
+
+from monitor.clock import CST
+from monitor.engine import Engine, Output
+from monitor.outputs import Alert, DeadLetter
+from monitor.policy.pack import load_pack
+from monitor.settings import Settings
+from monitor.streams.checkpoint import CheckpointStore
+from monitor.streams.core import TP, DeadLetterLimit, DeadLetterLimitExceeded, Inbound, ShellCore
+from monitor.streams.topics import ALERTS, DLQ, INPUTS, STREAM_OF_TOPIC, TICKETS
+
+log = logging.getLogger("monitor.worker")
+
+AGENT_NAMES: tuple[str, ...] = ("monitor-ingest",)
+TIMER_NAMES: tuple[str, ...] = ("monitor-tick",)
+TABLE_NAMES: tuple[str, ...] = ()
+#: Exit codes of ``monitor worker``.
+EXIT_CRASH = 70
+EXIT_DLQ_LIMIT = 3
+#: Messages per agent batch (Faust ``take``): fewer, larger events (notes/local-kafka.md).
+TAKE_MAX = 2000
+TAKE_WITHIN = 0.05
+
+
+def faust_credentials(settings: Settings) -> Any:
+    """Faust broker credentials for TLS/SASL from settings (secrets are read here only)."""
+    proto = settings.kafka_security_protocol
+    if proto == "PLAINTEXT":
+        return None
+    context: ssl.SSLContext | None = None
+    if proto.endswith("SSL"):
+        context = ssl.create_default_context(
+            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None)
+        if settings.kafka_ssl_certfile:
+            context.load_cert_chain(
+                str(settings.kafka_ssl_certfile),
+                str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
+                settings.kafka_ssl_password.get_secret_value() if settings.kafka_ssl_password else None)
+    if proto.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None,
+            mechanism=settings.kafka_sasl_mechanism, ssl_context=context)
+    return faust.SSLCredentials(context)
+
+
+def fatal(exc: BaseException, code: int = EXIT_CRASH) -> None:
+    """Crash loudly: print the error and leave at once. Nothing past the last checkpoint was acked,
+    so the restarted worker redoes it (style: "anything else → crash loudly")."""
+    sys.stderr.write(f"monitor worker: FATAL {type(exc).__name__}: {exc}\n")
+    traceback.print_exception(exc, file=sys.stderr)
+    sys.stderr.flush()
+    os._exit(code)
+
+
+class WorkerShell:
+    """Glue between Faust and ``ShellCore``; every engine access holds ``lock``."""
+
+    def __init__(self, app: faust.App, settings: Settings, core: ShellCore, store: CheckpointStore) -> None:
+        self.app = app
+        self.settings = settings
+        self.core = core
+        self.store = store
+        self.lock = asyncio.Lock()
+        self._pending: list[Awaitable[Any]] = []
+        self._dirty = False
+        self._last_checkpoint = time.monotonic()
+        self._last_progress = time.monotonic()
+        self._last_report = time.monotonic()
+        self._report_applied = core.applied
+        self.outputs = 0
+        self.checkpoints = 0
+
+    # ------------------------------------------------------------------------------------ consumption
+    def _assigned(self) -> list[TP]:
+        return [(tp.topic, tp.partition) for tp in self.app.consumer.assignment()
+                if tp.topic in STREAM_OF_TOPIC]
+
+    def _waiting(self, tp: TP) -> bool:
+        """True while ``tp`` may still deliver records older than what the merge would release: the
+        consumer has not handed us everything up to the partition's fetch high-watermark (which is
+        right on tansu, unlike ListOffsets "latest")."""
+        highwater = self.app.consumer.highwater(FaustTP(*tp))
+        if highwater is None:
+            return True
+        nxt = self.core.next_offset(tp)
+        return (nxt if nxt is not None else 0) < highwater
+
+    async def on_events(self, events: Sequence[Any]) -> None:
+        async with self.lock:
+            for event in events:
+                m = event.message
+                seq = None
+                for hkey, hval in (m.headers.items() if isinstance(m.headers, dict) else m.headers or ()):
+                    if hkey == "seq" and hval:
+                        seq = int(hval)
+                ts = datetime.fromtimestamp(m.timestamp, CST) if m.timestamp else None
+                letters = self.core.receive(Inbound(m.topic, m.partition, m.offset, m.key, m.value, ts, seq,
+                                                    handle=event))
+                await self._send_letters(letters)
+            await self._release(force=False)
+            await self._maybe_checkpoint()
+
+    async def on_tick(self) -> None:
+        async with self.lock:
+            await self._release(force=False)
+            stalled = time.monotonic() - self._last_progress > self.settings.merge_stall_seconds
+            if self.core.queued and stalled:
+                log.warning("arrival merge stalled %.0f s with %d records queued: releasing them",
+                            self.settings.merge_stall_seconds, self.core.queued)
+                await self._release(force=True)
+            if not any(self._waiting(tp) for tp in self._assigned()):
+                await self._send(self.core.tick())
+            await self._maybe_checkpoint()
+            self._report()
+
+    async def on_revoked(self, revoked: set[Any]) -> None:
+        async with self.lock:
+            self.core.forget((tp.topic, tp.partition) for tp in revoked)
+
+    async def _release(self, force: bool) -> None:
+        before = self.core.applied
+        out = self.core.release(self._assigned(), self._waiting, force=force)
+        if self.core.applied != before:
+            self._last_progress = time.monotonic()
+            self._dirty = True
+        elif not self.core.queued:
+            self._last_progress = time.monotonic()
+        await self._send(out)
+
+    # ---------------------------------------------------------------------------------------- outputs
+    async def _send(self, outputs: Sequence[Output]) -> None:
+        for item in outputs:
+            spec = ALERTS if isinstance(item, Alert) else TICKETS
+            self._pending.append(await self.app.producer.send(
+                spec.name, item.fixmedins_code.encode(), item.model_dump_json().encode(), None, None, None))
+        self.outputs += len(outputs)
+        if outputs:
+            self._dirty = True
+
+    async def _send_letters(self, letters: Sequence[DeadLetter]) -> None:
+        for letter in letters:
+            self._pending.append(await self.app.producer.send(
+                DLQ.name, letter.key.encode() if letter.key else None, letter.model_dump_json().encode(),
+                None, None, None))
+        if letters:
+            self._dirty = True
+
+    async def _maybe_checkpoint(self, force: bool = False) -> None:
+        due = time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval
+        if not (force or (due and (self._dirty or self.core._completed))):
+            return
+        await self.app.producer.flush()
+        pending, self._pending = self._pending, []
+        for fut in pending:
+            await fut  # raises if an output was not written: crash, do not ack
+        ckpt, handles = self.core.checkpoint()
+        self.store.save(ckpt)
+        for event in handles:
+            event.ack()
+        self.checkpoints += 1
+        self._dirty = False
+        self._last_checkpoint = time.monotonic()
+
+    def _report(self) -> None:
+        now = time.monotonic()
+        if now - self._last_report < 10:
+            return
+        rate = (self.core.applied - self._report_applied) / (now - self._last_report)
+        wm = self.core.engine.watermark.value
+        log.info("applied %d records (%.0f/s), queued %d, outputs %d, dead letters %d, checkpoints %d, "
+                 "event time %s", self.core.applied, rate, self.core.queued, self.outputs,
+                 self.core.dead_letters, self.checkpoints, wm.isoformat() if wm else "-")
+        self._last_report, self._report_applied = now, self.core.applied
+
+
+def build_core(settings: Settings, store: CheckpointStore) -> ShellCore:
+    """The engine from the last checkpoint (its policy must match ``MONITOR_POLICY``), else a new one."""
+    pack = load_pack(settings.policy)
+    limit = DeadLetterLimit(settings.dlq_window, settings.dlq_max_ratio)
+    skew = timedelta(seconds=settings.clock_skew_seconds)
+    ckpt = store.load()
+    if ckpt is None:
+        log.info("no checkpoint in %s: starting from the beginning of the input topics", store.path)
+        return ShellCore(Engine(pack, settings.pseudonymizer()), clock_skew=skew, dlq_limit=limit)
+    core = ShellCore.from_checkpoint(ckpt, clock_skew=skew, dlq_limit=limit)
+    if core.engine.pack.label != pack.label:
+        raise ValueError(f"checkpoint {store.path} was made with policy {core.engine.pack.label}, "
+                         f"not {pack.label}")
+    log.info("restored checkpoint %s: %d partitions, event time %s", store.path, len(ckpt.positions),
+             core.engine.watermark.value)
+    return core
+
+
+def create_app(settings: Settings) -> tuple[faust.App, WorkerShell]:
+    """The Faust app with its agent and timer, bound to a ``WorkerShell`` restored from the checkpoint."""
+    session = settings.broker_session_timeout
+    app = faust.App(
+        settings.app_id,
+        broker=settings.broker,
+        broker_credentials=faust_credentials(settings),
+        store="memory://",
+        autodiscover=False,
+        web_enabled=False,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication,
+        broker_session_timeout=session,
+        broker_heartbeat_interval=min(3.0, session / 3),
+        broker_rebalance_timeout=settings.broker_rebalance_timeout,
+        consumer_auto_offset_reset="earliest",
+        stream_wait_empty=False,
+        producer_acks=-1,
+    )
+    store = CheckpointStore(settings.data_dir, settings.app_id)
+    shell = WorkerShell(app, settings, build_core(settings, store), store)
+    inputs = app.topic(*(spec.name for spec in INPUTS.values()), key_type=bytes, value_type=bytes,
+                       key_serializer="raw", value_serializer="raw")
+
+    async def ingest(stream: Any) -> None:
+        try:
+            async for events in stream.noack_take(TAKE_MAX, within=TAKE_WITHIN):
+                await shell.on_events(events)
+        except asyncio.CancelledError:
+            raise
+        except DeadLetterLimitExceeded as exc:
+            fatal(exc, EXIT_DLQ_LIMIT)
+        except BaseException as exc:
+            fatal(exc)
+
+    app.agent(inputs, name=AGENT_NAMES[0], concurrency=1)(ingest)
+
+    async def tick() -> None:
+        try:
+            await shell.on_tick()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            fatal(exc)
+
+    tick.__name__ = TIMER_NAMES[0]
+    app.timer(settings.tick_interval, name=TIMER_NAMES[0])(tick)
+
+    async def revoked(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        parts = args[0] if args else kwargs.get("revoked", set())
+        await shell.on_revoked(set(parts))
+
+    app.on_partitions_revoked.connect(cast(Any, revoked))  # faust types the receiver narrowly
+    return app, shell

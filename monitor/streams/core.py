@@ -1,0 +1,302 @@
+"""The Kafka shell's logic without Faust: arrival-order merge, positions, checkpoints, dead letters.
+
+``ShellCore`` sits between the consumer (Faust in ``monitor.streams.app``; plain lists in tests) and the
+pure ``Engine``. It owns everything that decides *what the engine sees, in which order, and what is
+safe to acknowledge*; the Faust adapter only moves bytes and acks.
+
+Contract
+--------
+* ``receive(msg)`` parses one message (one JSON record or a JSON array of records, raw bytes, no Faust
+  deserializer), returns its dead letters (invalid records, with source topic/partition/offset/index
+  and reason) and queues its valid records in a FIFO per topic-partition. A message at or below the
+  checkpointed position is skipped (redelivery after a restart or rebalance); only the records of a
+  partially applied message that were not applied yet are queued.
+* ``release(waiting)`` merges the partition queues in arrival order — the head with the smallest
+  ``(arrival, stream order, producer sequence, partition, offset, index)`` goes first — and feeds the
+  engine, as long as every assigned partition either has a queued record or has been read to its end
+  (``waiting(tp)`` is False). This is the replay shell's ``heapq.merge`` of files, so both shells give
+  the engine the same sequence (design §2: replay is the reference semantics). ``force=True`` releases
+  what is queued regardless (flow control when a partition never reports its end).
+* ``checkpoint()`` returns a ``Checkpoint`` — the engine snapshot *and* the per-partition positions it
+  reflects — plus the message handles that become safe to acknowledge once that checkpoint (and the
+  outputs emitted before it) are durable. Acknowledging before that would let the consumer group commit
+  past state that a crash loses.
+* ``tick()`` moves event time to the latest broker timestamp seen on the business streams (never the
+  wall clock), so due windows and deadlines fire while partitions are idle.
+
+Positions are ``(offset, done)``: the next message to apply and how many of its records were already
+applied (a JSON-array value may be cut by a checkpoint). The engine itself de-duplicates records
+(design §3), so even a wrong position could not double-count a settlement; positions make recovery exact.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from monitor.clock import CST
+from monitor.engine import Engine, Output
+from monitor.outputs import DeadLetter
+from monitor.records import InvalidRecord, Record, parse_value
+from monitor.replay import dead_letter
+from monitor.streams.topics import STREAM_OF_TOPIC, STREAM_ORDER
+
+TP = tuple[str, int]
+_EARLIEST = datetime(1970, 1, 1, tzinfo=CST)
+#: Streams whose broker timestamps move idle event time (registry uploads are not activity).
+ACTIVITY_STREAMS = frozenset({"settlements", "inventory", "tracecodes", "prescriptions", "findings"})
+CHECKPOINT_VERSION = 1
+
+
+class DeadLetterLimitExceeded(RuntimeError):
+    """Too many of the recent input records were invalid: a bad deploy, not bad data. Stop the worker."""
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """One consumed message, as bytes (the shell never lets Faust deserialize)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: datetime | None = None
+    #: Producer sequence (header ``seq``, set by ``monitor produce``): total arrival order of the input.
+    seq: int | None = None
+    #: Opaque handle the caller acknowledges when ``checkpoint`` says so (a Faust event).
+    handle: Any = None
+
+    @property
+    def tp(self) -> TP:
+        return (self.topic, self.partition)
+
+
+@dataclass
+class Checkpoint:
+    """Engine state plus the input positions it reflects (design §2 "checkpoints")."""
+
+    engine: bytes
+    positions: dict[TP, tuple[int, int]]
+    last_arrival: dict[TP, datetime]
+    max_broker_time: datetime | None
+    version: int = CHECKPOINT_VERSION
+
+    def dumps(self) -> bytes:
+        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @staticmethod
+    def loads(blob: bytes) -> Checkpoint:
+        ckpt = pickle.loads(blob)
+        if not isinstance(ckpt, Checkpoint) or ckpt.version != CHECKPOINT_VERSION:
+            raise TypeError("not a monitor checkpoint of this version")
+        return ckpt
+
+
+@dataclass
+class _Message:
+    offset: int
+    pending: int  # records of this message not yet applied
+    applied: int  # records of this message applied
+    handles: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class _Item:
+    key: tuple[Any, ...]
+    record: Record
+    arrival: datetime | None  # override for the engine (clock-skew clamp), else None
+    message: _Message
+    last_after: datetime  # the partition's carried-forward arrival once this record is applied
+
+
+class DeadLetterLimit:
+    """Sliding window over the last ``window`` input records; trips when more than ``max_ratio`` of a
+    full window were dead letters (arroyo's ``DlqLimit``)."""
+
+    def __init__(self, window: int, max_ratio: float) -> None:
+        self.window = window
+        self.max_ratio = max_ratio
+        self._marks: deque[bool] = deque(maxlen=window)
+        self._bad = 0
+
+    def observe(self, bad: bool) -> None:
+        if len(self._marks) == self.window and self._marks[0]:
+            self._bad -= 1
+        self._marks.append(bad)
+        self._bad += bad
+
+    @property
+    def exceeded(self) -> bool:
+        return len(self._marks) == self.window and self._bad > self.max_ratio * self.window
+
+    def describe(self) -> str:
+        return f"{self._bad} of the last {len(self._marks)} input records were dead letters"
+
+
+class ShellCore:
+    """See the module docstring."""
+
+    def __init__(self, engine: Engine, *, clock_skew: timedelta = timedelta(minutes=5),
+                 dlq_limit: DeadLetterLimit | None = None, checkpoint: Checkpoint | None = None) -> None:
+        self.engine = engine
+        self.clock_skew = clock_skew
+        self.dlq_limit = dlq_limit or DeadLetterLimit(1000, 0.5)
+        self.positions: dict[TP, tuple[int, int]] = dict(checkpoint.positions) if checkpoint else {}
+        self.last_arrival: dict[TP, datetime] = dict(checkpoint.last_arrival) if checkpoint else {}
+        self._applied_last: dict[TP, datetime] = dict(self.last_arrival)
+        self.max_broker_time: datetime | None = checkpoint.max_broker_time if checkpoint else None
+        self._queues: dict[TP, deque[_Item]] = {}
+        self._messages: dict[TP, deque[_Message]] = {}
+        self._next: dict[TP, int] = {}  # next offset expected from the consumer per partition
+        self._completed: list[Any] = []
+        self.dead_letters = 0
+        self.applied = 0
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: Checkpoint, **kw: Any) -> ShellCore:
+        return cls(Engine.restore(ckpt.engine), checkpoint=ckpt, **kw)
+
+    # ------------------------------------------------------------------------------------------ intake
+    def receive(self, msg: Inbound) -> list[DeadLetter]:
+        """Queue one message's records; return its dead letters (see the module docstring)."""
+        tp = msg.tp
+        pos_offset, pos_done = self.positions.get(tp, (-1, 0))
+        expected = self._next.get(tp)
+        if msg.offset < pos_offset or (expected is not None and msg.offset < expected):
+            self._duplicate(tp, msg)
+            return []
+        self._next[tp] = msg.offset + 1
+        stream = STREAM_OF_TOPIC[msg.topic]
+        letters: list[DeadLetter] = []
+        key_text = msg.key.decode("utf-8", "replace") if msg.key is not None else None
+        if msg.value is None:
+            parsed: list[Record | InvalidRecord] = [InvalidRecord("empty value (tombstone)")]
+        else:
+            parsed = parse_value(stream, msg.value)
+        skip = pos_done if msg.offset == pos_offset else 0
+        entry = _Message(msg.offset, 0, skip, [msg.handle] if msg.handle is not None else [])
+        queue = self._queues.setdefault(tp, deque())
+        valid_index = 0
+        for item in parsed:
+            if isinstance(item, InvalidRecord):
+                self.dead_letters += 1
+                self.dlq_limit.observe(True)
+                letters.append(dead_letter(msg.topic, msg.value or b"", item.reason, index=item.index,
+                                           partition=msg.partition, offset=msg.offset, key=key_text))
+                continue
+            self.dlq_limit.observe(False)
+            valid_index += 1
+            if valid_index <= skip:
+                continue  # applied before the checkpoint this run resumed from
+            queue.append(self._item(tp, stream, msg, item, entry))
+            entry.pending += 1
+        if msg.timestamp is not None and stream in ACTIVITY_STREAMS and (
+                self.max_broker_time is None or msg.timestamp > self.max_broker_time):
+            self.max_broker_time = msg.timestamp
+        self._messages.setdefault(tp, deque()).append(entry)
+        self._complete_front(tp)
+        if self.dlq_limit.exceeded:
+            raise DeadLetterLimitExceeded(self.dlq_limit.describe())
+        return letters
+
+    def _item(self, tp: TP, stream: str, msg: Inbound, rec: Record, entry: _Message) -> _Item:
+        # As the replay shell: a record without its own arrival time sorts at the latest arrival seen
+        # before it in the same source (file there, partition here).
+        last = self.last_arrival.get(tp, _EARLIEST)
+        own = rec.arrival_time
+        sort_time = own if own is not None else last
+        self.last_arrival[tp] = max(last, sort_time)
+        override = None
+        if rec.inf_time is not None and msg.timestamp is not None and (
+                rec.inf_time > msg.timestamp + self.clock_skew):
+            # an upload clock ahead of the broker never moves time forward for others (design §2)
+            override = msg.timestamp
+            sort_time = msg.timestamp
+            self.engine.stats.quality[f"{stream}.clock_skew"] += 1
+        key = (sort_time, STREAM_ORDER[stream], -1 if msg.seq is None else msg.seq, msg.partition,
+               msg.offset, entry.pending)
+        return _Item(key, rec, override, entry, self.last_arrival[tp])
+
+    def _duplicate(self, tp: TP, msg: Inbound) -> None:
+        """A message delivered again (restart, rebalance): never applied twice; acked with the original."""
+        for entry in self._messages.get(tp, ()):
+            if entry.offset == msg.offset:
+                entry.handles.append(msg.handle)
+                return
+        if msg.handle is not None:
+            self._completed.append(msg.handle)
+
+    def _complete_front(self, tp: TP) -> None:
+        messages = self._messages.get(tp)
+        while messages and messages[0].pending == 0:
+            done = messages.popleft()
+            self.positions[tp] = (done.offset + 1, 0)
+            self._completed.extend(done.handles)
+        if messages and messages[0].applied:
+            self.positions[tp] = (messages[0].offset, messages[0].applied)
+
+    def forget(self, tps: Iterable[TP]) -> None:
+        """Partitions revoked: drop what was queued but not applied (it will be delivered again)."""
+        for tp in tps:
+            self._queues.pop(tp, None)
+            self._messages.pop(tp, None)  # unapplied messages are never acked: they come again
+            self._next.pop(tp, None)
+            if tp in self._applied_last:
+                self.last_arrival[tp] = self._applied_last[tp]
+            else:
+                self.last_arrival.pop(tp, None)
+
+    # ------------------------------------------------------------------------------------------ merge
+    @property
+    def queued(self) -> int:
+        return sum(len(q) for q in self._queues.values())
+
+    def next_offset(self, tp: TP) -> int | None:
+        """The next offset this shell expects from ``tp`` (received or checkpointed), if known."""
+        if tp in self._next:
+            return self._next[tp]
+        pos = self.positions.get(tp)
+        return pos[0] if pos is not None else None
+
+    def release(self, assigned: Iterable[TP], waiting: Callable[[TP], bool], force: bool = False,
+                limit: int | None = None) -> list[Output]:
+        """Apply queued records in arrival order while the merge is safe (module docstring)."""
+        out: list[Output] = []
+        assigned = list(assigned)
+        n = 0
+        while limit is None or n < limit:
+            heads = [(q[0].key, tp) for tp, q in self._queues.items() if q]
+            if not heads:
+                break
+            if not force and any(not self._queues.get(tp) and waiting(tp) for tp in assigned):
+                break
+            _, tp = min(heads)
+            item = self._queues[tp].popleft()
+            self._applied_last[tp] = item.last_after
+            out.extend(self.engine.process(item.record, item.arrival))
+            self.applied += 1
+            n += 1
+            item.message.pending -= 1
+            item.message.applied += 1
+            self._complete_front(tp)
+        return out
+
+    def tick(self) -> list[Output]:
+        """Advance event time to the latest broker timestamp seen; only when nothing is queued, so the
+        clock never overtakes a record waiting in the merge."""
+        if self.queued or self.max_broker_time is None or self.engine.watermark.value is None:
+            return []
+        return self.engine.advance(self.max_broker_time)
+
+    # -------------------------------------------------------------------------------------- checkpoints
+    def checkpoint(self) -> tuple[Checkpoint, list[Any]]:
+        """The state to persist and the handles safe to acknowledge once it is durable."""
+        ckpt = Checkpoint(self.engine.snapshot(), dict(self.positions), dict(self._applied_last),
+                          self.max_broker_time)
+        handles, self._completed = self._completed, []
+        return ckpt, handles

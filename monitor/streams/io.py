@@ -1,0 +1,188 @@
+"""``monitor produce`` and ``monitor consume`` with kafka-python (demos, tests, benchmarks).
+
+``produce_dir`` sends the JSONL files of design §3 to the input topics in the replay shell's arrival
+order (the same merge of files by ``inf_time``, file order, line), with the keys of design §3, the
+original bytes of every line (invalid ones too: they are the worker's dead letters to find), a ``seq``
+header carrying the total order, and the record's arrival time as the Kafka timestamp (the upload time
+an upstream gateway would stamp; on a real cluster, historical loads need ``retention.ms=-1`` on the
+input topics or ``--timestamp now``). ``--arrays N`` groups runs of up to N consecutive records of the
+same topic and key into JSON-array values (NHSA batch uploads), keeping every partition in arrival order.
+
+``consume_topic`` prints a topic's values from the beginning as JSON lines; with ``until_idle`` it
+returns once nothing new arrived for that long.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+from monitor.clock import CST
+from monitor.records import InvalidRecord, parse_value
+from monitor.replay import input_files
+from monitor.settings import Settings
+from monitor.streams.topics import INPUTS, STREAM_ORDER, ensure_topics, kafka_python_security
+
+_EARLIEST = datetime(1970, 1, 1, tzinfo=CST)
+
+
+@dataclass(order=True)
+class _Line:
+    arrival: datetime
+    order: int
+    line: int
+    stream: str = field(compare=False)
+    key: str | None = field(compare=False)
+    raw: bytes = field(compare=False)
+    records: int = field(compare=False)
+    timestamped: bool = field(compare=False)
+    is_array: bool = field(compare=False)
+
+
+def _key_of(stream: str, raw: bytes) -> str | None:
+    field_name = INPUTS[stream].key
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    if isinstance(value, list):
+        value = value[0] if value else None
+    if isinstance(value, dict) and field_name is not None:
+        key = value.get(field_name)
+        return str(key) if key is not None else None
+    return None
+
+
+def _lines(path: Path) -> Iterator[_Line]:
+    stream = path.stem
+    order = STREAM_ORDER[stream]
+    last = _EARLIEST
+    with path.open("rb") as fh:
+        for line_no, raw_line in enumerate(fh, start=1):
+            raw = raw_line.rstrip(b"\r\n")
+            if not raw.strip():
+                continue
+            parsed = parse_value(stream, raw)
+            times = [p.arrival_time for p in parsed if not isinstance(p, InvalidRecord)]
+            known = [t for t in times if t is not None]
+            arrival = min(known) if known else last
+            for t in known:
+                last = max(last, t)
+            yield _Line(arrival, order, line_no, stream, _key_of(stream, raw), raw, max(len(parsed), 1),
+                        bool(known), raw.lstrip()[:1] == b"[")
+
+
+@dataclass
+class ProduceStats:
+    messages: int = 0
+    records: int = 0
+    seconds: float = 0.0
+    by_topic: dict[str, int] = field(default_factory=dict)
+
+
+def produce_dir(input_dir: Path, settings: Settings, rate: float | None = None, arrays: int = 1,
+                timestamp: str = "arrival", linger_ms: int = 20) -> ProduceStats:
+    """Load ``input_dir`` into the input topics (module docstring); returns counts."""
+    from kafka import KafkaProducer
+
+    ensure_topics(settings)
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers(), acks="all", linger_ms=linger_ms,
+                             batch_size=256 * 1024, max_request_size=8 * 1024 * 1024,
+                             **kafka_python_security(settings))
+    stats = ProduceStats()
+    start = time.monotonic()
+    groups: dict[str, list[_Line]] = {}
+
+    def send(stream: str, value: bytes, key: str | None, ts: datetime | None, n: int) -> None:
+        topic = INPUTS[stream].name
+        ts_ms = int(ts.timestamp() * 1000) if ts is not None and timestamp == "arrival" else None
+        producer.send(topic, value=value, key=key.encode() if key is not None else None, timestamp_ms=ts_ms,
+                      headers=[("seq", str(stats.messages).encode())])
+        stats.messages += 1
+        stats.records += n
+        stats.by_topic[topic] = stats.by_topic.get(topic, 0) + n
+        if rate:
+            ahead = stats.records / rate - (time.monotonic() - start)
+            if ahead > 0:
+                time.sleep(ahead)
+
+    def flush_group(stream: str) -> None:
+        group = groups.pop(stream, None)
+        if not group:
+            return
+        if len(group) == 1:
+            one = group[0]
+            send(stream, one.raw, one.key, one.arrival if one.timestamped else None, one.records)
+        else:
+            value = b"[" + b",".join(g.raw for g in group) + b"]"
+            ts = max((g.arrival for g in group if g.timestamped), default=None)
+            send(stream, value, group[0].key, ts, len(group))
+
+    merged = heapq.merge(*(_lines(p) for p in input_files(input_dir)))
+    try:
+        for line in merged:
+            if arrays <= 1 or line.is_array:
+                flush_group(line.stream)
+                send(line.stream, line.raw, line.key, line.arrival if line.timestamped else None, line.records)
+                continue
+            group = groups.get(line.stream)
+            if group and group[0].key != line.key:
+                flush_group(line.stream)
+            groups.setdefault(line.stream, []).append(line)
+            if len(groups[line.stream]) >= arrays:
+                flush_group(line.stream)
+        for stream in list(groups):
+            flush_group(stream)
+        producer.flush()
+    finally:
+        producer.close()
+    stats.seconds = time.monotonic() - start
+    return stats
+
+
+def consume_topic(topic: str, settings: Settings, until_idle: float | None = None,
+                  out: IO[str] | None = None, metadata_timeout: float = 30.0) -> int:
+    """Print ``topic``'s values from the beginning, one JSON value a line; returns the count."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    out = out or sys.stdout
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers(), group_id=None,
+                             enable_auto_commit=False, auto_offset_reset="earliest",
+                             **kafka_python_security(settings))
+    count = 0
+    try:
+        deadline = time.monotonic() + metadata_timeout
+        parts: set[int] | None = None
+        while not parts:
+            parts = consumer.partitions_for_topic(topic)
+            if not parts:
+                if time.monotonic() > deadline:
+                    raise LookupError(f"topic {topic} not found")
+                time.sleep(0.2)
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        last_new = time.monotonic()
+        while True:
+            batch: dict[Any, list[Any]] = consumer.poll(timeout_ms=200)
+            n = 0
+            for records in batch.values():
+                for rec in records:
+                    value = rec.value
+                    out.write((value.decode("utf-8", "replace") if value is not None else "null") + "\n")
+                    n += 1
+            if n:
+                count += n
+                last_new = time.monotonic()
+                out.flush()
+            elif until_idle is not None and time.monotonic() - last_new >= until_idle:
+                return count
+    finally:
+        consumer.close()
