@@ -38,7 +38,10 @@ def run(tmp_path: Path, records: list[dict[str, Any]], as_of: str | None = None,
     out = tmp_path / "out"
     replay_dir(inp, out, load_pack("ezhou"),
                as_of=datetime.strptime(as_of, FMT).replace(tzinfo=CST) if as_of else None)
-    return read_jsonl(out / "alerts.jsonl"), read_jsonl(out / "tickets.jsonl")
+    # only the EZ-DM 二(一) ladder is under test here (these settlements have no 3505 sales, which
+    # data.incomplete would rightly flag)
+    return read_jsonl(out / "alerts.jsonl"), [t for t in read_jsonl(out / "tickets.jsonl")
+                                              if t["ladder"] == "realtime"]
 
 
 @pytest.mark.parametrize(

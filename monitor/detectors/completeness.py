@@ -1,0 +1,249 @@
+"""Completeness of 进销存 against settlements — EZ-DM 二(二).
+
+    "医保结算数据、进销存数据经查实不完整的中止门诊统筹服务 6 个月，6 个月后至两年内再次发现数据不完整的，
+    取消门诊统筹定点资格。"
+
+* ``data.incomplete`` — every drug line of a settlement (``setl_id`` + ``med_list_codg``, quantity
+  ``cnt``; lines of the same code in one settlement are summed) must be matched by 3505 sale records
+  carrying that ``setl_id`` and code whose ``sel_retn_cnt`` add up to at least the settled quantity, the
+  completing sale *arriving* (``inf_time``) no later than ``match_window_hours`` (72) after
+  ``setl_time`` — exactly 72 h is in time. A settlement revoked (``setl_status=revoked``, 2103/2208) is
+  taken out of the count, and so are its sales and their 3506 returns: they cancel out. 3506 returns of
+  a settlement that stays settled do not un-match it (the sale *was* uploaded; a return is a separate
+  movement).
+* An institution-day (the Asia/Shanghai business date of ``setl_time``) is judged when event time
+  reaches day end + ``match_window_hours`` — every line of that day has had its full window by then —
+  and again whenever a settlement of that day arrives later (a late upload can only add a line). A
+  day with fewer than ``min_complete_ratio`` (98 %) of its lines matched raises the alert (a suspicion:
+  incompleteness must be verified) and triggers ``data.incomplete`` on the ladders — in the ezhou pack a
+  ``REVIEW`` ticket with ``requires_verification``. The verified finding ``data_incomplete_verified``
+  then drives the recurrence ladder (suspend 6 months; again after the suspension and within 2 years
+  → cancel), which the ledger handles.
+
+State (per institution key space, picklable): settlements awaiting their day's judgment, sale
+quantities by (``setl_id``, code) with their arrival times (sales may arrive before their settlement;
+they are kept ``sale_memory_days`` after their business date), revocations seen before their
+settlement, and day tallies (kept ``rejudge_horizon_days`` after judgment for late settlements).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import Field
+
+from monitor.clock import business_date, day_end, day_start
+from monitor.detectors.base import Detector, Params
+from monitor.records import SaleMovement, Settlement
+
+if TYPE_CHECKING:
+    from monitor.engine import Context
+    from monitor.policy.pack import Pack
+    from monitor.records import Record
+
+RULE = "data.incomplete"
+
+
+class IncompleteParams(Params):
+    match_window_hours: float = Field(gt=0)
+    min_complete_ratio: float = Field(gt=0, le=1)
+    sale_memory_days: int = Field(default=10, ge=1)
+    rejudge_horizon_days: int = Field(default=62, ge=1)
+    max_samples: int = Field(default=10, ge=0)
+
+
+@dataclass(slots=True)
+class PendingSettlement:
+    """A settled settlement waiting for its day's judgment: needed quantity and amount per code."""
+
+    fixmedins_code: str
+    setl_time: datetime
+    needs: dict[str, tuple[Decimal, Decimal]]
+    revoked: bool = False
+
+
+@dataclass(slots=True)
+class DayTally:
+    pending: list[str] = field(default_factory=list)
+    lines: int = 0
+    matched: int = 0
+    unmatched_amt: Decimal = Decimal("0")
+    samples: list[str] = field(default_factory=list)
+    judged: bool = False
+    flagged: bool = False
+
+
+def _line_amount(cnt: Decimal, pric: Decimal | None, fee: Decimal | None) -> Decimal:
+    if fee is not None:
+        return fee
+    return cnt * pric if pric is not None else Decimal("0")
+
+
+class Completeness(Detector):
+    """``data.incomplete``: settlement drug lines without matching 3505 sales (EZ-DM 二(二))."""
+
+    name: ClassVar[str] = "completeness"
+    rule_ids: ClassVar[tuple[str, ...]] = (RULE,)
+    streams: ClassVar[tuple[str, ...]] = ("settlements", "inventory")
+    params: ClassVar[dict[str, type[Params]]] = {RULE: IncompleteParams}
+
+    def __init__(self, pack: Pack) -> None:
+        super().__init__(pack)
+        p: IncompleteParams = self.param_model(RULE)
+        self.window = timedelta(hours=p.match_window_hours)
+        self.min_ratio = Decimal(str(p.min_complete_ratio))
+        self.sale_memory = timedelta(days=p.sale_memory_days)
+        self.horizon = timedelta(days=p.rejudge_horizon_days)
+        self.max_samples = p.max_samples
+        #: setl_id → settlement awaiting judgment (institution key space: settlements are keyed by it).
+        self.settlements: dict[str, PendingSettlement] = {}
+        #: (setl_id, med_list_codg) → [(arrival, quantity)] of 3505 sales, in arrival order.
+        self.sales: dict[tuple[str, str], list[tuple[datetime, Decimal]]] = {}
+        self.sales_by_day: dict[date, list[tuple[str, str]]] = {}
+        #: setl_ids revoked before (or without) their settlement arriving → business date (for expiry).
+        self.revoked: dict[str, date] = {}
+        self.days: dict[tuple[str, date], DayTally] = {}
+
+    # ---------------------------------------------------------------------------------- records
+    def on_record(self, rec: Record, arrival: datetime, ctx: Context) -> None:
+        if isinstance(rec, Settlement):
+            self._on_settlement(rec, ctx)
+        elif isinstance(rec, SaleMovement) and rec.infno == "3505" and rec.setl_id:
+            self._on_sale(rec, arrival, ctx)
+
+    def _on_sale(self, rec: SaleMovement, arrival: datetime, ctx: Context) -> None:
+        assert rec.setl_id is not None
+        key = (rec.setl_id, rec.med_list_codg)
+        entries = self.sales.get(key)
+        if entries is None:
+            entries = self.sales[key] = []
+            day = business_date(rec.sel_retn_time)
+            bucket = self.sales_by_day.get(day)
+            if bucket is None:
+                bucket = self.sales_by_day[day] = []
+                ctx.schedule(day_end(day) + self.window + self.sale_memory, self, ("forget_sales", day))
+            bucket.append(key)
+        entries.append((arrival, rec.sel_retn_cnt))
+
+    def _on_settlement(self, rec: Settlement, ctx: Context) -> None:
+        code = rec.fixmedins_code
+        day = business_date(rec.setl_time)
+        if rec.setl_status == "revoked":
+            pending = self.settlements.get(rec.setl_id)
+            if pending is not None:
+                pending.revoked = True
+            else:
+                self.revoked[rec.setl_id] = day
+                ctx.schedule(day_end(day) + self.window + self.sale_memory, self, ("forget_revoked", day))
+            return
+        if not rec.drugdetail:
+            return
+        needs: dict[str, tuple[Decimal, Decimal]] = {}
+        for line in rec.drugdetail:
+            cnt, amt = needs.get(line.med_list_codg, (Decimal("0"), Decimal("0")))
+            needs[line.med_list_codg] = (cnt + line.cnt,
+                                         amt + _line_amount(line.cnt, line.pric, line.det_item_fee_sumamt))
+        pending = PendingSettlement(code, rec.setl_time, needs, revoked=rec.setl_id in self.revoked)
+        self.revoked.pop(rec.setl_id, None)
+        key = (code, day)
+        tally = self.days.get(key)
+        judge_at = day_end(day) + self.window
+        if tally is None:
+            if judge_at + self.horizon < ctx.now:
+                ctx.count("completeness.settlement_beyond_rejudge_horizon")
+                return
+            tally = self.days[key] = DayTally()
+            ctx.schedule(judge_at, self, ("judge", code, day))
+            ctx.schedule(judge_at + self.horizon, self, ("forget", code, day))
+        if tally.judged:
+            # A settlement uploaded after its day was judged: its window is over, judge it now.
+            self._settle(rec.setl_id, pending, tally)
+            self._judge(code, day, tally, ctx)
+        else:
+            self.settlements[rec.setl_id] = pending
+            tally.pending.append(rec.setl_id)
+
+    # ---------------------------------------------------------------------------------- timers
+    def on_timer(self, key: Hashable, ctx: Context) -> None:
+        assert isinstance(key, tuple)
+        kind = key[0]
+        if kind == "forget_sales":
+            for skey in self.sales_by_day.pop(key[1], ()):
+                self.sales.pop(skey, None)
+            return
+        if kind == "forget_revoked":
+            day = key[1]
+            for setl_id in [s for s, d in self.revoked.items() if d == day]:
+                del self.revoked[setl_id]
+            return
+        _, code, day = key
+        tally = self.days.get((code, day))
+        if tally is None:
+            return
+        if kind == "forget":
+            del self.days[(code, day)]
+            return
+        for setl_id in tally.pending:
+            pending = self.settlements.pop(setl_id, None)
+            if pending is not None:
+                self._settle(setl_id, pending, tally)
+        tally.pending = []
+        tally.judged = True
+        self._judge(code, day, tally, ctx)
+
+    # ---------------------------------------------------------------------------------- judgment
+    def matched_at(self, setl_id: str, med_list_codg: str, need: Decimal) -> datetime | None:
+        """Arrival time of the sale that brings the uploaded quantity to ``need``; None if never."""
+        total = Decimal("0")
+        for arrival, qty in sorted(self.sales.get((setl_id, med_list_codg), ())):
+            total += qty
+            if total >= need:
+                return arrival
+        return None
+
+    def _settle(self, setl_id: str, pending: PendingSettlement, tally: DayTally) -> None:
+        """Count one settlement's lines into its day (revoked ones cancel out and count nothing)."""
+        if pending.revoked:
+            return
+        deadline = pending.setl_time + self.window
+        for med, (cnt, amt) in sorted(pending.needs.items()):
+            tally.lines += 1
+            at = self.matched_at(setl_id, med, cnt)
+            if at is not None and at <= deadline:
+                tally.matched += 1
+            else:
+                tally.unmatched_amt += amt
+                if len(tally.samples) < self.max_samples:
+                    tally.samples.append(f"setl_id={setl_id};med_list_codg={med}")
+
+    def _judge(self, code: str, day: date, tally: DayTally, ctx: Context) -> None:
+        if tally.flagged or tally.lines == 0:
+            return
+        if Decimal(tally.matched) >= self.min_ratio * tally.lines:
+            return
+        tally.flagged = True
+        ratio = Decimal(tally.matched) / Decimal(tally.lines)
+        evidence: dict[str, Any] = {
+            "business_date": day.isoformat(),
+            "settlement_lines": tally.lines,
+            "matched_lines": tally.matched,
+            "unmatched_lines": tally.lines - tally.matched,
+            "completeness": f"{ratio:.4f}",
+            "min_completeness": f"{self.min_ratio:.4f}",
+            "match_window_hours": self.window.total_seconds() / 3600,
+            "unmatched_amount": str(tally.unmatched_amt),
+            "sample_unmatched": list(tally.samples),
+        }
+        alert = ctx.alert(
+            RULE, code, subject="day", window_start=day_start(day), window_end=day_end(day),
+            evidence=evidence, vola_amt=tally.unmatched_amt,
+            vola_cont=(f"{day} 结算药品明细 {tally.lines} 条，{self.window.total_seconds() / 3600:g} 小时内有"
+                       f"进销存销售记录匹配的 {tally.matched} 条（{ratio:.2%} < {self.min_ratio:.0%}），"
+                       "进销存数据疑似不完整"),
+        )
+        ctx.trigger(RULE, code, day, cause=f"day:{day.isoformat()}",
+                    alert_id=alert.alert_id if alert else None)

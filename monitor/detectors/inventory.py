@@ -1,0 +1,184 @@
+"""Negative stock: sales the books cannot have supplied — EZ-DM 二(二) (虚假 进销存 data).
+
+    "医保结算数据、进销存数据经查实有虚假的，取消门诊统筹服务，三年内不能再次申报门诊统筹定点资格。"
+
+* ``inventory.negative_stock`` — a running balance per batch (``fixmedins_code``, ``med_list_codg``,
+  ``fixmedins_bchno``): set by a 3501 stocktake (``inv_cnt`` as of 00:00 of ``invdate``), + 3503
+  purchases, − 3504 purchase returns, − 3505 sales, + 3506 sale returns, ± 3502 changes by
+  ``inv_chg_type`` (``records.INV_CHG_SIGN``). A 3505 sale that takes a *balanced* batch below
+  −``tolerance`` (0; split-pack sales ``trdn_flag=1``: below −``split_pack_tolerance``, a fraction of a
+  pack, since an opened pack is counted in units) raises the alert (a suspicion of false data, to be
+  verified) and triggers ``inventory.negative_stock`` for that institution-day (``REVIEW`` in the ezhou
+  pack; the verified finding ``data_falsified_verified`` cancels the designation, reapply after 3
+  years). One alert per episode: further sales while the batch stays negative add nothing; an inflow or
+  a stocktake that brings it back to ≥ −tolerance ends the episode (a stocktake re-baselines it).
+* A batch is *balanced* once a stocktake or a purchase of it is seen. Movements of a batch never seen
+  in a stocktake or purchase are not judged; they are counted as data quality
+  (``inventory.movement_without_baseline``), never reported as negative stock.
+* Movements are applied in **business-time order**, not arrival order: each waits ``settle_hours`` (24,
+  the real-time upload limit) after its business time before it is folded into the balance, so a
+  purchase at 09:00 uploaded after the 09:05 sale it supplied does not make that sale negative. A
+  movement arriving after its time was folded is applied at once (counted as
+  ``inventory.movement_after_fold``); a late stocktake re-baselines the batch.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import Field
+
+from monitor.clock import business_date, day_end, day_start
+from monitor.detectors.base import Detector, Params
+from monitor.records import INV_CHG_SIGN, PurchaseMovement, SaleMovement, StockChange, Stocktake
+
+if TYPE_CHECKING:
+    from monitor.engine import Context
+    from monitor.policy.pack import Pack
+    from monitor.records import Record
+
+RULE = "inventory.negative_stock"
+
+# movement kinds, in the order they apply at the same instant
+STOCKTAKE, DELTA, SALE = 0, 1, 2
+
+BatchKey = tuple[str, str, str]
+#: (business time, kind, arrival sequence, quantity (delta for DELTA/SALE: signed), split pack, ref, price)
+Movement = tuple[datetime, int, int, Decimal, bool, str, Decimal | None]
+
+
+class NegativeStockParams(Params):
+    tolerance: float = Field(ge=0)
+    split_pack_tolerance: float = Field(ge=0, lt=1)
+    settle_hours: float = Field(ge=0)
+
+
+@dataclass(slots=True)
+class Batch:
+    balance: Decimal = Decimal("0")
+    folded_to: datetime | None = None
+    negative: bool = False
+    baseline: str = ""
+    pending: list[Movement] = field(default_factory=list)
+
+
+class NegativeStock(Detector):
+    """``inventory.negative_stock`` (EZ-DM 二(二))."""
+
+    name: ClassVar[str] = "inventory"
+    rule_ids: ClassVar[tuple[str, ...]] = (RULE,)
+    streams: ClassVar[tuple[str, ...]] = ("inventory",)
+    params: ClassVar[dict[str, type[Params]]] = {RULE: NegativeStockParams}
+
+    def __init__(self, pack: Pack) -> None:
+        super().__init__(pack)
+        p: NegativeStockParams = self.param_model(RULE)
+        self.tolerance = Decimal(str(p.tolerance))
+        self.split_tolerance = Decimal(str(p.split_pack_tolerance))
+        self.settle = timedelta(hours=p.settle_hours)
+        #: institution key space (batches are per institution)
+        self.batches: dict[BatchKey, Batch] = {}
+        self.seq = 0
+
+    # ---------------------------------------------------------------------------------- records
+    def on_record(self, rec: Record, arrival: datetime, ctx: Context) -> None:
+        if not isinstance(rec, (Stocktake, StockChange, PurchaseMovement, SaleMovement)):
+            return
+        key = (rec.fixmedins_code, rec.med_list_codg, rec.fixmedins_bchno)
+        batch = self.batches.get(key)
+        self.seq += 1
+        btime = rec.business_time
+        split = rec.trdn_flag == "1"
+        ref = f"{rec.infno}:" + (f"setl_id={rec.setl_id}" if rec.setl_id else
+                                 f"rtal_docno={rec.rtal_docno}" if rec.rtal_docno else btime.isoformat())
+        price = rec.finl_trns_pric if rec.finl_trns_pric is not None else rec.pric
+        move: Movement
+        if isinstance(rec, Stocktake):
+            move = (btime, STOCKTAKE, self.seq, rec.inv_cnt, split, f"3501:{rec.invdate}", price)
+        elif isinstance(rec, StockChange):
+            move = (btime, DELTA, self.seq, INV_CHG_SIGN[rec.inv_chg_type] * rec.cnt, split, ref, price)
+        elif isinstance(rec, PurchaseMovement):
+            sign = 1 if rec.infno == "3503" else -1
+            move = (btime, DELTA, self.seq, sign * rec.purc_retn_cnt, split, ref, price)
+        elif rec.infno == "3505":
+            move = (btime, SALE, self.seq, -rec.sel_retn_cnt, split, ref, price)
+        else:
+            move = (btime, DELTA, self.seq, rec.sel_retn_cnt, split, ref, price)
+        if batch is None:
+            if not (isinstance(rec, Stocktake) or (isinstance(rec, PurchaseMovement) and rec.infno == "3503")):
+                ctx.count("inventory.movement_without_baseline")
+                return
+            batch = self.batches[key] = Batch(baseline=move[5])
+        if batch.folded_to is not None and btime < batch.folded_to:
+            ctx.count("inventory.movement_after_fold")
+            self._apply(key, batch, move, ctx)
+            return
+        bisect.insort(batch.pending, move, key=lambda m: (m[0], m[1], m[2]))
+        ctx.schedule(batch.pending[0][0] + self.settle, self, key)
+
+    # ---------------------------------------------------------------------------------- timers
+    def on_timer(self, key: Hashable, ctx: Context) -> None:
+        assert isinstance(key, tuple)
+        batch = self.batches.get(key)
+        if batch is None:
+            return
+        limit = ctx.now - self.settle
+        done = 0
+        for move in batch.pending:
+            if move[0] > limit:
+                break
+            self._apply(key, batch, move, ctx)
+            batch.folded_to = move[0] if batch.folded_to is None else max(batch.folded_to, move[0])
+            done += 1
+        del batch.pending[:done]
+        if batch.pending:
+            ctx.schedule(batch.pending[0][0] + self.settle, self, key)
+
+    # ---------------------------------------------------------------------------------- judgment
+    def _apply(self, key: BatchKey, batch: Batch, move: Movement, ctx: Context) -> None:
+        btime, kind, _, qty, split, ref, price = move
+        if kind == STOCKTAKE:
+            batch.balance = qty
+            batch.negative = False
+            batch.baseline = ref
+            return
+        before = batch.balance
+        batch.balance += qty
+        if kind != SALE:
+            if batch.negative and batch.balance >= -self.tolerance:
+                batch.negative = False
+            return
+        tol = self.split_tolerance if split else self.tolerance
+        if batch.balance >= -tol or batch.negative:
+            return
+        batch.negative = True
+        self._report(key, batch, btime, before, -qty, ref, price, ctx)
+
+    def _report(self, key: BatchKey, batch: Batch, when: datetime, before: Decimal, sold: Decimal, ref: str,
+                price: Decimal | None, ctx: Context) -> None:
+        code, med, bchno = key
+        day = business_date(when)
+        shortfall = -batch.balance
+        amount = (shortfall * price).quantize(Decimal("0.01")) if price is not None else Decimal("0")
+        evidence: dict[str, Any] = {
+            "med_list_codg": med,
+            "fixmedins_bchno": bchno,
+            "sale": ref,
+            "sale_time": when.isoformat(),
+            "balance_before": str(before),
+            "sold": str(sold),
+            "balance_after": str(batch.balance),
+            "baseline": batch.baseline,
+        }
+        alert = ctx.alert(
+            RULE, code, subject=f"batch:{med}:{bchno}:{when.isoformat()}",
+            window_start=day_start(day), window_end=day_end(day), evidence=evidence, vola_amt=amount,
+            vola_cont=(f"批次 {bchno}（{med}）库存 {before} 时销售 {sold}，结存 {batch.balance} 为负，"
+                       "进销存数据疑似虚假"),
+        )
+        ctx.trigger(RULE, code, day, cause=f"day:{day.isoformat()}", alert_id=alert.alert_id if alert else None)

@@ -1,0 +1,306 @@
+"""Full upload of prescriptions — EZ-DM 二(三); long prescriptions — EZ-CONV 五.
+
+    "未能实现处方全量上传到医保电子处方平台的……中止协议。限期 1 个月内整改，整改达不到要求的，取消门诊统筹
+    定点资格。" (EZ-DM 二(三))
+
+* ``rx.not_uploaded`` — a settlement *needs* a prescription when one of its drug lines has
+  ``rx_flag=1`` or it is a pharmacy 门诊统筹 purchase (``med_type`` in ``pooling_med_types``, default
+  41, with ``hifp_pay`` > 0). It is *covered* when it carries the ``hi_rxno`` of a prescription that
+  was uploaded (7101) for the same person (``psn_no``), with ``prsc_time`` ≤ ``setl_time`` ≤
+  ``valid_end_time``, whose upload arrived no later than ``arrival_window_hours`` (24) after
+  ``setl_time`` (exactly 24 h is in time), and that was not revoked (7104) before the settlement — a
+  revocation is dated by its arrival; one arriving after ``setl_time`` does not un-cover it.
+  This is a join keyed by ``hi_rxno`` (design §2): prescriptions are remembered by ``hi_rxno`` until
+  ``rx_memory_days`` after their validity ends, and each settlement looks its one prescription up.
+  Revoked settlements (2103/2208) need nothing.
+  An institution-day (business date of ``setl_time``) is judged at day end + ``arrival_window_hours``
+  and again when a settlement of it arrives later; coverage below ``min_coverage`` (100 %) raises the
+  alert and triggers the ladder: in the ezhou pack ``SUSPEND_AGREEMENT`` with one calendar month to
+  rectify; at that deadline any uncovered day in the last 7 → ``CANCEL_OUTPATIENT_POOLING``, else
+  ``REINSTATE`` (the ledger's ``suspend_then_review``).
+* ``rx.over_12_weeks`` — an uploaded prescription with a line whose ``medc_days`` exceeds
+  ``max_medc_days`` (84 = 12 weeks, EZ-CONV 五): a warning on the issuing institution, once per
+  ``hi_rxno``.
+
+Persons are compared by their keyed pseudonym (``ctx.pseudo.person``): no ``psn_no`` is kept in clear.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import Field
+
+from monitor.clock import business_date, day_end, day_start
+from monitor.detectors.base import Detector, Params
+from monitor.records import Prescription, Settlement
+
+if TYPE_CHECKING:
+    from monitor.engine import Context
+    from monitor.policy.pack import Pack
+    from monitor.records import Record
+
+NOT_UPLOADED = "rx.not_uploaded"
+OVER_12_WEEKS = "rx.over_12_weeks"
+
+
+class NotUploadedParams(Params):
+    arrival_window_hours: float = Field(gt=0)
+    min_coverage: float = Field(gt=0, le=1)
+    pooling_med_types: list[str] = Field(default=["41"])
+    rx_memory_days: int = Field(default=10, ge=1)
+    rejudge_horizon_days: int = Field(default=62, ge=1)
+    max_samples: int = Field(default=10, ge=0)
+
+
+class Over12WeeksParams(Params):
+    max_medc_days: int = Field(ge=1)
+
+
+@dataclass(slots=True)
+class RxState:
+    """What a settlement needs to know about one ``hi_rxno``."""
+
+    person: str | None
+    prsc_time: datetime
+    valid_end_time: datetime
+    arrival: datetime | None  # upload arrival; None = only a revocation was seen
+    revoked_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class NeedRx:
+    setl_id: str
+    setl_time: datetime
+    person: str | None
+    hi_rxno: str | None
+    amount: Decimal
+    revoked: bool = False
+
+
+@dataclass(slots=True)
+class DayTally:
+    pending: list[str] = field(default_factory=list)
+    needing: int = 0
+    covered: int = 0
+    uncovered_amt: Decimal = Decimal("0")
+    reasons: dict[str, int] = field(default_factory=dict)
+    samples: list[str] = field(default_factory=list)
+    judged: bool = False
+    flagged: bool = False
+
+
+class Prescriptions(Detector):
+    """``rx.not_uploaded`` (EZ-DM 二(三)) and ``rx.over_12_weeks`` (EZ-CONV 五)."""
+
+    name: ClassVar[str] = "prescriptions"
+    rule_ids: ClassVar[tuple[str, ...]] = (NOT_UPLOADED, OVER_12_WEEKS)
+    streams: ClassVar[tuple[str, ...]] = ("settlements", "prescriptions")
+    params: ClassVar[dict[str, type[Params]]] = {
+        NOT_UPLOADED: NotUploadedParams,
+        OVER_12_WEEKS: Over12WeeksParams,
+    }
+
+    def __init__(self, pack: Pack) -> None:
+        super().__init__(pack)
+        p: NotUploadedParams = self.param_model(NOT_UPLOADED)
+        self.window = timedelta(hours=p.arrival_window_hours)
+        self.min_coverage = Decimal(str(p.min_coverage))
+        self.pooling_med_types = frozenset(p.pooling_med_types)
+        self.rx_memory = timedelta(days=p.rx_memory_days)
+        self.horizon = timedelta(days=p.rejudge_horizon_days)
+        self.max_samples = p.max_samples
+        self.check_upload = pack.enabled(NOT_UPLOADED)
+        self.max_days: int | None = None
+        if pack.enabled(OVER_12_WEEKS):
+            self.max_days = self.param_model(OVER_12_WEEKS).max_medc_days
+        #: hi_rxno key space: the prescriptions, and the settlements that reference each.
+        self.rx: dict[str, RxState] = {}
+        self.rx_by_day: dict[date, list[str]] = {}
+        self.need: dict[str, NeedRx] = {}
+        self.revoked_setl: dict[str, date] = {}
+        #: institution key space: day tallies.
+        self.days: dict[tuple[str, date], DayTally] = {}
+
+    # ---------------------------------------------------------------------------------- records
+    def on_record(self, rec: Record, arrival: datetime, ctx: Context) -> None:
+        if isinstance(rec, Prescription):
+            self._on_prescription(rec, arrival, ctx)
+        elif isinstance(rec, Settlement) and self.check_upload:
+            self._on_settlement(rec, ctx)
+
+    def _on_prescription(self, rec: Prescription, arrival: datetime, ctx: Context) -> None:
+        state = self.rx.get(rec.hi_rxno)
+        if rec.rx_status == "revoked":
+            if state is None:
+                state = self._remember(rec, None, ctx)
+            if state.revoked_at is None or arrival < state.revoked_at:
+                state.revoked_at = arrival
+            return
+        if state is None:
+            self._remember(rec, arrival, ctx)
+        elif state.arrival is None or arrival < state.arrival:
+            state.arrival = arrival
+            state.person = ctx.pseudo.person(rec.psn_no)
+            state.prsc_time, state.valid_end_time = rec.prsc_time, rec.valid_end_time
+        if self.max_days is not None:
+            self._long_prescription(rec, ctx)
+
+    def _remember(self, rec: Prescription, arrival: datetime | None, ctx: Context) -> RxState:
+        state = self.rx[rec.hi_rxno] = RxState(ctx.pseudo.person(rec.psn_no), rec.prsc_time,
+                                               rec.valid_end_time, arrival)
+        forget = business_date(max(rec.valid_end_time, rec.prsc_time) + self.rx_memory)
+        bucket = self.rx_by_day.get(forget)
+        if bucket is None:
+            bucket = self.rx_by_day[forget] = []
+            ctx.schedule(day_start(forget), self, ("forget_rx", forget))
+        bucket.append(rec.hi_rxno)
+        return state
+
+    def needs_prescription(self, rec: Settlement) -> bool:
+        """An Rx drug line, or a pharmacy 门诊统筹 purchase paid by the pooling fund."""
+        if any(line.rx_flag == "1" for line in rec.drugdetail):
+            return True
+        return rec.med_type in self.pooling_med_types and rec.hifp_pay > 0
+
+    def _on_settlement(self, rec: Settlement, ctx: Context) -> None:
+        day = business_date(rec.setl_time)
+        if rec.setl_status == "revoked":
+            pending = self.need.get(rec.setl_id)
+            if pending is not None:
+                pending.revoked = True
+            else:
+                self.revoked_setl[rec.setl_id] = day
+            return
+        if not self.needs_prescription(rec):
+            return
+        code = rec.fixmedins_code
+        key = (code, day)
+        tally = self.days.get(key)
+        judge_at = day_end(day) + self.window
+        if tally is None:
+            if judge_at + self.horizon < ctx.now:
+                ctx.count("prescriptions.settlement_beyond_rejudge_horizon")
+                return
+            tally = self.days[key] = DayTally()
+            ctx.schedule(judge_at, self, ("judge", code, day))
+            ctx.schedule(judge_at + self.horizon, self, ("forget", code, day))
+        amount = rec.fund_pay_sumamt if rec.fund_pay_sumamt is not None else rec.hifp_pay
+        need = NeedRx(rec.setl_id, rec.setl_time, ctx.pseudo.person(rec.psn_no), rec.hi_rxno or None,
+                      amount, revoked=self.revoked_setl.pop(rec.setl_id, None) is not None)
+        if tally.judged:
+            self._settle(need, tally)
+            self._judge(code, day, tally, ctx)
+        else:
+            self.need[rec.setl_id] = need
+            tally.pending.append(rec.setl_id)
+
+    # ---------------------------------------------------------------------------------- timers
+    def on_timer(self, key: Hashable, ctx: Context) -> None:
+        assert isinstance(key, tuple)
+        kind = key[0]
+        if kind == "forget_rx":
+            for rxno in self.rx_by_day.pop(key[1], ()):
+                self.rx.pop(rxno, None)
+            return
+        _, code, day = key
+        tally = self.days.get((code, day))
+        if tally is None:
+            return
+        if kind == "forget":
+            del self.days[(code, day)]
+            horizon = day - timedelta(days=2)
+            for setl_id in [s for s, d in self.revoked_setl.items() if d <= horizon]:
+                del self.revoked_setl[setl_id]
+            return
+        for setl_id in tally.pending:
+            need = self.need.pop(setl_id, None)
+            if need is not None:
+                self._settle(need, tally)
+        tally.pending = []
+        tally.judged = True
+        self._judge(code, day, tally, ctx)
+
+    # ---------------------------------------------------------------------------------- judgment
+    def why_uncovered(self, need: NeedRx) -> str | None:
+        """None when covered, else the reason (a stable code used in evidence)."""
+        if need.hi_rxno is None:
+            return "no_hi_rxno"
+        rx = self.rx.get(need.hi_rxno)
+        if rx is None or rx.arrival is None:
+            return "not_uploaded"
+        if rx.arrival > need.setl_time + self.window:
+            return "uploaded_late"
+        if rx.revoked_at is not None and rx.revoked_at <= need.setl_time:
+            return "revoked_before_settlement"
+        if rx.person != need.person:
+            return "other_person"
+        if not rx.prsc_time <= need.setl_time <= rx.valid_end_time:
+            return "outside_validity"
+        return None
+
+    def _settle(self, need: NeedRx, tally: DayTally) -> None:
+        if need.revoked:
+            return
+        tally.needing += 1
+        reason = self.why_uncovered(need)
+        if reason is None:
+            tally.covered += 1
+            return
+        tally.uncovered_amt += need.amount
+        tally.reasons[reason] = tally.reasons.get(reason, 0) + 1
+        if len(tally.samples) < self.max_samples:
+            tally.samples.append(f"setl_id={need.setl_id};reason={reason}")
+
+    def _judge(self, code: str, day: date, tally: DayTally, ctx: Context) -> None:
+        if tally.flagged or tally.needing == 0:
+            return
+        if Decimal(tally.covered) >= self.min_coverage * tally.needing:
+            return
+        tally.flagged = True
+        ratio = Decimal(tally.covered) / Decimal(tally.needing)
+        evidence: dict[str, Any] = {
+            "business_date": day.isoformat(),
+            "settlements_needing_rx": tally.needing,
+            "covered": tally.covered,
+            "uncovered": tally.needing - tally.covered,
+            "coverage": f"{ratio:.4f}",
+            "min_coverage": f"{self.min_coverage:.4f}",
+            "uncovered_by_reason": dict(sorted(tally.reasons.items())),
+            "uncovered_fund_amount": str(tally.uncovered_amt),
+            "sample_uncovered": list(tally.samples),
+        }
+        alert = ctx.alert(
+            NOT_UPLOADED, code, subject="day", window_start=day_start(day), window_end=day_end(day),
+            evidence=evidence, vola_amt=tally.uncovered_amt,
+            vola_cont=(f"{day} 需处方的结算 {tally.needing} 笔，关联已上传有效电子处方的 {tally.covered} 笔"
+                       f"（{ratio:.2%}），处方未全量上传医保电子处方平台"),
+        )
+        ctx.trigger(NOT_UPLOADED, code, day, cause=f"day:{day.isoformat()}",
+                    alert_id=alert.alert_id if alert else None)
+
+    def _long_prescription(self, rec: Prescription, ctx: Context) -> None:
+        assert self.max_days is not None
+        long_lines = [(d.med_list_codg, d.medc_days) for d in rec.rxdrugdetail if d.medc_days > self.max_days]
+        if not long_lines:
+            return
+        day = business_date(rec.prsc_time)
+        longest = max(days for _, days in long_lines)
+        ctx.alert(
+            OVER_12_WEEKS, rec.fixmedins_code, subject=f"rx:{rec.hi_rxno}",
+            window_start=day_start(day), window_end=day_end(day),
+            evidence={
+                "hi_rxno": rec.hi_rxno,
+                "hosp_rxno": rec.hosp_rxno,
+                "psn": ctx.pseudo.person(rec.psn_no),
+                "prsc_time": rec.prsc_time.isoformat(),
+                "max_medc_days": self.max_days,
+                "longest_medc_days": longest,
+                "lines": [{"med_list_codg": m, "medc_days": d} for m, d in long_lines],
+            },
+            vola_cont=f"处方 {rec.hi_rxno} 用药天数 {longest} 天，超过长处方上限 {self.max_days} 天（12 周）",
+        )

@@ -1,0 +1,469 @@
+"""Drug trace codes (药品追溯码): 依码结算、依码支付 — LN-TIER 三(一)3, AR-AGR 二(二)8, EZ-DM 二(一).
+
+* ``trace.duplicate`` — a whole-pack (``trdn_flag=0``) code scanned as ``sale`` again without a
+  ``sale_return`` of it in between, at the same or any other institution. The *later* sale (by
+  ``scan_time``) is the violation: a critical alert on the later seller with both sales as evidence,
+  and ``trace.duplicate`` triggered for that institution-day (a ``REVIEW`` in the ezhou pack). A code
+  sold → returned → sold is clean; sold → sold is a duplicate, and so is a third sale after that. The
+  same scan resent (same institution and second) is the same sale, never a duplicate. Split-pack
+  (``trdn_flag=1``) scans are exempt: one code legitimately covers several split sales.
+  Out-of-order uploads: a sale older than a remembered return is taken as the sale that return undid;
+  a sale older than a remembered sale is still a duplicate, charged to the later of the two.
+* ``trace.missing`` — insured (``mdtrt_setl_type=1``, or a ``setl_id`` when the type is absent)
+  whole-pack 3505 sales with fewer linked sale scans (by ``setl_id`` or ``rtal_docno``, and
+  ``med_list_codg``) than packs sold. Per institution-day, judged at day end + ``judge_after_hours``
+  (scans uploaded in time have all arrived): pack coverage = Σ min(codes, packs) / Σ packs. Below
+  ``alert_below_coverage`` → alert; below ``not_realtime_below_coverage`` (90 %) the day is a
+  not-real-time day of the trace stream and ``trace.missing`` is triggered into the EZ-DM 二(一)
+  ``realtime`` ladder.
+* Malformed codes (not 1–100 letters/digits) never reach this detector: ``records.TraceScan`` rejects
+  them and the shells dead-letter the record with the reason.
+
+State budget (design §6: ≤ 64 bytes per remembered code at 10⁷ codes). Codes live in ``CodeTable``, an
+open-addressing hash table over two flat ``array('Q')``: key = 64-bit BLAKE2b of the code (a collision
+between two real codes has probability ≈ n²/2⁶⁵, ~3·10⁻⁶ at 10⁷ codes), value = institution index
+(30 bits) | scan second since 2000-01-01 CST (32 bits) | state (2 bits). At most 75 % full, so 16 bytes
+/ load ≈ 21–43 bytes per code (``bench/trace_state.py`` measures it). Codes whose last scan is older
+than ``horizon_days`` (default 3 years) are forgotten by a sweep every ``sweep_every_days``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from array import array
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+from pydantic import Field
+
+from monitor.clock import CST, business_date, day_end, day_start
+from monitor.detectors.base import Detector, Params
+from monitor.records import SaleMovement, TraceScan
+
+if TYPE_CHECKING:
+    from monitor.engine import Context
+    from monitor.policy.pack import Pack
+    from monitor.records import Record
+
+DUPLICATE = "trace.duplicate"
+MISSING = "trace.missing"
+
+EPOCH = datetime(2000, 1, 1, tzinfo=CST)
+SOLD = 1
+RETURNED = 2
+_TIME_BITS = 32
+_TIME_MASK = (1 << _TIME_BITS) - 1
+_INST_SHIFT = 2 + _TIME_BITS
+_MAX_INST = (1 << (64 - _INST_SHIFT)) - 1
+
+
+def code_key(code: str) -> int:
+    """64-bit key of a trace code; 0 and 1 are reserved (empty and deleted slots)."""
+    key = int.from_bytes(hashlib.blake2b(code.encode(), digest_size=8).digest(), "big")
+    return key if key > 1 else key + 2
+
+
+def pack_value(inst: int, when: datetime, state: int) -> int:
+    seconds = min(max(int((when - EPOCH).total_seconds()), 0), _TIME_MASK)
+    return (inst << _INST_SHIFT) | (seconds << 2) | state
+
+
+def unpack_value(value: int) -> tuple[int, datetime, int]:
+    """(institution index, scan time, state)."""
+    return (value >> _INST_SHIFT, EPOCH + timedelta(seconds=(value >> 2) & _TIME_MASK), value & 3)
+
+
+class CodeTable:
+    """64-bit key → 64-bit value, linear probing over two ``array('Q')`` (picklable as raw bytes).
+
+    Single-item operations are plain Python on the arrays; growth, sweeps and rebuilds are vectorised
+    with numpy views of the same buffers. Load is kept ≤ ``MAX_LOAD`` (live + deleted slots).
+    """
+
+    EMPTY = 0
+    DELETED = 1
+    MAX_LOAD = 0.75
+
+    def __init__(self, capacity: int = 1024) -> None:
+        cap = 1 << max(4, (capacity - 1).bit_length())
+        self.keys = array("Q", bytes(8 * cap))
+        self.vals = array("Q", bytes(8 * cap))
+        self.mask = cap - 1
+        self.live = 0
+        self.deleted = 0
+
+    def __len__(self) -> int:
+        return self.live
+
+    @property
+    def capacity(self) -> int:
+        return self.mask + 1
+
+    @property
+    def nbytes(self) -> int:
+        return (len(self.keys) + len(self.vals)) * 8
+
+    def get(self, key: int) -> int | None:
+        keys, mask = self.keys, self.mask
+        i = key & mask
+        while True:
+            k = keys[i]
+            if k == key:
+                return self.vals[i]
+            if k == 0:
+                return None
+            i = (i + 1) & mask
+
+    def put(self, key: int, value: int) -> None:
+        keys, mask = self.keys, self.mask
+        i = key & mask
+        free = -1
+        while True:
+            k = keys[i]
+            if k == key:
+                self.vals[i] = value
+                return
+            if k == 0:
+                break
+            if k == 1 and free < 0:
+                free = i
+            i = (i + 1) & mask
+        if free >= 0:
+            i = free
+            self.deleted -= 1
+        keys[i] = key
+        self.vals[i] = value
+        self.live += 1
+        if self.live + self.deleted > self.MAX_LOAD * self.capacity:
+            self._rebuild(self._capacity_for(self.live + 1))
+
+    def _capacity_for(self, n: int) -> int:
+        cap = 16
+        while n > self.MAX_LOAD * cap / 2:  # leave room to grow: rebuild to ≤ 37.5 % full
+            cap <<= 1
+        return cap
+
+    def _rebuild(self, capacity: int) -> None:
+        old_k = np.frombuffer(self.keys, dtype=np.uint64)
+        old_v = np.frombuffer(self.vals, dtype=np.uint64)
+        keep = old_k > 1
+        ks, vs = old_k[keep].copy(), old_v[keep].copy()
+        del old_k, old_v, keep
+        new_keys = array("Q", bytes(8 * capacity))
+        new_vals = array("Q", bytes(8 * capacity))
+        nk = np.frombuffer(new_keys, dtype=np.uint64)
+        nv = np.frombuffer(new_vals, dtype=np.uint64)
+        mask = np.uint64(capacity - 1)
+        pos = ks & mask
+        todo = np.arange(len(ks))
+        # Vectorised linear probing: each round, every pending key whose slot is empty and that is the
+        # first to claim it takes it; the others move one slot on. A key only ever passes occupied
+        # slots, so every lookup path stays unbroken.
+        while todo.size:
+            slots = pos[todo]
+            empty = nk[slots] == 0
+            cand, cslots = todo[empty], slots[empty]
+            uniq, first = np.unique(cslots, return_index=True)
+            winners = cand[first]
+            nk[uniq] = ks[winners]
+            nv[uniq] = vs[winners]
+            placed = np.zeros(len(ks), dtype=bool)
+            placed[winners] = True
+            todo = todo[~placed[todo]]
+            pos[todo] = (pos[todo] + np.uint64(1)) & mask
+        del nk, nv
+        self.keys, self.vals = new_keys, new_vals
+        self.mask = capacity - 1
+        self.live = len(ks)
+        self.deleted = 0
+
+    def sweep(self, older_than: datetime) -> int:
+        """Delete entries whose scan time is before ``older_than``; returns how many."""
+        limit = np.uint64(max(int((older_than - EPOCH).total_seconds()), 0))
+        k = np.frombuffer(self.keys, dtype=np.uint64)
+        v = np.frombuffer(self.vals, dtype=np.uint64)
+        expired = (k > 1) & (((v >> np.uint64(2)) & np.uint64(_TIME_MASK)) < limit)
+        n = int(expired.sum())
+        if n:
+            k[expired] = self.DELETED
+        del k, v, expired
+        self.live -= n
+        self.deleted += n
+        if self.deleted > self.live:
+            self._rebuild(self._capacity_for(self.live))
+        return n
+
+
+class DuplicateParams(Params):
+    horizon_days: int = Field(ge=1)
+    sweep_every_days: int = Field(default=7, ge=1)
+
+
+class MissingParams(Params):
+    judge_after_hours: float = Field(gt=0)
+    alert_below_coverage: float = Field(gt=0, le=1)
+    not_realtime_below_coverage: float = Field(gt=0, le=1)
+    scan_memory_days: int = Field(default=3, ge=1)
+    rejudge_horizon_days: int = Field(default=62, ge=1)
+    max_samples: int = Field(default=10, ge=0)
+
+
+@dataclass(slots=True)
+class MissingDay:
+    #: sales awaiting judgment: (setl link key, docno link key, packs, sample ref)
+    pending: list[tuple[tuple[str, ...] | None, tuple[str, ...] | None, Decimal, str]] = field(
+        default_factory=list)
+    sales: int = 0
+    packs: Decimal = Decimal("0")
+    coded: Decimal = Decimal("0")
+    short_sales: int = 0
+    samples: list[str] = field(default_factory=list)
+    judged: bool = False
+    alert_id: str | None = None
+    alerted: bool = False
+    triggered: bool = False
+
+
+def _insured(rec: SaleMovement) -> bool:
+    if rec.mdtrt_setl_type is not None:
+        return rec.mdtrt_setl_type == "1"
+    return bool(rec.setl_id)
+
+
+class TraceCodes(Detector):
+    """``trace.duplicate`` and ``trace.missing``."""
+
+    name: ClassVar[str] = "tracecodes"
+    rule_ids: ClassVar[tuple[str, ...]] = (DUPLICATE, MISSING)
+    streams: ClassVar[tuple[str, ...]] = ("tracecodes", "inventory")
+    params: ClassVar[dict[str, type[Params]]] = {DUPLICATE: DuplicateParams, MISSING: MissingParams}
+
+    def __init__(self, pack: Pack) -> None:
+        super().__init__(pack)
+        self.dup_enabled = pack.enabled(DUPLICATE)
+        self.missing_enabled = pack.enabled(MISSING)
+        d: DuplicateParams = self.param_model(DUPLICATE) if DUPLICATE in pack.rules else DuplicateParams(
+            horizon_days=1096)
+        self.horizon = timedelta(days=d.horizon_days)
+        self.sweep_every = timedelta(days=d.sweep_every_days)
+        #: trace-code key space
+        self.codes = CodeTable()
+        self.inst_index: dict[str, int] = {}
+        self.inst_codes: list[str] = []
+        self.last_sweep: date | None = None
+        if self.missing_enabled:
+            m: MissingParams = self.param_model(MISSING)
+            self.judge_after = timedelta(hours=m.judge_after_hours)
+            self.alert_below = Decimal(str(m.alert_below_coverage))
+            self.realtime_below = Decimal(str(m.not_realtime_below_coverage))
+            self.scan_memory = timedelta(days=m.scan_memory_days)
+            self.rejudge = timedelta(days=m.rejudge_horizon_days)
+            self.max_samples = m.max_samples
+        #: institution key space: linked sale scans per document and drug, and day tallies.
+        self.linked: dict[tuple[str, ...], int] = {}
+        self.linked_by_day: dict[date, list[tuple[str, ...]]] = {}
+        self.days: dict[tuple[str, date], MissingDay] = {}
+
+    # ---------------------------------------------------------------------------------- records
+    def on_record(self, rec: Record, arrival: datetime, ctx: Context) -> None:
+        if isinstance(rec, TraceScan):
+            if self.dup_enabled:
+                self._maybe_sweep(ctx)
+                self._dedup(rec, ctx)
+            if self.missing_enabled and rec.scan_kind == "sale":
+                self._link(rec, ctx)
+        elif isinstance(rec, SaleMovement) and self.missing_enabled and rec.infno == "3505":
+            self._on_sale(rec, ctx)
+
+    # ------------------------------------------------------------------------------- duplicates
+    def _inst(self, code: str) -> int:
+        idx = self.inst_index.get(code)
+        if idx is None:
+            idx = self.inst_index[code] = len(self.inst_codes)
+            if idx > _MAX_INST:
+                raise OverflowError("more institutions than the trace-code table can index")
+            self.inst_codes.append(code)
+        return idx
+
+    def _maybe_sweep(self, ctx: Context) -> None:
+        today = business_date(ctx.now)
+        if self.last_sweep is None:
+            self.last_sweep = today
+        elif today - self.last_sweep >= self.sweep_every:
+            self.last_sweep = today
+            ctx.count("trace.codes_expired", self.codes.sweep(ctx.now - self.horizon))
+
+    def _dedup(self, rec: TraceScan, ctx: Context) -> None:
+        if rec.trdn_flag == "1":
+            return  # split pack: one code covers several sales (exempt)
+        if rec.scan_kind == "stock_in":
+            return
+        key = code_key(rec.drug_trac_codg)
+        inst = self._inst(rec.fixmedins_code)
+        old = self.codes.get(key)
+        new_state = SOLD if rec.scan_kind == "sale" else RETURNED
+        if old is None:
+            self.codes.put(key, pack_value(inst, rec.scan_time, new_state))
+            return
+        old_inst, old_time, old_state = unpack_value(old)
+        # times are kept to the second
+        when = rec.scan_time.replace(microsecond=0)
+        if new_state == RETURNED:
+            if when >= old_time:
+                self.codes.put(key, pack_value(inst, when, RETURNED))
+            return
+        if old_state == RETURNED:
+            if when >= old_time:
+                self.codes.put(key, pack_value(inst, when, SOLD))
+            return  # else: the sale that this return undid, uploaded late
+        if old_inst == inst and old_time == when:
+            return  # the same sale resent
+        if when >= old_time:
+            self.codes.put(key, pack_value(inst, when, SOLD))
+            self._duplicate(rec.drug_trac_codg, (self.inst_codes[old_inst], old_time), rec, ctx)
+        else:
+            self._duplicate_earlier(rec.drug_trac_codg, rec, (self.inst_codes[old_inst], old_time), ctx)
+
+    def _duplicate(self, code: str, first: tuple[str, datetime], later: TraceScan, ctx: Context) -> None:
+        self._report(code, first, (later.fixmedins_code, later.scan_time.replace(microsecond=0)), {
+            "rtal_docno": later.rtal_docno, "setl_id": later.setl_id, "med_list_codg": later.med_list_codg,
+        }, ctx)
+
+    def _duplicate_earlier(self, code: str, earlier: TraceScan, later: tuple[str, datetime],
+                           ctx: Context) -> None:
+        self._report(code, (earlier.fixmedins_code, earlier.scan_time.replace(microsecond=0)), later, {}, ctx)
+
+    def _report(self, code: str, first: tuple[str, datetime], later: tuple[str, datetime],
+                later_refs: dict[str, Any], ctx: Context) -> None:
+        seller, when = later
+        day = business_date(when)
+        first_sale = {"fixmedins_code": first[0], "scan_time": first[1].isoformat()}
+        later_sale = {"fixmedins_code": seller, "scan_time": when.isoformat(),
+                      **{k: v for k, v in later_refs.items() if v is not None}}
+        alert = ctx.alert(
+            DUPLICATE, seller, subject=f"code:{code}:{when.isoformat()}",
+            window_start=day_start(day), window_end=day_end(day),
+            evidence={
+                "drug_trac_codg": code,
+                "cross_institution": first[0] != seller,
+                "first_sale": first_sale,
+                "later_sale": later_sale,
+            },
+            vola_cont=(f"追溯码 {code} 已于 {first[1]:%Y-%m-%d %H:%M:%S} 在 {first[0]} 销售且未退货，"
+                       f"{when:%Y-%m-%d %H:%M:%S} 再次销售（疑似回流药、串换或虚假销售）"),
+        )
+        if alert is not None:
+            ctx.trigger(DUPLICATE, seller, day, cause=f"day:{day.isoformat()}", alert_id=alert.alert_id)
+
+    # ---------------------------------------------------------------------------------- missing
+    def _link(self, rec: TraceScan, ctx: Context) -> None:
+        day = business_date(rec.scan_time)
+        bucket = self.linked_by_day.get(day)
+        if bucket is None:
+            bucket = self.linked_by_day[day] = []
+            ctx.schedule(day_end(day) + self.judge_after + self.scan_memory, self, ("forget_links", day))
+        for key in self._link_keys(rec.fixmedins_code, rec.setl_id, rec.rtal_docno, rec.med_list_codg):
+            if key is None:
+                continue
+            n = self.linked.get(key)
+            if n is None:
+                bucket.append(key)
+            self.linked[key] = (n or 0) + 1
+
+    @staticmethod
+    def _link_keys(code: str, setl_id: str | None, docno: str | None,
+                   med: str) -> tuple[tuple[str, ...] | None, tuple[str, ...] | None]:
+        return (("S", setl_id, med) if setl_id else None,
+                ("R", code, docno, med) if docno else None)
+
+    def _on_sale(self, rec: SaleMovement, ctx: Context) -> None:
+        if rec.trdn_flag == "1" or not _insured(rec) or rec.sel_retn_cnt <= 0:
+            return  # split packs are exempt from per-pack counting
+        code = rec.fixmedins_code
+        day = business_date(rec.sel_retn_time)
+        key = (code, day)
+        tally = self.days.get(key)
+        judge_at = day_end(day) + self.judge_after
+        if tally is None:
+            if judge_at + self.rejudge < ctx.now:
+                ctx.count("trace.sale_beyond_rejudge_horizon")
+                return
+            tally = self.days[key] = MissingDay()
+            ctx.schedule(judge_at, self, ("judge", code, day))
+            ctx.schedule(judge_at + self.rejudge, self, ("forget", code, day))
+        s_key, r_key = self._link_keys(code, rec.setl_id, rec.rtal_docno, rec.med_list_codg)
+        ref = f"setl_id={rec.setl_id}" if rec.setl_id else f"rtal_docno={rec.rtal_docno}"
+        item = (s_key, r_key, rec.sel_retn_cnt, f"{ref};med_list_codg={rec.med_list_codg}")
+        if tally.judged:
+            self._count(item, tally)
+            self._judge(code, day, tally, ctx)
+        else:
+            tally.pending.append(item)
+
+    def _count(self, item: tuple[tuple[str, ...] | None, tuple[str, ...] | None, Decimal, str],
+               tally: MissingDay) -> None:
+        s_key, r_key, packs, ref = item
+        codes = max(self.linked.get(s_key, 0) if s_key else 0, self.linked.get(r_key, 0) if r_key else 0)
+        coded = min(Decimal(codes), packs)
+        tally.sales += 1
+        tally.packs += packs
+        tally.coded += coded
+        if coded < packs:
+            tally.short_sales += 1
+            if len(tally.samples) < self.max_samples:
+                tally.samples.append(f"{ref};packs={packs.normalize()};codes={codes}")
+
+    def on_timer(self, key: Hashable, ctx: Context) -> None:
+        assert isinstance(key, tuple)
+        kind = key[0]
+        if kind == "forget_links":
+            for lkey in self.linked_by_day.pop(key[1], ()):
+                self.linked.pop(lkey, None)
+            return
+        _, code, day = key
+        tally = self.days.get((code, day))
+        if tally is None:
+            return
+        if kind == "forget":
+            del self.days[(code, day)]
+            return
+        for item in tally.pending:
+            self._count(item, tally)
+        tally.pending = []
+        tally.judged = True
+        self._judge(code, day, tally, ctx)
+
+    def _judge(self, code: str, day: date, tally: MissingDay, ctx: Context) -> None:
+        if tally.packs <= 0 or tally.triggered:
+            return
+        coverage = tally.coded / tally.packs
+        if coverage >= self.alert_below:
+            return
+        not_realtime = coverage < self.realtime_below
+        if not tally.alerted:
+            tally.alerted = True
+            evidence: dict[str, Any] = {
+                "business_date": day.isoformat(),
+                "insured_whole_pack_sales": tally.sales,
+                "packs": str(tally.packs.normalize()),
+                "packs_with_code": str(tally.coded.normalize()),
+                "sales_short_of_codes": tally.short_sales,
+                "coverage": f"{coverage:.4f}",
+                "not_realtime_below": f"{self.realtime_below:.4f}",
+                "not_realtime": not_realtime,
+                "sample_short": list(tally.samples),
+            }
+            alert = ctx.alert(
+                MISSING, code, subject="day", window_start=day_start(day), window_end=day_end(day),
+                evidence=evidence,
+                vola_cont=(f"{day} 医保整盒销售 {tally.packs.normalize()} 盒，关联追溯码 {tally.coded.normalize()}"
+                           f" 个（{coverage:.2%}）" + ("，追溯码数据未实时上传" if not_realtime else "")),
+            )
+            tally.alert_id = alert.alert_id if alert else None
+        if not_realtime:
+            tally.triggered = True
+            ctx.trigger(MISSING, code, day, cause=f"trace:day:{day.isoformat()}", alert_id=tally.alert_id)
