@@ -85,7 +85,7 @@ class CaseSystemSink:
         self._report()
 
     def __repr__(self) -> str:  # never show the token
-        return f"CaseSystemSink({self.url!r}, pending={len(self.outbox)})"
+        return f"CaseSystemSink({self.url!r})"
 
     # ------------------------------------------------------------------------------------ Sink
     def write(self, outputs: Sequence[Alert | Ticket], dead: Sequence[DeadLetter]) -> None:

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from monitor.clock import business_date
 from monitor.detectors.base import Detector
 from monitor.outputs import Alert, Ticket
-from monitor.records import SaleMovement, Settlement, TraceScan
+from monitor.records import STREAMS, SaleMovement, Settlement, TraceScan
 
 if TYPE_CHECKING:
     from monitor.engine import Context
@@ -101,7 +101,8 @@ class DailyCollector(Detector):
 
     name: ClassVar[str] = "institution_daily"
     rule_ids: ClassVar[tuple[str, ...]] = ()
-    streams: ClassVar[tuple[str, ...]] = COUNTED_STREAMS
+    #: Every stream passes the Prometheus tap; only ``COUNTED_STREAMS`` make institution-day facts.
+    streams: ClassVar[tuple[str, ...]] = STREAMS
 
     def __init__(self, pack: Pack, horizon_days: int = 62) -> None:
         super().__init__(pack)
@@ -146,13 +147,19 @@ class DailyCollector(Detector):
     def on_record(self, rec: Record, arrival: datetime, ctx: Context) -> None:
         btime = rec.business_time
         code: str | None = getattr(rec, "fixmedins_code", None)
-        if btime is None or code is None:
+        if rec.STREAM not in COUNTED_STREAMS or btime is None or code is None:
+            if self.tap_enabled:
+                region = (ctx.registry.admdvs(code) if code else None) or UNKNOWN_REGION
+                self.tap.append((rec.STREAM, region, None))
             return
         self._prune(business_date(ctx.now))
         stream = rec.STREAM
         day = business_date(btime)
-        if day.toordinal() <= self.pruned_through:
-            return  # beyond the horizon: the row is final
+        if day.toordinal() <= self.pruned_through:  # beyond the horizon: the row is final
+            if self.tap_enabled:
+                old_lag = max(0.0, (arrival - btime).total_seconds()) if stream in UPLOAD_STREAMS else None
+                self.tap.append((stream, ctx.registry.admdvs(code) or UNKNOWN_REGION, old_lag))
+            return
         key, facts = self._facts(code, day, ctx)
         facts.records[stream] = facts.records.get(stream, 0) + 1
         lag: float | None = None
