@@ -88,3 +88,42 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+# ---- pricing, benefit, tier, status and findings rules (issue 5) ------------------------------------
+def finding(finding_id: str, kind: str, occurred_at: str, code: str = PHARMACY, **over: Any) -> dict[str, Any]:
+    rec: dict[str, Any] = {"finding_id": finding_id, "fixmedins_code": code, "kind": kind,
+                           "occurred_at": occurred_at}
+    rec.update(over)
+    return rec
+
+
+def drug(med_list_codg: str = "XA01AAA001", listed_price: str | None = "30.00", high_value: bool = False,
+         **over: Any) -> dict[str, Any]:
+    rec: dict[str, Any] = {"med_list_codg": med_list_codg, "name": "测试药", "listed_price": listed_price,
+                           "high_value": high_value}
+    rec.update(over)
+    return rec
+
+
+def run_engine(records: Iterable[tuple[str, dict[str, Any]]], policy: str = "ezhou",
+               as_of: str | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Run the pure engine over ``(stream, record)`` pairs in the order given (the caller orders them by
+    arrival); return (alerts, tickets) as JSON-ready dicts."""
+    from monitor.clock import parse_time
+    from monitor.engine import Engine
+    from monitor.outputs import Alert
+    from monitor.policy.pack import load_pack
+    from monitor.records import InvalidRecord, parse_value
+
+    engine = Engine(load_pack(policy))
+    out = []
+    for stream, rec in records:
+        for parsed in parse_value(stream, json.dumps(rec, ensure_ascii=False).encode()):
+            assert not isinstance(parsed, InvalidRecord), parsed.reason
+            out.extend(engine.process(parsed))
+    if as_of is not None:
+        out.extend(engine.advance(parse_time(as_of)))
+    alerts = [o.model_dump(mode="json") for o in out if isinstance(o, Alert)]
+    tickets = [o.model_dump(mode="json") for o in out if not isinstance(o, Alert)]
+    return alerts, tickets

@@ -12,9 +12,14 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from monitor.detectors.base import Detector, Params
+from monitor.detectors.benefit import Benefit
 from monitor.detectors.completeness import Completeness
+from monitor.detectors.findings import FindingCounters
 from monitor.detectors.inventory import NegativeStock
 from monitor.detectors.prescriptions import Prescriptions
+from monitor.detectors.pricing import Pricing
+from monitor.detectors.status import Status
+from monitor.detectors.tier import TierRules
 from monitor.detectors.tracecodes import TraceCodes
 from monitor.detectors.upload import UploadTimeliness
 
@@ -27,6 +32,11 @@ DETECTORS: list[type[Detector]] = [
     Prescriptions,
     TraceCodes,
     NegativeStock,
+    Pricing,
+    Benefit,
+    TierRules,
+    Status,
+    FindingCounters,
 ]
 
 #: Rules judged outside a detector (by the engine or the ledger itself).

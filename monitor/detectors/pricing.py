@@ -1,0 +1,410 @@
+"""Prices — dual pricing (阴阳价格, AR-AGR 二(二)13, 三(二)2), listed prices (EZ-CONV 三) and the regional
+modal price (NHSA-style data screening).
+
+Insured unit price of a drug: the 3505 sale's ``finl_trns_pric`` when ``mdtrt_setl_type=1``, else the
+settlement drug line's ``pric`` (``det_item_fee_sumamt / cnt`` when ``pric`` is absent). A settlement
+priced by both counts once (the 3505 price wins). Self-pay unit price: 3505 with ``mdtrt_setl_type=2``.
+Split-pack (拆零, ``trdn_flag=1``) prices are per split unit and are only compared with split-pack prices.
+
+* ``price.dual`` — per institution, drug (``med_list_codg``), pack kind and business day: an insured
+  unit price ``p`` above the self-pay price ``s`` by more than ``min_excess_ratio`` (1 %) **and**
+  ``min_excess_amount`` (¥0.01): ``p > s·(1+1 %)`` and ``p − s > 0.01``. ``s`` is the *highest* self-pay
+  price of that day, so a member discount given to one self-pay customer is not read as dual pricing.
+  Self-pay dearer than insured is not a violation. The day is judged when event time reaches day end +
+  ``judge_after_hours`` (24 h: by then every on-time upload of the day is in) and again when a record of
+  it arrives later (up to ``rejudge_horizon_days``). Evidence: both prices, quantities and the overcharge
+  Σ(p − s)·q over the insured sales above tolerance. Warning alert; the ``dual_price_interview`` ladder
+  issues INTERVIEW on the first case (AR-AGR 三(二)2).
+* ``price.dual_serious`` — an institution's dual-pricing days within ``window_days`` (30) up to the day
+  just judged add up to an overcharge ≥ ``min_overcharge`` (¥500) or number ≥ ``min_days`` (3) → critical
+  alert; ladders REVIEW (suspend settlement, requires verification) and NO_RENEWAL (AR-AGR 二(二)13).
+  Days that made one serious determination never count towards the next.
+* ``price.above_listed`` — an insured whole-pack unit price above the catalogue ``listed_price`` by more
+  than ``margin_ratio`` and ``margin_amount`` (defaults 0: any excess), for ``institution_types`` (EZ-CONV
+  三 governs pharmacies). One alert per institution, drug and day.
+* ``price.above_mode`` — an insured whole-pack unit price above the regional modal price of the drug by
+  more than ``margin_ratio`` (20 %). The modal price is the price the most institutions sold the drug at
+  (insured or self-pay, whole packs) within the last ``window_days`` (30) — one vote per institution and
+  price, so one busy pharmacy cannot set the mode; ties go to the higher price; a mode needs at least
+  ``min_institutions`` (3) votes. State per drug is bounded by prices × institutions seen in the window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import Field
+
+from monitor.clock import business_date, day_end, day_start
+from monitor.detectors.base import Detector, Params
+from monitor.records import SaleMovement, Settlement
+
+if TYPE_CHECKING:
+    from monitor.engine import Context
+    from monitor.policy.pack import Pack
+    from monitor.records import Record
+
+CENT = Decimal("0.01")
+
+
+class DualParams(Params):
+    min_excess_ratio: Decimal = Field(ge=0, lt=1)
+    min_excess_amount: Decimal = Field(ge=0)
+    judge_after_hours: float = Field(default=24, ge=0)
+    rejudge_horizon_days: int = Field(default=7, ge=1)
+
+
+class DualSeriousParams(Params):
+    window_days: int = Field(ge=1)
+    min_overcharge: Decimal = Field(gt=0)
+    min_days: int = Field(ge=1)
+
+
+class AboveListedParams(Params):
+    margin_ratio: Decimal = Field(default=Decimal(0), ge=0)
+    margin_amount: Decimal = Field(default=Decimal(0), ge=0)
+    institution_types: list[Literal["1", "2"]] = Field(default=["2"], min_length=1)
+
+
+class AboveModeParams(Params):
+    margin_ratio: Decimal = Field(gt=0)
+    window_days: int = Field(ge=1)
+    min_institutions: int = Field(ge=1)
+
+
+def exceeds(price: Decimal, ref: Decimal, ratio: Decimal, amount: Decimal) -> bool:
+    """``price`` above ``ref`` by more than ``ratio`` (relative) and more than ``amount`` (absolute)."""
+    return price > ref * (1 + ratio) and price - ref > amount
+
+
+Obs = tuple[Decimal, Decimal]  # unit price, quantity
+DayKey = tuple[str, str, date, bool]  # institution, drug, business day, split pack
+
+
+@dataclass(slots=True)
+class DualDay:
+    sale: dict[str, list[Obs]] = field(default_factory=dict)  # insured 3505, by setl_id / docno
+    setl: dict[str, list[Obs]] = field(default_factory=dict)  # settlement lines, by setl_id
+    self_max: Decimal | None = None
+    self_min: Decimal | None = None
+    self_qty: Decimal = Decimal(0)
+    self_n: int = 0
+    judged: bool = False
+    flagged: bool = False
+
+    def insured(self) -> list[tuple[str, Obs]]:
+        out = [(ref, o) for ref, obs in self.sale.items() for o in obs]
+        out += [(ref, o) for ref, obs in self.setl.items() if ref not in self.sale for o in obs]
+        return out
+
+
+class Pricing(Detector):
+    name: ClassVar[str] = "pricing"
+    rule_ids: ClassVar[tuple[str, ...]] = ("price.dual", "price.dual_serious", "price.above_listed",
+                                           "price.above_mode")
+    streams: ClassVar[tuple[str, ...]] = ("settlements", "inventory")
+    params: ClassVar[dict[str, type[Params]]] = {
+        "price.dual": DualParams,
+        "price.dual_serious": DualSeriousParams,
+        "price.above_listed": AboveListedParams,
+        "price.above_mode": AboveModeParams,
+    }
+
+    def __init__(self, pack: Pack) -> None:
+        super().__init__(pack)
+        self.dual: DualParams | None = self.param_model("price.dual") if pack.enabled("price.dual") else None
+        self.serious: DualSeriousParams | None = (
+            self.param_model("price.dual_serious")
+            if self.dual is not None and pack.enabled("price.dual_serious") else None)
+        self.listed: AboveListedParams | None = (
+            self.param_model("price.above_listed") if pack.enabled("price.above_listed") else None)
+        self.mode: AboveModeParams | None = (
+            self.param_model("price.above_mode") if pack.enabled("price.above_mode") else None)
+        self.days: dict[DayKey, DualDay] = {}
+        self.setl_days: dict[str, list[DayKey]] = {}  # setl_id → days it priced (for revocations)
+        #: institution → dual-pricing day → overcharge; and the last day a serious case consumed.
+        self.flag_days: dict[str, dict[date, Decimal]] = {}
+        self.serious_through: dict[str, date] = {}
+        #: drug → price → institution → last day it sold at that price (the modal-price votes).
+        self.votes: dict[str, dict[Decimal, dict[str, date]]] = {}
+        self.mode_cache: dict[str, tuple[date, Decimal | None, int]] = {}
+        #: business day → (rule, institution, drug) already alerted (bounded: recent days only).
+        self.alerted: dict[date, set[tuple[str, str, str]]] = {}
+
+    # ------------------------------------------------------------------------------------- records
+    def on_record(self, rec: Record, arrival: datetime, ctx: Context) -> None:
+        if isinstance(rec, Settlement):
+            self._settlement(rec, ctx)
+        elif isinstance(rec, SaleMovement) and rec.infno == "3505":
+            self._sale(rec, ctx)
+
+    def _settlement(self, st: Settlement, ctx: Context) -> None:
+        day = business_date(st.setl_time)
+        if st.setl_status == "revoked":
+            for key in self.setl_days.pop(st.setl_id, []):
+                dd = self.days.get(key)
+                if dd is not None:
+                    dd.setl.pop(st.setl_id, None)
+                    dd.sale.pop(st.setl_id, None)
+            return
+        for line in st.drugdetail:
+            price = line.pric
+            if price is None:
+                if line.det_item_fee_sumamt is None:
+                    continue
+                price = (line.det_item_fee_sumamt / line.cnt).quantize(Decimal("0.000001"))
+            split = line.trdn_flag == "1"
+            key = (st.fixmedins_code, line.med_list_codg, day, split)
+            if self.dual is not None:
+                dd = self._day(key, ctx)
+                if dd is not None:
+                    dd.setl.setdefault(st.setl_id, []).append((price, line.cnt))
+                    self._index(st.setl_id, key)
+                    self._rejudge(key, dd, ctx)
+            self._observe(st.fixmedins_code, line.med_list_codg, day, split, price, line.cnt,
+                          f"setl_id={st.setl_id}", True, ctx)
+
+    def _sale(self, sale: SaleMovement, ctx: Context) -> None:
+        price = sale.finl_trns_pric
+        if price is None or sale.mdtrt_setl_type is None:
+            return
+        day = business_date(sale.sel_retn_time)
+        split = sale.trdn_flag == "1"
+        insured = sale.mdtrt_setl_type == "1"
+        key = (sale.fixmedins_code, sale.med_list_codg, day, split)
+        if self.dual is not None:
+            dd = self._day(key, ctx)
+            if dd is not None:
+                if insured:
+                    ref = sale.setl_id or f"doc:{sale.rtal_docno or sale.fixmedins_bchno}"
+                    dd.sale.setdefault(ref, []).append((price, sale.sel_retn_cnt))
+                    if sale.setl_id:
+                        self._index(sale.setl_id, key)
+                else:
+                    dd.self_max = price if dd.self_max is None else max(dd.self_max, price)
+                    dd.self_min = price if dd.self_min is None else min(dd.self_min, price)
+                    dd.self_qty += sale.sel_retn_cnt
+                    dd.self_n += 1
+                self._rejudge(key, dd, ctx)
+        ref = f"setl_id={sale.setl_id}" if sale.setl_id else f"rtal_docno={sale.rtal_docno}"
+        self._observe(sale.fixmedins_code, sale.med_list_codg, day, split, price, sale.sel_retn_cnt, ref,
+                      insured, ctx)
+
+    # ------------------------------------------------------------------------------------ price.dual
+    def _day(self, key: DayKey, ctx: Context) -> DualDay | None:
+        dd = self.days.get(key)
+        if dd is None:
+            assert self.dual is not None
+            judge_at = day_end(key[2]) + timedelta(hours=self.dual.judge_after_hours)
+            forget_at = judge_at + timedelta(days=self.dual.rejudge_horizon_days)
+            if forget_at < ctx.now:
+                ctx.count("price.dual_beyond_rejudge_horizon")
+                return None
+            dd = self.days[key] = DualDay()
+            ctx.schedule(judge_at, self, ("judge", key))
+            ctx.schedule(forget_at, self, ("forget", key))
+        return dd
+
+    def _index(self, setl_id: str, key: DayKey) -> None:
+        keys = self.setl_days.setdefault(setl_id, [])
+        if key not in keys:
+            keys.append(key)
+
+    def _rejudge(self, key: DayKey, dd: DualDay, ctx: Context) -> None:
+        if dd.judged and not dd.flagged:
+            self._judge(key, dd, ctx)
+
+    def on_timer(self, key: Hashable, ctx: Context) -> None:
+        assert isinstance(key, tuple)
+        kind, day_key = key
+        if kind == "forget":
+            dd = self.days.pop(day_key, None)
+            if dd is not None:
+                for setl_id in {*dd.setl, *dd.sale}:
+                    keys = self.setl_days.get(setl_id)
+                    if keys is not None and day_key in keys:
+                        keys.remove(day_key)
+                        if not keys:
+                            del self.setl_days[setl_id]
+            return
+        dd = self.days.get(day_key)
+        if dd is not None:
+            dd.judged = True
+            self._judge(day_key, dd, ctx)
+
+    def _judge(self, key: DayKey, dd: DualDay, ctx: Context) -> None:
+        assert self.dual is not None
+        if dd.self_max is None:
+            return
+        ref = dd.self_max
+        code, drug, day, split = key
+        over = Decimal(0)
+        hit_qty = Decimal(0)
+        prices: list[Decimal] = []
+        samples: list[str] = []
+        for setl_id, (price, qty) in dd.insured():
+            if exceeds(price, ref, self.dual.min_excess_ratio, self.dual.min_excess_amount):
+                over += (price - ref) * qty
+                hit_qty += qty
+                prices.append(price)
+                if len(samples) < 5 and setl_id not in samples:
+                    samples.append(setl_id)
+        if not prices:
+            return
+        dd.flagged = True
+        over = over.quantize(CENT)
+        evidence: dict[str, Any] = {
+            "business_date": day.isoformat(),
+            "med_list_codg": drug,
+            "split_pack": split,
+            "insured_unit_price": str(max(prices)),
+            "insured_unit_price_min": str(min(prices)),
+            "selfpay_unit_price": str(ref),
+            "selfpay_unit_price_min": str(dd.self_min),
+            "insured_quantity": str(hit_qty),
+            "selfpay_quantity": str(dd.self_qty),
+            "selfpay_sales": dd.self_n,
+            "overcharge": str(over),
+            "sample_records": [s if s.startswith("doc:") else f"setl_id={s}" for s in samples],
+        }
+        alert = ctx.alert(
+            "price.dual", code, subject=f"{drug}|{'split' if split else 'pack'}",
+            window_start=day_start(day), window_end=day_end(day), evidence=evidence,
+            vola_cont=(f"{day} {drug} 医保价 {max(prices)} 高于自费价 {ref}（>1% 且 >¥0.01），"
+                       f"多收 ¥{over}"),
+            vola_amt=over,
+        )
+        ctx.trigger("price.dual", code, day, cause=f"{day.isoformat()}:{drug}",
+                    alert_id=alert.alert_id if alert else None)
+        if self.serious is not None:
+            self._escalate(code, day, over, ctx, self.serious)
+
+    def _escalate(self, code: str, day: date, over: Decimal, ctx: Context, p: DualSeriousParams) -> None:
+        days = self.flag_days.setdefault(code, {})
+        days[day] = days.get(day, Decimal(0)) + over
+        lo = day - timedelta(days=p.window_days - 1)
+        for old in [d for d in days if d < lo - timedelta(days=p.window_days)]:
+            del days[old]  # memory bound: beyond any window a late day could still open
+        consumed = self.serious_through.get(code)
+        window = {d: a for d, a in days.items() if lo <= d <= day and (consumed is None or d > consumed)}
+        total = sum(window.values(), Decimal(0))
+        if total < p.min_overcharge and len(window) < p.min_days:
+            return
+        self.serious_through[code] = max(day, consumed) if consumed else day
+        alert = ctx.alert(
+            "price.dual_serious", code, subject="episode", window_start=day_start(min(window)),
+            window_end=day_end(day),
+            evidence={
+                "days": [d.isoformat() for d in sorted(window)],
+                "dual_price_days": len(window),
+                "overcharge": str(total),
+                "window_days": p.window_days,
+                "min_overcharge": str(p.min_overcharge),
+                "min_days": p.min_days,
+            },
+            vola_cont=(f"{p.window_days} 天内阴阳价格 {len(window)} 天、多收 ¥{total}"
+                       f"（≥¥{p.min_overcharge} 或 ≥{p.min_days} 天），情节严重"),
+            vola_amt=total,
+        )
+        ctx.trigger("price.dual_serious", code, day, cause=f"serious:{day.isoformat()}",
+                    alert_id=alert.alert_id if alert else None)
+
+    # ------------------------------------------------------------------- price.above_listed / _mode
+    def _once(self, rule: str, code: str, drug: str, day: date) -> bool:
+        """True the first time (rule, institution, drug) is seen on ``day``."""
+        seen = self.alerted.get(day)
+        if seen is None:
+            seen = self.alerted[day] = set()
+            if len(self.alerted) > 8:  # older days: the engine's alert ids still de-duplicate
+                for old in sorted(self.alerted)[:-8]:
+                    del self.alerted[old]
+        ident = (rule, code, drug)
+        if ident in seen:
+            return False
+        seen.add(ident)
+        return True
+
+    def _observe(self, code: str, drug: str, day: date, split: bool, price: Decimal, qty: Decimal,
+                 ref: str, insured: bool, ctx: Context) -> None:
+        if split:
+            return  # split-unit prices are not comparable with per-pack listed or modal prices
+        if self.mode is not None:
+            self.votes.setdefault(drug, {}).setdefault(price, {})
+            last = self.votes[drug][price].get(code)
+            if last is None or day > last:
+                self.votes[drug][price][code] = day
+        if not insured:
+            return
+        if self.listed is not None:
+            self._above_listed(code, drug, day, price, qty, ref, ctx, self.listed)
+        if self.mode is not None:
+            self._above_mode(code, drug, day, price, qty, ref, ctx, self.mode)
+
+    def _above_listed(self, code: str, drug: str, day: date, price: Decimal, qty: Decimal, ref: str,
+                      ctx: Context, p: AboveListedParams) -> None:
+        cat = ctx.registry.drugs.get(drug)
+        if cat is None or cat.listed_price is None:
+            return
+        inst = ctx.registry.institution(code)
+        if inst is None or inst.fixmedins_type not in p.institution_types:
+            return
+        if not exceeds(price, cat.listed_price, p.margin_ratio, p.margin_amount):
+            return
+        if not self._once("price.above_listed", code, drug, day):
+            return
+        excess = ((price - cat.listed_price) * qty).quantize(CENT)
+        ctx.alert(
+            "price.above_listed", code, subject=drug, window_start=day_start(day), window_end=day_end(day),
+            evidence={"business_date": day.isoformat(), "med_list_codg": drug, "unit_price": str(price),
+                      "listed_price": str(cat.listed_price), "quantity": str(qty), "excess": str(excess),
+                      "sample_record": ref},
+            vola_cont=f"{day} {drug} 医保结算单价 {price} 高于挂网价 {cat.listed_price}",
+            vola_amt=excess,
+        )
+
+    def modal_price(self, drug: str, day: date) -> tuple[Decimal | None, int]:
+        """The modal price of ``drug`` over the window ending ``day`` and its number of votes."""
+        assert self.mode is not None
+        cached = self.mode_cache.get(drug)
+        if cached is not None and cached[0] == day and cached[2] >= self.mode.min_institutions:
+            return cached[1], cached[2]
+        lo = day - timedelta(days=self.mode.window_days - 1)
+        best: tuple[int, Decimal] | None = None
+        prices = self.votes.get(drug, {})
+        for price in list(prices):
+            voters = prices[price]
+            for code in [c for c, d in voters.items() if d < lo]:
+                del voters[code]
+            if not voters:
+                del prices[price]
+                continue
+            n = sum(1 for d in voters.values() if d <= day)
+            if n and (best is None or (n, price) > best):
+                best = (n, price)
+        mode, support = (best[1], best[0]) if best else (None, 0)
+        self.mode_cache[drug] = (day, mode, support)
+        return mode, support
+
+    def _above_mode(self, code: str, drug: str, day: date, price: Decimal, qty: Decimal, ref: str,
+                    ctx: Context, p: AboveModeParams) -> None:
+        mode, support = self.modal_price(drug, day)
+        if mode is None or support < p.min_institutions:
+            return
+        if not exceeds(price, mode, p.margin_ratio, Decimal(0)):
+            return
+        if not self._once("price.above_mode", code, drug, day):
+            return
+        excess = ((price - mode) * qty).quantize(CENT)
+        ctx.alert(
+            "price.above_mode", code, subject=drug, window_start=day_start(day), window_end=day_end(day),
+            evidence={"business_date": day.isoformat(), "med_list_codg": drug, "unit_price": str(price),
+                      "modal_price": str(mode), "modal_votes": support,
+                      "margin_ratio": str(p.margin_ratio), "window_days": p.window_days,
+                      "quantity": str(qty), "excess": str(excess), "sample_record": ref},
+            vola_cont=f"{day} {drug} 医保结算单价 {price} 高于区域众数价 {mode} 超过 {p.margin_ratio:.0%}",
+            vola_amt=excess,
+        )

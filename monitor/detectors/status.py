@@ -1,0 +1,206 @@
+"""Institution status — settling while sanctioned (EZ-DM 二) and the AR-AGR 二(二) non-renewal grounds.
+
+* ``status.settled_while_suspended`` — a settled 门诊统筹 settlement (``hifp_pay`` > 0 and ``med_type`` in
+  ``med_types``; EZ-DM counts 门诊慢特病 as part of 门诊统筹) dated on a day when a suspension,
+  termination or cancellation ticket of this monitor is in force for the institution. The ledger is the
+  source of truth (``Ledger.in_force``): a suspension covers ``[effective_from, effective_until)``; a
+  terminal action covers every day from its ``effective_from``. One critical alert per institution-day,
+  naming the tickets in force and a few settlement ids.
+* ``renewal.grounds`` — AR-AGR 二(二) "不再签订的情形" the data can show, judged per institution once the
+  calendar year is over (event time past 31 December + ``judge_after_hours``): (3) no settlement in the
+  year ("上年度协议期内未发生医保结算费用"; institutions whose agreement covers part of the year);
+  (8) trace-code scanning not implemented ("未落实追溯码扫码和上传…未实现依码结算"): insured whole packs
+  settled in the year with a sale trace-code scan per pack below ``trace_coverage_min`` (90 %);
+  (13) serious dual pricing: a NO_RENEWAL ticket of the dual-pricing ladder in the year. Warning alert
+  per institution and year and the ``renewal`` ladder (NO_RENEWAL, requires verification), which
+  ``monitor renewal-report`` lists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, ClassVar
+
+from pydantic import Field
+
+from monitor.clock import business_date, day_end, day_start
+from monitor.detectors.base import Detector, Params
+from monitor.records import Settlement, TraceScan
+
+if TYPE_CHECKING:
+    from monitor.engine import Context
+    from monitor.outputs import Ticket
+    from monitor.policy.pack import Pack
+    from monitor.records import Record
+
+
+class SuspendedParams(Params):
+    med_types: list[str] = Field(min_length=1)
+
+
+class RenewalParams(Params):
+    trace_coverage_min: Decimal = Field(gt=0, le=1)
+    judge_after_hours: float = Field(default=24, ge=0)
+    #: rule ids whose NO_RENEWAL tickets are ground 13 (serious dual pricing)
+    dual_pricing_rules: list[str] = Field(default=["price.dual_serious"])
+
+
+@dataclass(slots=True)
+class DayHit:
+    day: date
+    settlements: int = 0
+    samples: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class YearTally:
+    settlements: int = 0
+    packs: Decimal = Decimal(0)
+    codes: int = 0
+    dual_tickets: list[str] = field(default_factory=list)
+
+
+GROUND_TEXT: dict[str, str] = {
+    "3": "上年度协议期内未发生医保结算费用",
+    "8": "未落实追溯码扫码和上传，未实现“依码结算、依码支付”",
+    "13": "对医保和非医保患者采用“阴阳价格”，情节严重",
+}
+
+
+class Status(Detector):
+    name: ClassVar[str] = "status"
+    rule_ids: ClassVar[tuple[str, ...]] = ("status.settled_while_suspended", "renewal.grounds")
+    streams: ClassVar[tuple[str, ...]] = ("settlements", "tracecodes")
+    params: ClassVar[dict[str, type[Params]]] = {
+        "status.settled_while_suspended": SuspendedParams,
+        "renewal.grounds": RenewalParams,
+    }
+    watches_tickets: ClassVar[bool] = True
+
+    def __init__(self, pack: Pack) -> None:
+        super().__init__(pack)
+        self.susp: SuspendedParams | None = (
+            self.param_model("status.settled_while_suspended")
+            if pack.enabled("status.settled_while_suspended") else None)
+        self.renew: RenewalParams | None = (
+            self.param_model("renewal.grounds") if pack.enabled("renewal.grounds") else None)
+        self.hits: dict[str, DayHit] = {}  # institution → its last day settled while sanctioned
+        self.years: dict[int, dict[str, YearTally]] = {}
+
+    # ------------------------------------------------------------------------------------- inputs
+    def on_record(self, rec: Record, arrival: datetime, ctx: Context) -> None:
+        if isinstance(rec, Settlement):
+            if self.susp is not None and rec.setl_status == "settled":
+                self._suspended(rec, ctx, self.susp)
+            if self.renew is not None:
+                self._tally_settlement(rec, ctx)
+        elif isinstance(rec, TraceScan) and self.renew is not None:
+            if rec.trdn_flag != "1" and rec.setl_id:
+                tally = self._tally(rec.fixmedins_code, business_date(rec.scan_time).year, ctx)
+                if rec.scan_kind == "sale":
+                    tally.codes += 1
+                elif rec.scan_kind == "sale_return":
+                    tally.codes -= 1
+
+    def on_ticket(self, ticket: Ticket, ctx: Context) -> None:
+        if self.renew is None or ticket.action != "NO_RENEWAL":
+            return
+        if any(r in self.renew.dual_pricing_rules for r in ticket.rule_ids):
+            tally = self._tally(ticket.fixmedins_code, ticket.effective_from.year, ctx)
+            tally.dual_tickets.append(ticket.ticket_id)
+
+    # ------------------------------------------------------------------ status.settled_while_suspended
+    def _suspended(self, st: Settlement, ctx: Context, p: SuspendedParams) -> None:
+        if st.hifp_pay <= 0 or st.med_type not in p.med_types:
+            return
+        day = business_date(st.setl_time)
+        in_force = ctx.ledger.in_force(st.fixmedins_code, day)
+        if not in_force:
+            return
+        hit = self.hits.get(st.fixmedins_code)
+        if hit is not None and hit.day == day:
+            hit.settlements += 1
+            return
+        hit = self.hits[st.fixmedins_code] = DayHit(day, 1, [f"setl_id={st.setl_id}"])
+        state = ctx.ledger.state(st.fixmedins_code, day)
+        ctx.alert(
+            "status.settled_while_suspended", st.fixmedins_code, subject="day",
+            window_start=day_start(day), window_end=day_end(day),
+            evidence={
+                "business_date": day.isoformat(),
+                "state": state,
+                "in_force": [
+                    {"action": s.action, "ticket_id": s.ticket_id, "effective_from": s.effective_from.isoformat(),
+                     "until": s.until.isoformat() if s.until else None}
+                    for s in in_force
+                ],
+                "sample_records": hit.samples,
+                "med_type": st.med_type,
+                "hifp_pay": str(st.hifp_pay),
+            },
+            vola_cont=f"{day} 处于{'终止/取消' if state == 'terminated' else '中止'}期间仍发生门诊统筹结算",
+            vola_amt=st.hifp_pay,
+        )
+
+    # ----------------------------------------------------------------------------- renewal.grounds
+    def _tally(self, code: str, year: int, ctx: Context) -> YearTally:
+        assert self.renew is not None
+        book = self.years.get(year)
+        if book is None:
+            book = self.years[year] = {}
+            due = day_end(date(year, 12, 31)) + timedelta(hours=self.renew.judge_after_hours)
+            ctx.schedule(due, self, ("year", year))
+        tally = book.get(code)
+        if tally is None:
+            tally = book[code] = YearTally()
+        return tally
+
+    def _tally_settlement(self, st: Settlement, ctx: Context) -> None:
+        tally = self._tally(st.fixmedins_code, business_date(st.setl_time).year, ctx)
+        sign = 1 if st.setl_status == "settled" else -1
+        tally.settlements += sign
+        packs = sum((line.cnt for line in st.drugdetail if line.trdn_flag != "1"), Decimal(0))
+        tally.packs += sign * packs
+
+    def on_timer(self, key: Hashable, ctx: Context) -> None:
+        assert isinstance(key, tuple) and key[0] == "year"
+        year: int = key[1]
+        book = self.years.pop(year, {})
+        assert self.renew is not None
+        first, last = date(year, 1, 1), date(year, 12, 31)
+        codes = set(book)
+        for code, inst in ctx.registry.institutions.items():
+            if inst.agreement_start <= last and inst.agreement_end >= first:
+                codes.add(code)
+        for code in sorted(codes):
+            tally = book.get(code, YearTally())
+            grounds: list[str] = []
+            if tally.settlements <= 0:
+                grounds.append("3")
+            coverage = (Decimal(tally.codes) / tally.packs) if tally.packs > 0 else None
+            if coverage is not None and coverage < self.renew.trace_coverage_min:
+                grounds.append("8")
+            if tally.dual_tickets:
+                grounds.append("13")
+            if not grounds:
+                continue
+            alert = ctx.alert(
+                "renewal.grounds", code, subject=str(year), window_start=day_start(first),
+                window_end=day_end(last),
+                evidence={
+                    "year": year,
+                    "grounds": [f"AR-AGR 二(二){g}" for g in grounds],
+                    "settlements": tally.settlements,
+                    "insured_whole_packs": str(tally.packs),
+                    "sale_trace_codes": tally.codes,
+                    "trace_coverage": f"{coverage:.4f}" if coverage is not None else None,
+                    "trace_coverage_min": str(self.renew.trace_coverage_min),
+                    "dual_pricing_tickets": tally.dual_tickets,
+                },
+                vola_cont="；".join(f"({g}) {GROUND_TEXT[g]}" for g in grounds),
+            )
+            ctx.trigger("renewal.grounds", code, last, cause=f"year:{year}",
+                        alert_id=alert.alert_id if alert else None)
