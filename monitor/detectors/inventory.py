@@ -14,7 +14,8 @@
   a stocktake that brings it back to ≥ −tolerance ends the episode (a stocktake re-baselines it).
 * A batch is *balanced* once a stocktake or a purchase of it is seen. Movements of a batch never seen
   in a stocktake or purchase are not judged; they are counted as data quality
-  (``inventory.movement_without_baseline``), never reported as negative stock.
+  (``inventory.movement_without_baseline``), never reported as negative stock. Movements dated before
+  the batch's first stocktake/purchase are not judged either (``inventory.movement_before_baseline``).
 * Movements are applied in **business-time order**, not arrival order: each waits ``settle_hours`` (24,
   the real-time upload limit) after its business time before it is folded into the balance, so a
   purchase at 09:00 uploaded after the 09:05 sale it supplied does not make that sale negative. A
@@ -60,6 +61,8 @@ class NegativeStockParams(Params):
 
 @dataclass(slots=True)
 class Batch:
+    #: business time of the first stocktake or purchase seen: earlier movements are not judged
+    since: datetime
     balance: Decimal = Decimal("0")
     folded_to: datetime | None = None
     negative: bool = False
@@ -109,11 +112,18 @@ class NegativeStock(Detector):
             move = (btime, SALE, self.seq, -rec.sel_retn_cnt, split, ref, price)
         else:
             move = (btime, DELTA, self.seq, rec.sel_retn_cnt, split, ref, price)
+        establishes = isinstance(rec, Stocktake) or (isinstance(rec, PurchaseMovement) and rec.infno == "3503")
         if batch is None:
-            if not (isinstance(rec, Stocktake) or (isinstance(rec, PurchaseMovement) and rec.infno == "3503")):
+            if not establishes:
                 ctx.count("inventory.movement_without_baseline")
                 return
-            batch = self.batches[key] = Batch(baseline=move[5])
+            batch = self.batches[key] = Batch(baseline=move[5], since=btime)
+        elif btime < batch.since:
+            if not establishes:
+                # before the batch's first stocktake/purchase: already in that count, or unknowable
+                ctx.count("inventory.movement_before_baseline")
+                return
+            batch.since = btime
         if batch.folded_to is not None and btime < batch.folded_to:
             ctx.count("inventory.movement_after_fold")
             self._apply(key, batch, move, ctx)

@@ -1,0 +1,166 @@
+"""rx.not_uploaded — EZ-DM 二(三) — and rx.over_12_weeks — EZ-CONV 五.
+
+Coverage and the rectification ladder worked out by hand: 24 h arrival window, 100 % per day,
+SUSPEND_AGREEMENT the day after the determination, rectify_by one calendar month later, review of the
+last 7 days before that deadline."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from builders import PHARMACY, institution, settlement
+
+from monitor.clock import CST
+from monitor.engine import Engine
+from monitor.outputs import Alert, Ticket
+from monitor.policy.pack import load_pack
+from monitor.records import parse_value
+
+FMT = "%Y-%m-%d %H:%M:%S"
+T0 = datetime(2026, 1, 10, 10, 0, tzinfo=CST)
+PSN = "42000011112222"
+
+
+def ts(moment: datetime) -> str:
+    return moment.strftime(FMT)
+
+
+def pooling(setl_id: str, when: datetime, hi_rxno: str | None = "RX1",
+            **over: Any) -> tuple[str, dict[str, Any]]:
+    """A pharmacy 门诊统筹 purchase (med_type 41, hifp_pay > 0): needs a prescription."""
+    money = {"hifp_pay": "18.00", "acct_pay": "0.00", "psn_cash_pay": "12.00"}
+    rec = settlement(setl_id, ts(when), ts(when + timedelta(minutes=1)), **{**money, **over})
+    if hi_rxno is not None:
+        rec["hi_rxno"] = hi_rxno
+    return ("settlements", rec)
+
+
+def rx(hi_rxno: str, arrival: datetime, status: str = "uploaded", prsc: datetime | None = None,
+       valid_days: int = 3, psn_no: str = PSN, medc_days: int = 7) -> tuple[str, dict[str, Any]]:
+    start = prsc or T0 - timedelta(hours=2)
+    return ("prescriptions", {
+        "hi_rxno": hi_rxno, "hosp_rxno": f"H{hi_rxno}", "fixmedins_code": "H42070200002", "psn_no": psn_no,
+        "prsc_time": ts(start), "valid_end_time": ts(start + timedelta(days=valid_days)),
+        "rx_status": status, "inf_time": ts(arrival),
+        "rxdrugdetail": [{"med_list_codg": "XA01AAA001", "drug_cnt": "1", "medc_days": medc_days}]})
+
+
+def run(items: list[tuple[str, dict[str, Any]]], as_of: str = "2026-01-20 00:00:00") -> tuple[
+        list[Alert], list[Ticket]]:
+    engine = Engine(load_pack("ezhou"))
+    out: list[Alert | Ticket] = []
+    items = [("institutions", institution(PHARMACY)), *items]
+    for stream, raw in sorted(items, key=lambda it: it[1].get("inf_time", "")):
+        for rec in parse_value(stream, json.dumps(raw, ensure_ascii=False).encode()):
+            assert not hasattr(rec, "reason"), rec
+            out.extend(engine.process(rec))  # type: ignore[arg-type]
+    out.extend(engine.advance(datetime.strptime(as_of, FMT).replace(tzinfo=CST)))
+    alerts = [o for o in out if isinstance(o, Alert) and o.rule_id.startswith("rx.")]
+    tickets = [o for o in out if isinstance(o, Ticket) and o.ladder == "prescriptions"]
+    return alerts, tickets
+
+
+@pytest.mark.parametrize(
+    ("items", "reason"),
+    [
+        ([rx("RX1", T0 - timedelta(hours=1))], None),
+        ([rx("RX1", T0 + timedelta(hours=24))], None),  # exactly 24 h after the settlement: in time
+        ([rx("RX1", T0 + timedelta(hours=24, seconds=1))], "uploaded_late"),
+        ([], "not_uploaded"),
+        # revoked before vs after the settlement (a revocation is dated by its arrival)
+        ([rx("RX1", T0 - timedelta(hours=1)), rx("RX1", T0 - timedelta(minutes=1), status="revoked")],
+         "revoked_before_settlement"),
+        ([rx("RX1", T0 - timedelta(hours=1)), rx("RX1", T0 + timedelta(minutes=1), status="revoked")], None),
+        ([rx("RX1", T0 - timedelta(hours=1), psn_no="42000099998888")], "other_person"),
+        ([rx("RX1", T0 - timedelta(hours=1), prsc=T0 - timedelta(days=4), valid_days=3)], "outside_validity"),
+        ([rx("RX1", T0 + timedelta(hours=1), prsc=T0 + timedelta(minutes=30))], "outside_validity"),
+    ],
+)
+def test_coverage_edges(items: list[tuple[str, dict[str, Any]]], reason: str | None) -> None:
+    alerts, tickets = run([pooling("S1", T0), *items])
+    if reason is None:
+        assert alerts == [] and tickets == []
+        return
+    assert len(alerts) == 1
+    ev = alerts[0].evidence
+    assert ev["uncovered_by_reason"] == {reason: 1} and ev["coverage"] == "0.0000"
+    assert ev["sample_uncovered"] == [f"setl_id=S1;reason={reason}"]
+    assert alerts[0].basis == "EZ-DM 二(三)" and alerts[0].severity == "critical"
+    assert PSN not in json.dumps(alerts[0].model_dump(mode="json"))
+    # judged at day end + 24 h (2026-01-12 00:00) → suspended from 01-13, rectify by 02-13
+    assert [(t.action, str(t.effective_from), str(t.rectify_by)) for t in tickets] == [
+        ("SUSPEND_AGREEMENT", "2026-01-13", "2026-02-13")]
+
+
+def test_settlement_without_hi_rxno_is_uncovered() -> None:
+    alerts, _ = run([pooling("S1", T0, hi_rxno=None)])
+    assert alerts[0].evidence["uncovered_by_reason"] == {"no_hi_rxno": 1}
+
+
+@pytest.mark.parametrize(
+    ("over", "needs"),
+    [
+        ({"hifp_pay": "0.00", "acct_pay": "30.00", "psn_cash_pay": "0.00"}, False),  # account only, OTC
+        ({"med_type": "11"}, False),  # not a pharmacy pooling purchase, no Rx line
+        ({"med_type": "11", "drugdetail": [{"med_list_codg": "XA01AAA001", "cnt": "1", "pric": "30",
+                                            "rx_flag": "1"}]}, True),  # an Rx drug line
+        ({}, True),
+    ],
+)
+def test_which_settlements_need_a_prescription(over: dict[str, Any], needs: bool) -> None:
+    alerts, _ = run([pooling("S1", T0, hi_rxno=None, **over)])
+    assert bool(alerts) is needs
+
+
+def test_revoked_settlement_needs_nothing() -> None:
+    revoke = settlement("S1", ts(T0), ts(T0 + timedelta(hours=2)), setl_status="revoked")
+    alerts, _ = run([pooling("S1", T0, hi_rxno=None), ("settlements", revoke)])
+    assert alerts == []
+
+
+def test_one_uncovered_settlement_among_many_fails_the_day() -> None:
+    items = [rx(f"RX{i}", T0) for i in range(9)]
+    items += [pooling(f"S{i}", T0 + timedelta(minutes=i), hi_rxno=f"RX{i}") for i in range(10)]
+    alerts, _ = run(items)
+    assert len(alerts) == 1
+    assert (alerts[0].evidence["settlements_needing_rx"], alerts[0].evidence["covered"]) == (10, 9)
+
+
+@pytest.mark.parametrize(
+    ("second_day", "outcome"),
+    [
+        # suspended 2026-01-13, rectify by 2026-02-13: the last 7 days are 02-06 .. 02-12
+        (None, "REINSTATE"),
+        ("2026-02-05 10:00:00", "REINSTATE"),
+        ("2026-02-06 10:00:00", "CANCEL_OUTPATIENT_POOLING"),
+        ("2026-02-12 10:00:00", "CANCEL_OUTPATIENT_POOLING"),  # judged 02-14 00:00, the review waits for it
+    ],
+)
+def test_rectification_deadline_both_sides(second_day: str | None, outcome: str) -> None:
+    items = [pooling("S1", T0, hi_rxno=None)]
+    if second_day is not None:
+        when = datetime.strptime(second_day, FMT).replace(tzinfo=CST)
+        items.append(pooling("S2", when, hi_rxno=None))
+    _, tickets = run(items, as_of="2026-03-01 00:00:00")
+    got = [(t.action, str(t.effective_from)) for t in tickets]
+    assert got == [("SUSPEND_AGREEMENT", "2026-01-13"), (outcome, "2026-02-13")]
+    assert tickets[1].issued_at == datetime(2026, 2, 14, 1, 0, tzinfo=CST)
+
+
+def test_no_review_before_the_deadline_has_been_judged() -> None:
+    _, tickets = run([pooling("S1", T0, hi_rxno=None)], as_of="2026-02-14 00:59:59")
+    assert [t.action for t in tickets] == ["SUSPEND_AGREEMENT"]
+
+
+@pytest.mark.parametrize(("days", "flagged"), [(84, False), (85, True)])
+def test_over_12_weeks(days: int, flagged: bool) -> None:
+    alerts, _ = run([rx("RX1", T0, medc_days=days)])
+    long = [a for a in alerts if a.rule_id == "rx.over_12_weeks"]
+    assert bool(long) is flagged
+    if flagged:
+        assert long[0].fixmedins_code == "H42070200002" and long[0].severity == "warning"
+        assert long[0].evidence["longest_medc_days"] == 85 and long[0].basis == "EZ-CONV 五"
+        assert PSN not in json.dumps(long[0].model_dump(mode="json"))
