@@ -17,6 +17,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "monitor.commands.worker",
     "monitor.commands.produce",
     "monitor.commands.consume",
+    "monitor.commands.inspect",
+    "monitor.commands.serve",
 )
 
 

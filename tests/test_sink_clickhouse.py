@@ -153,7 +153,7 @@ def test_schema_is_created_and_migrated_idempotently(tmp_path: Path) -> None:
         client.close()
     assert sorted(cols) == sorted(ALERTS.column_names)
     assert engines == {"alerts": "ReplacingMergeTree", "tickets": "ReplacingMergeTree",
-                       "institution_daily": "ReplacingMergeTree"}
+                       "institution_daily": "ReplacingMergeTree", "institutions": "ReplacingMergeTree"}
 
 
 def test_query_flagged_lists_institutions_most_critical_first(tmp_path: Path,

@@ -43,11 +43,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse, urlunparse
 
 from monitor.outputs import Alert, DeadLetter, Ticket
+from monitor.records import Institution
 from monitor.sinks.daily import DAILY_COLUMNS, DailyCollector
 from monitor.sinks.outbox import Outbox
 
 if TYPE_CHECKING:
-    from monitor.engine import Engine
+    from datetime import datetime
+
+    from monitor.engine import Engine, Registry
     from monitor.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -123,7 +126,21 @@ INSTITUTION_DAILY = Table(
     partition_by="toYYYYMM(day)",
 )
 
-TABLES: tuple[Table, ...] = (ALERTS, TICKETS, INSTITUTION_DAILY)
+#: The registry (design §3 ``medins.institutions``) as the engine last saw it, for inspectors' case files
+#: (``monitor.inspect``: name, type, region, tier, agreement term); the latest ``valid_from`` wins.
+INSTITUTIONS = Table(
+    "institutions",
+    (
+        ("fixmedins_code", "String"), ("fixmedins_name", "String"), ("fixmedins_type", "LowCardinality(String)"),
+        ("admdvs", "LowCardinality(String)"), ("outpatient_pooling", "Bool"), ("agreement_start", "Date"),
+        ("agreement_end", "Date"), ("designated_since", "Date"), ("tier", "Nullable(String)"),
+        ("tier_scheme", "Nullable(String)"), ("valid_from", _TS), ("version", "UInt64"),
+    ),
+    engine="ReplacingMergeTree(version)",
+    order_by="fixmedins_code",
+)
+
+TABLES: tuple[Table, ...] = (ALERTS, TICKETS, INSTITUTION_DAILY, INSTITUTIONS)
 _BY_NAME = {t.name: t for t in TABLES}
 
 
@@ -198,6 +215,12 @@ def alert_row(a: Alert) -> tuple[Any, ...]:
             a.vola_cont, a.vola_amt, a.sev_deg, a.vola_evid, a.vola_bhvr_type, evidence)
 
 
+def institution_row(inst: Institution) -> tuple[Any, ...]:
+    return (inst.fixmedins_code, inst.fixmedins_name, inst.fixmedins_type, inst.admdvs, inst.outpatient_pooling,
+            inst.agreement_start, inst.agreement_end, inst.designated_since, inst.tier, inst.tier_scheme,
+            inst.valid_from, int(inst.valid_from.timestamp() * 1000))
+
+
 def ticket_row(t: Ticket) -> tuple[Any, ...]:
     return (t.ticket_id, t.fixmedins_code, _none(t.admdvs), t.action, t.issued_at, t.effective_from,
             t.effective_until, t.rectify_by, t.reapply_after, t.requires_verification, t.ladder,
@@ -231,6 +254,8 @@ class ClickHouseSink:
         self._database = DATABASE
         self._pending: list[tuple[str, bool, bytes]] = []  # (key, replace, payload)
         self.collector: DailyCollector | None = None
+        self._registry: Registry | None = None
+        self._registry_sent: dict[str, datetime] = {}  # code -> valid_from already buffered
         self.failures = 0
         self.last_error: str | None = None
         self._streak = 0
@@ -243,6 +268,7 @@ class ClickHouseSink:
         det = engine.attach(DailyCollector(engine.pack))
         assert isinstance(det, DailyCollector)
         self.collector = det
+        self._registry = engine.registry
 
     def write(self, outputs: Sequence[Alert | Ticket], dead: Sequence[DeadLetter]) -> None:
         for item in outputs:
@@ -275,6 +301,12 @@ class ClickHouseSink:
 
     # ------------------------------------------------------------------------------------ internals
     def _store(self) -> None:
+        if self._registry is not None:  # registry entries new or changed since the last store
+            for code, inst in self._registry.institutions.items():
+                if self._registry_sent.get(code) != inst.valid_from:
+                    self._registry_sent[code] = inst.valid_from
+                    self._pending.append((f"institutions:{code}", True,
+                                          pickle.dumps(("institutions", institution_row(inst)))))
         if self.collector is not None:
             for row in self.collector.take_rows():
                 key = f"daily:{row[0]}:{row[1].isoformat()}"

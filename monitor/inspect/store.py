@@ -1,0 +1,154 @@
+"""Case-file stores: where ``monitor inspect`` and ``monitor serve`` read what the monitor wrote.
+
+``open_store(dsn)`` picks the implementation from the DSN:
+
+* ``chdb://PATH`` (the embedded default, the store ``monitor replay``/``monitor demo`` write) or
+  ``http(s)://[user[:password]@]host:port[/database]`` — ``ClickHouseStore`` over the tables of
+  ``monitor.sinks.clickhouse`` (``alerts``, ``tickets``, ``institution_daily``) plus the registry table
+  ``institutions`` (written by the ClickHouse sink from the engine's registry);
+* a folder (``PATH`` or ``file://PATH``) — ``FileStore`` over a replay's ``alerts.jsonl`` and
+  ``tickets.jsonl``; the registry is that folder's ``institutions.jsonl`` or the ``registry`` file given
+  (a replay's input ``institutions.jsonl``).
+
+Every store is read-only: it issues ``SELECT`` only (the web pages change nothing; verification flows
+back as findings through ``medins.findings``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from monitor.clock import CST
+from monitor.inspect.model import MemoryStore
+from monitor.outputs import Alert, Summary, Ticket
+from monitor.records import Institution, parse_value
+
+# ------------------------------------------------------------------------------------------ files
+
+
+def read_registry(path: Path) -> list[Institution]:
+    """Institutions of an ``institutions.jsonl`` file (invalid lines are skipped: the replay
+    dead-letters them; a case file shows what the monitor accepted)."""
+    out: list[Institution] = []
+    if not path.exists():
+        return out
+    with path.open("rb") as fh:
+        for raw in fh:
+            raw = raw.strip()
+            if raw:
+                out.extend(r for r in parse_value("institutions", raw) if isinstance(r, Institution))
+    return out
+
+
+def _read_models(path: Path, model: type[Alert] | type[Ticket]) -> list[Any]:
+    if not path.exists():
+        return []
+    with path.open(encoding="utf-8") as fh:
+        return [model.model_validate_json(line) for line in fh if line.strip()]
+
+
+class FileStore(MemoryStore):
+    """A replay output folder (``alerts.jsonl``, ``tickets.jsonl``) read once at open."""
+
+    def __init__(self, out_dir: Path, registry: Path | None = None) -> None:
+        reg = registry if registry is not None else out_dir / "institutions.jsonl"
+        super().__init__(_read_models(out_dir / "alerts.jsonl", Alert),
+                         _read_models(out_dir / "tickets.jsonl", Ticket), read_registry(reg))
+
+
+# ------------------------------------------------------------------------------------------ ClickHouse
+def _aware(value: Any) -> Any:
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=CST)
+    return value
+
+
+class ClickHouseStore:
+    """A ``CaseStore`` over the ClickHouse tables (embedded chDB or a server), read with ``FINAL`` so
+    rows not yet merged are de-duplicated on their ids. Queries are parameterized (never formatted
+    from user input)."""
+
+    def __init__(self, client: Any, database: str) -> None:
+        self.client = client
+        self.database = database
+        self._tables = self._existing_tables()
+
+    @classmethod
+    def open(cls, dsn: str, password: str | None = None) -> ClickHouseStore:
+        from monitor.sinks.clickhouse import connect
+
+        client, database = connect(dsn, password)
+        return cls(client, database)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _existing_tables(self) -> set[str]:
+        rows = self.client.query("SELECT name FROM system.tables WHERE database = {db:String}",
+                                 parameters={"db": self.database}).result_rows
+        return {r[0] for r in rows}
+
+    def _select(self, table: str, columns: Sequence[str], code: str | None) -> list[dict[str, Any]]:
+        if table not in self._tables:
+            self._tables = self._existing_tables()  # a store that was empty at open may have filled
+            if table not in self._tables:
+                return []
+        where = " WHERE fixmedins_code = {code:String}" if code is not None else ""
+        res = self.client.query(f"SELECT {', '.join(columns)} FROM {self.database}.{table} FINAL{where}",
+                                parameters={"code": code} if code is not None else None)
+        return [dict(zip(columns, (_aware(v) for v in row), strict=True)) for row in res.result_rows]
+
+    def institutions(self) -> Mapping[str, Institution]:
+        from monitor.sinks.clickhouse import INSTITUTIONS
+
+        cols = [c for c in INSTITUTIONS.column_names if c != "version"]
+        out: dict[str, Institution] = {}
+        for row in self._select("institutions", cols, None):
+            inst = Institution.model_validate(row)
+            old = out.get(inst.fixmedins_code)
+            if old is None or inst.valid_from >= old.valid_from:
+                out[inst.fixmedins_code] = inst
+        return out
+
+    def alerts(self, code: str | None = None) -> Sequence[Alert]:
+        from monitor.sinks.clickhouse import ALERTS
+
+        cols = [c for c in ALERTS.column_names if c != "day"]
+        out = []
+        for row in self._select("alerts", cols, code):
+            row["evidence"] = json.loads(row["evidence"] or "{}")
+            row["jr_id"] = row["alert_id"]
+            row["admdvs"] = row["admdvs"] or None
+            out.append(Alert.model_validate(row))
+        return out
+
+    def tickets(self, code: str | None = None) -> Sequence[Ticket]:
+        from monitor.sinks.clickhouse import TICKETS
+
+        out = []
+        for row in self._select("tickets", TICKETS.column_names, code):
+            row["summary"] = Summary(zh=row.pop("summary_zh"), en=row.pop("summary_en"))
+            row["admdvs"] = row["admdvs"] or None
+            out.append(Ticket.model_validate(row))
+        return out
+
+    def daily(self, code: str) -> Sequence[Mapping[str, Any]]:
+        from monitor.sinks.clickhouse import INSTITUTION_DAILY
+
+        cols = [c for c in INSTITUTION_DAILY.column_names if c != "version"]
+        rows = self._select("institution_daily", cols, code)
+        return sorted(rows, key=lambda r: r["day"])
+
+
+def open_store(dsn: str, registry: Path | None = None, password: str | None = None) -> Any:
+    """A ``CaseStore`` for ``dsn`` (see the module docstring)."""
+    if dsn.startswith(("chdb://", "http://", "https://")):
+        return ClickHouseStore.open(dsn, password)
+    path = Path(dsn[len("file://"):] if dsn.startswith("file://") else dsn)
+    if not path.is_dir():
+        raise ValueError(f"store {dsn!r} is neither chdb://PATH, http(s)://host:port nor a replay output folder")
+    return FileStore(path, registry)
