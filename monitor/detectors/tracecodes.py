@@ -22,8 +22,8 @@
 State budget (design §6: ≤ 64 bytes per remembered code at 10⁷ codes). Codes live in ``CodeTable``, an
 open-addressing hash table over two flat ``array('Q')``: key = 64-bit BLAKE2b of the code (a collision
 between two real codes has probability ≈ n²/2⁶⁵, ~3·10⁻⁶ at 10⁷ codes), value = institution index
-(30 bits) | scan second since 2000-01-01 CST (32 bits) | state (2 bits). At most 75 % full, so 16 bytes
-/ load ≈ 21–43 bytes per code (``bench/trace_state.py`` measures it). Codes whose last scan is older
+(30 bits) | scan second since 2000-01-01 CST (32 bits) | state (2 bits). Between 37.5 % and 75 % full once
+grown, so 16 bytes / load ≈ 21–43 bytes per code (``bench/trace_state.py`` measures it). Codes whose last scan is older
 than ``horizon_days`` (default 3 years) are forgotten by a sweep every ``sweep_every_days``.
 """
 
@@ -143,7 +143,7 @@ class CodeTable:
 
     def _capacity_for(self, n: int) -> int:
         cap = 16
-        while n > self.MAX_LOAD * cap / 2:  # leave room to grow: rebuild to ≤ 37.5 % full
+        while n > cap // 2:  # rebuild to ≤ 50 % full: a doubling at 75 % lands at 37.5 %
             cap <<= 1
         return cap
 
@@ -193,7 +193,7 @@ class CodeTable:
         del k, v, expired
         self.live -= n
         self.deleted += n
-        if self.deleted > self.live:
+        if self.deleted > self.live or (self.deleted and self.live < self.capacity // 4):
             self._rebuild(self._capacity_for(self.live))
         return n
 
@@ -226,6 +226,11 @@ class MissingDay:
     alert_id: str | None = None
     alerted: bool = False
     triggered: bool = False
+
+
+def _num(value: Decimal) -> str:
+    """A quantity without trailing zeros or an exponent: 10.0000 → '10', 2.50 → '2.5'."""
+    return f"{value.normalize():f}"
 
 
 def _insured(rec: SaleMovement) -> bool:
@@ -415,7 +420,7 @@ class TraceCodes(Detector):
         if coded < packs:
             tally.short_sales += 1
             if len(tally.samples) < self.max_samples:
-                tally.samples.append(f"{ref};packs={packs.normalize()};codes={codes}")
+                tally.samples.append(f"{ref};packs={_num(packs)};codes={codes}")
 
     def on_timer(self, key: Hashable, ctx: Context) -> None:
         assert isinstance(key, tuple)
@@ -449,8 +454,8 @@ class TraceCodes(Detector):
             evidence: dict[str, Any] = {
                 "business_date": day.isoformat(),
                 "insured_whole_pack_sales": tally.sales,
-                "packs": str(tally.packs.normalize()),
-                "packs_with_code": str(tally.coded.normalize()),
+                "packs": _num(tally.packs),
+                "packs_with_code": _num(tally.coded),
                 "sales_short_of_codes": tally.short_sales,
                 "coverage": f"{coverage:.4f}",
                 "not_realtime_below": f"{self.realtime_below:.4f}",
@@ -460,7 +465,7 @@ class TraceCodes(Detector):
             alert = ctx.alert(
                 MISSING, code, subject="day", window_start=day_start(day), window_end=day_end(day),
                 evidence=evidence,
-                vola_cont=(f"{day} 医保整盒销售 {tally.packs.normalize()} 盒，关联追溯码 {tally.coded.normalize()}"
+                vola_cont=(f"{day} 医保整盒销售 {_num(tally.packs)} 盒，关联追溯码 {_num(tally.coded)}"
                            f" 个（{coverage:.2%}）" + ("，追溯码数据未实时上传" if not_realtime else "")),
             )
             tally.alert_id = alert.alert_id if alert else None
