@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from monitor.inspect.store import FileStore
 from monitor.inspect.text import render_case_file
 from monitor.policy.pack import Pack, builtin_packs, load_pack
 from monitor.replay import ReplayResult, replay_dir
+from monitor.sinks import Sink
 
 FMT = "%Y-%m-%d %H:%M:%S"
 REPO = Path(__file__).resolve().parents[1]
@@ -60,22 +62,22 @@ def upload_only(tmp_path: Path) -> Pack:
 
 
 def replay(tmp_path: Path, records: list[dict[str, Any]], as_of: str,
-           pack: Pack | None = None) -> tuple[Path, ReplayResult]:
+           pack: Pack | None = None, sinks: Sequence[Sink] = ()) -> tuple[Path, ReplayResult]:
     inp = tmp_path / "in"
     write_jsonl(inp, "institutions", INSTITUTIONS)
     write_jsonl(inp, "settlements", sorted(records, key=lambda r: r["inf_time"]))
     out = tmp_path / "out"
     result = replay_dir(inp, out, pack or upload_only(tmp_path),
-                        as_of=datetime.strptime(as_of, FMT).replace(tzinfo=CST))
+                        as_of=datetime.strptime(as_of, FMT).replace(tzinfo=CST), extra_sinks=sinks)
     return out, result
 
 
-def full_ladder(tmp_path: Path, pack: Pack | None = None) -> tuple[Path, ReplayResult]:
+def full_ladder(tmp_path: Path, pack: Pack | None = None, sinks: Sequence[Sink] = ()) -> tuple[Path, ReplayResult]:
     """Both fail 01-10 → suspended 01-13..02-13; the pharmacy fails 02-10 (in the last 7 days) →
     terminated 02-13; the clinic fails 02-01 only → reinstated 02-13 (review at 02-14 00:00)."""
     recs = (day_records(PHARMACY, date(2026, 1, 10), 20, 10) + day_records(CLINIC, date(2026, 1, 10), 20, 10)
             + day_records(PHARMACY, date(2026, 2, 10), 20, 10) + day_records(CLINIC, date(2026, 2, 1), 20, 10))
-    return replay(tmp_path, recs, "2026-03-01 00:00:00", pack)
+    return replay(tmp_path, recs, "2026-03-01 00:00:00", pack, sinks)
 
 
 def test_case_file_facts_match_the_replay(tmp_path: Path) -> None:
