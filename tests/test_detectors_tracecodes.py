@@ -135,7 +135,7 @@ def test_a_late_sale_older_than_its_return_is_the_returned_sale() -> None:
 @pytest.mark.parametrize(("resold", "flagged"), [("2028-12-01 10:00:00", True), ("2029-03-01 10:00:00", False)])
 def test_codes_expire_after_three_years(resold: str, flagged: bool) -> None:
     when = datetime.strptime(resold, FMT).replace(tzinfo=CST)
-    alerts, _, engine = run([scan(h(0)), scan(when, inst=OTHER)], as_of=resold)
+    alerts, _, _ = run([scan(h(0)), scan(when, inst=OTHER)], as_of=resold)
     assert bool(dups(alerts)) is flagged
 
 
