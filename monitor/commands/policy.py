@@ -1,56 +1,147 @@
-"""``monitor policy show NAME`` / ``monitor policy check FILE``."""
+"""``monitor policy list`` / ``monitor policy show NAME [--rule ID] [--json]`` / ``monitor policy check FILE``.
+
+``show`` prints the *effective* pack (includes resolved, overrides applied) the way an agency reviews a
+rule base: each rule with its clause, judging logic, indicators, grade, severity and thresholds, the
+ladders it feeds, and each ladder's consequence in words. ``check`` validates a pack file strictly and
+exits 1 with messages naming the pack and the dotted key (``xianyang: rules."tier.downgrade".params.
+windw: unknown key``); rules no detector implements are reported as warnings.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from monitor.policy.pack import LadderSpec, Pack
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("policy", help="show or check a policy pack")
+    p = sub.add_parser("policy", help="list, show or check policy packs")
     psub = p.add_subparsers(dest="policy_command", required=True)
+    lst = psub.add_parser("list", help="the built-in packs")
+    lst.set_defaults(func=run_list)
     show = psub.add_parser("show", help="print the effective rules and ladders with their clauses")
-    show.add_argument("name", nargs="?", default="ezhou")
+    show.add_argument("name", nargs="?", default="ezhou", help="built-in pack name or a .toml file")
+    show.add_argument("--rule", default=None, help="only this rule (and the ladders it feeds)")
+    show.add_argument("--json", action="store_true", help="the effective pack as JSON")
     show.set_defaults(func=run_show)
     check = psub.add_parser("check", help="validate a pack file; exit 1 naming the bad key")
     check.add_argument("file")
     check.set_defaults(func=run_check)
 
 
-def run_show(args: argparse.Namespace) -> int:
-    from monitor.detectors import implemented_rules
+def _flat(prefix: str, value: Any) -> list[tuple[str, Any]]:
+    if isinstance(value, dict):
+        out: list[tuple[str, Any]] = []
+        for k, v in value.items():
+            out.extend(_flat(f"{prefix}.{k}" if prefix else str(k), v))
+        return out
+    return [(prefix, value)]
+
+
+def ladder_text(spec: LadderSpec) -> str:
+    """A ladder's consequence in words (English; the actions are the ticket actions of design §4)."""
+    parts = [f"{spec.action}"]
+    if spec.duration_months:
+        parts.append(f"for {spec.duration_months} month(s)")
+    if spec.rectify_months:
+        parts.append(f"rectify within {spec.rectify_months} month(s)")
+    if spec.reapply_after_years:
+        parts.append(f"no reapplication for {spec.reapply_after_years} year(s)")
+    if spec.requires_verification:
+        parts.append("requires verification")
+    parts.append(f"effective {spec.effective.replace('_', ' ')}")
+    if spec.kind == "immediate":
+        parts.append(f"once per {spec.once_per.replace('_', ' ')}")
+    elif spec.kind == "suspend_then_review":
+        parts.append(f"then at the deadline: any trigger in the last {spec.review_lookback_days} days → "
+                     f"{spec.on_violation}"
+                     + (f" (no reapplication for {spec.on_violation_reapply_after_years} years)"
+                        if spec.on_violation_reapply_after_years else "")
+                     + f", else {spec.on_clean}")
+    else:
+        parts.append(f"again after it ends and within {spec.recurrence_within_months} months of the first → "
+                     f"{spec.recurrence_action}"
+                     + (f" (no reapplication for {spec.recurrence_reapply_after_years} years)"
+                        if spec.recurrence_reapply_after_years else ""))
+    return ", ".join(parts)
+
+
+def _load(name: str) -> Pack | None:
     from monitor.policy.pack import PolicyError, load_pack
 
     try:
-        pack = load_pack(args.name)
+        return load_pack(name)
     except PolicyError as exc:
         print(exc, file=sys.stderr)
+        return None
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from monitor.policy.pack import builtin_packs
+
+    for name in builtin_packs():
+        pack = _load(name)
+        if pack is None:
+            return 1
+        inc = f"  (includes {', '.join(pack.pack.includes)})" if pack.pack.includes else ""
+        print(f"{pack.label:<28} {pack.pack.title}{inc}")
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from monitor.detectors import implemented_rules
+
+    pack = _load(args.name)
+    if pack is None:
         return 1
+    if args.rule is not None and args.rule not in pack.rules:
+        print(f"{pack.pack.name}: no rule {args.rule!r} (rules: {', '.join(pack.rules)})", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(pack.model_dump(mode="json"), ensure_ascii=False, indent=2))
+        return 0
     have = implemented_rules()
-    print(f"{pack.label} — {pack.pack.title}")
+    inc = f" (includes {', '.join(pack.pack.includes)})" if pack.pack.includes else ""
+    print(f"{pack.label} — {pack.pack.title}{inc}; region {pack.pack.region or '(any)'}")
+    if pack.settings and args.rule is None:
+        print("settings: " + ", ".join(f"{k}={v}" for k, v in _flat("", pack.settings)))
     for rule_id, spec in pack.rules.items():
-        state = "on" if spec.enabled else "off"
+        if args.rule is not None and rule_id != args.rule:
+            continue
+        state = "on" if spec.enabled else "OFF"
         impl = "" if rule_id in have else "  [not implemented]"
-        print(f"\n{rule_id}  [{state}, {spec.severity}, {spec.grade}]{impl}")
+        print(f"\n{rule_id}  [{state}, {spec.severity}, {spec.grade}, sev_deg {spec.sev_deg}, "
+              f"{spec.vola_bhvr_type}]{impl}")
         print(f"  {spec.name_zh} / {spec.name_en}")
         print(f"  basis: {'; '.join(spec.basis)}")
         print(f"  logic: {spec.logic}")
-        if spec.params:
-            print("  params: " + ", ".join(f"{k}={v}" for k, v in spec.params.items()))
+        if spec.indicators:
+            print(f"  indicators: {'、'.join(spec.indicators)}")
+        for key, value in _flat("", spec.params):
+            print(f"  params.{key} = {value}")
+        for name, ladder in pack.ladders_for(rule_id):
+            print(f"  → ladder {name} [{'; '.join(ladder.basis)}]: {ladder_text(ladder)}")
     for name, ladder in pack.ladders.items():
-        print(f"\nladder {name} ({ladder.kind}): {', '.join(ladder.triggers)} → {ladder.action}"
-              f"  [{'; '.join(ladder.basis)}]")
+        if args.rule is not None and args.rule not in ladder.triggers:
+            continue
+        print(f"\nladder {name} ({ladder.kind}) [{'; '.join(ladder.basis)}]")
+        print(f"  triggers: {', '.join(ladder.triggers)}")
+        print(f"  {ladder_text(ladder)}")
     return 0
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from monitor.policy.pack import PolicyError, load_pack
+    from monitor.detectors import unimplemented_rules
 
-    try:
-        pack = load_pack(args.file)
-    except PolicyError as exc:
-        print(exc, file=sys.stderr)
+    pack = _load(args.file)
+    if pack is None:
         return 1
-    print(f"ok: {pack.label}, {len(pack.rules)} rules, {len(pack.ladders)} ladders")
+    enabled = sum(1 for s in pack.rules.values() if s.enabled)
+    print(f"ok: {pack.label}, {len(pack.rules)} rules ({enabled} enabled), {len(pack.ladders)} ladders")
+    for rule_id in unimplemented_rules(pack):
+        print(f"warning: {pack.pack.name}: rules.\"{rule_id}\": no detector implements this rule", file=sys.stderr)
     return 0
