@@ -2,8 +2,8 @@
 
 ``python -m bench.trace_state [N ...]`` prints one Markdown row per N (default 10⁶ and 10⁷): the
 table's own bytes per code (its two flat arrays / codes), the process RSS growth per code while the
-codes were inserted (allocator overhead, interning and the growth transients included, after they are
-freed), the peak transient of a rebuild, the insert cost and the cost of one expiry sweep.
+codes were inserted (allocator overhead included; freed growth transients are handed back with
+glibc's ``malloc_trim`` first), the peak transient of a rebuild, the insert cost and the cost of one expiry sweep.
 
 ``bytes_per_code(n)`` is what ``python -m bench`` calls (case ``trace``): the larger of the two
 per-code figures, so the reported number never flatters the state.
@@ -14,6 +14,7 @@ Codes go through the same path as the detector's duplicate check (``code_key`` �
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import sys
 import time
@@ -27,7 +28,18 @@ from monitor.detectors.tracecodes import SOLD, CodeTable, code_key, pack_value
 START = datetime(2026, 1, 1, tzinfo=CST)
 
 
+def _trim() -> None:
+    """Return freed heap pages to the OS (glibc), so RSS shows live memory, not the allocator's cache
+    of the arrays a growth step freed (a long-running worker reuses that cache anyway)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _rss_bytes() -> int | None:
+    gc.collect()
+    _trim()
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
