@@ -13,6 +13,7 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "monitor.commands.replay",
     "monitor.commands.policy",
+    "monitor.commands.renewal",
     "monitor.commands.query",
     "monitor.commands.worker",
     "monitor.commands.produce",

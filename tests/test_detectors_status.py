@@ -62,3 +62,68 @@ def test_after_cancellation_every_pooling_settlement_day_is_flagged_once() -> No
 def test_no_sanction_no_alert() -> None:
     alerts, _ = run_engine([REG, pooled("S1", "2026-03-02")])
     assert hits(alerts) == []
+
+
+# ----------------------------------------------------------------------------- renewal.grounds + report
+def _renewal_input(folder: Any) -> None:
+    from builders import sale, write_jsonl
+
+    none, low, ok, dual = "P42070200021", "P42070200022", "P42070200023", "P42070200024"
+    write_jsonl(folder, "institutions", [institution(c) for c in (none, low, ok, dual)])
+    setl, scans, inv = [], [], []
+    for code, codes in ((low, 8), (ok, 9)):  # 10 insured whole packs; 8 (80 %) vs 9 (90 %) scanned
+        setl.append(settlement(f"S{code}", "2026-05-01 10:00:00", "2026-05-01 10:01:00", code=code,
+                               drugdetail=[{"med_list_codg": "XA01AAA001", "cnt": "10", "pric": "3.00",
+                                            "trdn_flag": "0"}]))
+        scans += [{"drug_trac_codg": f"8{code[-2:]}{i:017d}", "fixmedins_code": code,
+                   "med_list_codg": "XA01AAA001", "scan_kind": "sale", "trdn_flag": "0",
+                   "scan_time": "2026-05-01 10:00:30", "inf_time": "2026-05-01 10:01:00",
+                   "setl_id": f"S{code}", "rtal_docno": f"R{code}"} for i in range(codes)]
+    for n, day in enumerate(("2026-06-01", "2026-06-02", "2026-06-03")):  # 3 dual-pricing days (split packs)
+        setl.append(settlement(f"D{n}", f"{day} 10:00:00", f"{day} 10:01:00", code=dual,
+                               drugdetail=[{"med_list_codg": "XA01AAA001", "cnt": "1", "pric": "2.00",
+                                            "trdn_flag": "1"}]))
+        inv.append(sale(f"B{n}", f"{day} 11:00:00", f"{day} 11:01:00", code=dual, finl_trns_pric="1.00",
+                        trdn_flag="1"))
+    write_jsonl(folder, "settlements", sorted(setl, key=lambda r: r["inf_time"]))
+    write_jsonl(folder, "tracecodes", scans)
+    write_jsonl(folder, "inventory", inv)
+
+
+def test_renewal_grounds_at_year_end_and_the_report(tmp_path: Any, capsys: Any) -> None:
+    from datetime import datetime
+
+    from builders import read_jsonl
+
+    from monitor.cli import main
+    from monitor.clock import CST
+    from monitor.policy.pack import load_pack
+    from monitor.replay import replay_dir
+
+    _renewal_input(tmp_path / "in")
+    out = tmp_path / "out"
+    # before the year is over only (13) is known
+    replay_dir(tmp_path / "in", out, load_pack("autonomous-region"), as_of=datetime(2026, 12, 31, tzinfo=CST))
+    assert [a for a in read_jsonl(out / "alerts.jsonl") if a["rule_id"] == "renewal.grounds"] == []
+    assert main(["renewal-report", str(out), "--year", "2026"]) == 0
+    assert "do not reach the end of 2026" in capsys.readouterr().out
+    assert [(r["fixmedins_code"], r["grounds"]) for r in read_jsonl(out / "renewal-2026.jsonl")] == [
+        ("P42070200024", ["13"])]
+
+    out2 = tmp_path / "out2"
+    replay_dir(tmp_path / "in", out2, load_pack("autonomous-region"), as_of=datetime(2027, 1, 2, tzinfo=CST))
+    grounds = {a["fixmedins_code"]: a["evidence"]["grounds"] for a in read_jsonl(out2 / "alerts.jsonl")
+               if a["rule_id"] == "renewal.grounds"}
+    assert grounds == {"P42070200021": ["AR-AGR 二(二)3"], "P42070200022": ["AR-AGR 二(二)8"],
+                       "P42070200024": ["AR-AGR 二(二)13"]}
+    no_renewal = sorted((t["fixmedins_code"], t["ladder"]) for t in read_jsonl(out2 / "tickets.jsonl")
+                        if t["action"] == "NO_RENEWAL")
+    assert no_renewal == [("P42070200021", "renewal"), ("P42070200022", "renewal"),
+                          ("P42070200024", "dual_price_no_renewal")]
+    assert main(["renewal-report", str(out2), "--year", "2026"]) == 0
+    text = capsys.readouterr().out
+    assert "do not reach" not in text
+    rows = read_jsonl(out2 / "renewal-2026.jsonl")
+    assert [(r["fixmedins_code"], r["grounds"]) for r in rows] == [
+        ("P42070200021", ["3"]), ("P42070200022", ["8"]), ("P42070200024", ["13"])]
+    assert rows[1]["evidence"]["trace_coverage"] == "0.8000"

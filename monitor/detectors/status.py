@@ -202,5 +202,6 @@ class Status(Detector):
                 },
                 vola_cont="；".join(f"({g}) {GROUND_TEXT[g]}" for g in grounds),
             )
-            ctx.trigger("renewal.grounds", code, last, cause=f"year:{year}",
-                        alert_id=alert.alert_id if alert else None)
+            if set(grounds) - {"13"}:  # (13) alone already has its NO_RENEWAL ticket (dual-pricing ladder)
+                ctx.trigger("renewal.grounds", code, last, cause=f"year:{year}",
+                            alert_id=alert.alert_id if alert else None)
