@@ -26,7 +26,7 @@ import time
 from collections import Counter as Tally
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -114,9 +114,11 @@ class Metrics:
             self.sink_pending.labels(sink)
 
 
-def serve_metrics(registry: CollectorRegistry, port: int, addr: str = "127.0.0.1") -> None:
-    """Expose ``registry`` on ``http://addr:port/metrics`` from a daemon thread."""
-    start_http_server(port, addr=addr, registry=registry)
+def serve_metrics(registry: CollectorRegistry, port: int, addr: str = "127.0.0.1") -> Any:
+    """Expose ``registry`` on ``http://addr:port/metrics`` from a daemon thread; returns the server
+    (``.shutdown()`` stops it)."""
+    server, _thread = start_http_server(port, addr=addr, registry=registry)
+    return server
 
 
 class MetricsSink:

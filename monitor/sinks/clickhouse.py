@@ -267,7 +267,9 @@ class ClickHouseSink:
         """Attach (or find, after a restore) the engine's institution-day collector."""
         det = engine.attach(DailyCollector(engine.pack))
         assert isinstance(det, DailyCollector)
-        self.collector = det
+        if det.fed_by is None:  # the first store bound owns institution_daily; others skip it
+            det.fed_by = self
+            self.collector = det
         self._registry = engine.registry
 
     def write(self, outputs: Sequence[Alert | Ticket], dead: Sequence[DeadLetter]) -> None:

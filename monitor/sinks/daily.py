@@ -121,12 +121,16 @@ class DailyCollector(Detector):
         self.rx_uploaded: dict[str, int] = {}  # hi_rxno → ordinal of the prescription's day
         self.pruned_through = 0
         self.tap_enabled = False
+        #: The one sink that folds outputs in and takes rows (transient: a second ClickHouse sink bound
+        #: to the same engine must not count alerts twice).
+        self.fed_by: object | None = None
         self.tap: list[tuple[str, str, float | None]] = []
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["tap"] = []
         state["tap_enabled"] = False
+        state["fed_by"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
