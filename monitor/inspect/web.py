@@ -376,18 +376,21 @@ class InspectorApp:
         return (f"<div class='event {e.kind}' id='{_esc(e.id)}'>{when}<div>{head}</div>"
                 f"<dl class='facts'>{dl}</dl>{self._clauses(e.clauses)}</div>")
 
-    def _chart(self, cf: CaseFile, column: str, title: str, scale: float, unit: str) -> str:
+    def _chart(self, cf: CaseFile, column: str, title: str, scale: float, unit: str,
+               top: float | None = None) -> str:
+        """An inline SVG line of one ``institution_daily`` column (no script, no external asset);
+        ``top`` fixes the scale (1.0 for ratios), else the largest value."""
         points = [(r.get("day"), float(r[column])) for r in cf.daily if r.get(column) is not None]
         if len(points) < 2:
             return ""
         values = [v / scale for _, v in points]
-        top = max(max(values), 1e-9)
+        top = top or max(max(values), 1e-9)
         w, h, pad = 560, 120, 24
         step = (w - 2 * pad) / (len(values) - 1)
         coords = " ".join(f"{pad + i * step:.1f},{h - pad - (v / top) * (h - 2 * pad):.1f}"
                           for i, v in enumerate(values))
         first, last = points[0][0], points[-1][0]
-        return (f"<figure><figcaption>{title} <small class='muted'>max {top:.2f}{unit}</small></figcaption>"
+        return (f"<figure><figcaption>{title} <small class='muted'>scale 0–{top:.2f}{unit}</small></figcaption>"
                 f"<svg class='chart' width='{w}' height='{h}' viewBox='0 0 {w} {h}' role='img' "
                 f"aria-label='{_esc(title)}'><polyline fill='none' stroke='#2f5d8a' stroke-width='2' "
                 f"points='{coords}'/><text x='{pad}' y='{h - 6}' font-size='10' fill='#5c6675'>{_esc(first)}</text>"
@@ -421,7 +424,7 @@ class InspectorApp:
         dl = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
         deadlines = "".join(self._deadline(d) for d in cf.deadlines) or "<p class='muted'>无待检查节点 none pending</p>"
         charts = (self._chart(cf, "lag_p90_s", "上传延迟 p90（小时）Upload lag p90 (h)", 3600.0, " h")
-                  + self._chart(cf, "completeness", "数据完整率 Completeness", 1.0, ""))
+                  + self._chart(cf, "completeness", "数据完整率 Completeness", 1.0, "", top=1.0))
         chart_section = (f"<section><h2>每日数据质量 <small>Daily upload lag and completeness</small></h2>{charts}"
                          "</section>") if charts else ""
         timeline = "".join(self._event(e) for e in cf.timeline)
