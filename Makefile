@@ -4,7 +4,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install install-dev lint
+.PHONY: demo test install install-dev lint bench
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,3 +30,7 @@ test: install-dev
 	$(BIN)/ruff check
 	$(BIN)/mypy
 	$(BIN)/pytest -q
+
+## bench: throughput, latency and memory against design §6 (prints the README table; < 10 min on 2 cores)
+bench: install-dev
+	$(BIN)/python -m bench $(BENCH_ARGS)

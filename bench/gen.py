@@ -7,11 +7,12 @@ province sends (design §1: a city ≈ a few hundred institutions and 10⁵ reco
 institutions and 10⁷ records/day):
 
 * every sale is an insured settlement (1–3 drug lines, 1–2 packs each) or a self-pay sale, with one 3505
-  movement per line and one trace-code scan per pack (unique codes); a third of insured sales carry an
-  e-prescription (7101) uploaded just before;
-* each institution starts with a 3501 stocktake per drug batch and restocks with 3503 purchases;
-* uploads arrive 5–300 s after the business time; 3 % of institutions batch-upload a day late (so the
-  EZ-DM 二(一) ladder fires); 0.5 % of records are resent (at-least-once upstream, design §3).
+  movement per line and one trace-code scan per pack (unique codes); 40 % of insured sales are 门诊统筹
+  (fund pays half) and carry the same person's e-prescription (7101), uploaded just before;
+* institutions start with a 3501 stocktake per drug batch and restock with 3503 purchases;
+* uploads arrive 5–300 s after the business time; 3 % of institutions upload half a day's records
+  30 h late one day a week (so the EZ-DM 二(一) ladder fires); 0.5 % of records are resent
+  (at-least-once upstream, design §3).
 
 A slice keeps the *shape* (institutions, days, mix) and scales the record count: ``records`` is the
 budget, the density per institution-day follows from it. Output is deterministic for a seed.
@@ -99,7 +100,7 @@ def generate(folder: Path, shape: Shape, records: int, seed: int = 7) -> InputIn
         nonlocal seq
         seq += 1
         arrival = btime + (lag if lag is not None else rnd.randint(5, 300))
-        if code in late and rnd.random() < 0.3:
+        if code in late and btime // 86400 % 7 == 3 and rnd.random() < 0.5:  # one bad upload day a week
             arrival = btime + 30 * 3600
         rec["inf_time"] = clock.fmt(arrival)
         out[stream].append((arrival, seq, rec))
@@ -108,9 +109,10 @@ def generate(folder: Path, shape: Shape, records: int, seed: int = 7) -> InputIn
             again = dict(rec, inf_time=clock.fmt(arrival + 600))
             out[stream].append((arrival + 600, seq, again))
 
-    # opening stocktake (3501) of each institution's batches on the first day
+    # opening stocktake (3501) of the institutions' batches on the first day; a slice keeps it to ≤ 10 % of
+    # its budget (a province-day slice has 10⁴ institutions but a fiftieth of a province's records)
     batches_per_inst = 4
-    for code in codes:
+    for code in codes[: max(1, records // 10 // batches_per_inst)]:
         for b in range(batches_per_inst):
             drug = drugs[(int(code[5:]) + b * 11) % len(drugs)]
             emit("inventory", 60 + b, {
@@ -118,7 +120,7 @@ def generate(folder: Path, shape: Shape, records: int, seed: int = 7) -> InputIn
                 "fixmedins_bchno": f"{code}-B{b}", "invdate": shape.start.isoformat(), "inv_cnt": "500",
             }, code, lag=120)
 
-    events = max(1, int(max(0, records - shape.institutions * batches_per_inst) / _RECORDS_PER_EVENT))
+    events = max(1, int(max(0, records - len(out["inventory"]) - shape.institutions) / _RECORDS_PER_EVENT))
     n_trace = 0
     for ev in range(events):
         code = codes[rnd.randrange(len(codes))]
@@ -134,20 +136,22 @@ def generate(folder: Path, shape: Shape, records: int, seed: int = 7) -> InputIn
             lines.append((ln, b, drug, cnt))
         docno = f"R{ev:09d}"
         rxno = None
-        if insured and rnd.random() < 0.33:
+        pooling = insured and rnd.random() < 0.4  # 门诊统筹: needs an uploaded prescription (EZ-DM 二(三))
+        psn_no = f"4200{ev % 99991:010d}"
+        if pooling:
             rxno = f"RX{ev:09d}"
             emit("prescriptions", t - 120, {
                 "hi_rxno": rxno, "hosp_rxno": f"HRX{ev:09d}", "fixmedins_code": f"H4207{(inst // 5) * 5:07d}",
-                "psn_no": f"4200{ev % 99991:010d}", "prsc_time": clock.fmt(t - 120),
+                "psn_no": psn_no, "prsc_time": clock.fmt(t - 120),
                 "valid_end_time": clock.fmt(t + 3 * 86400), "rx_status": "uploaded",
                 "rxdrugdetail": [{"med_list_codg": d, "drug_cnt": str(c), "medc_days": 7} for _, _, d, c in lines],
             }, code)
         if insured:
             total = sum(prices[d] * c for _, _, d, c in lines)
-            hifp = round(total * 0.5, 2)
+            hifp = round(total * 0.5, 2) if pooling else 0
             emit("settlements", t, {
                 "setl_id": setl_id, "mdtrt_id": f"M{ev:09d}", "fixmedins_code": code,
-                "psn_no": f"4200{ev % 99991:010d}", "certno": f"420702{1950 + ev % 50}0101{ev % 10000:04d}",
+                "psn_no": psn_no, "certno": f"420702{1950 + ev % 50}0101{ev % 10000:04d}",
                 "psn_name": "测试", "insutype": "310", "psn_type": "1101" if ev % 3 else "1201",
                 "med_type": "41" if code[0] == "P" else "11", "setl_time": clock.fmt(t),
                 "medfee_sumamt": f"{total:.2f}", "inscp_scp_amt": f"{total:.2f}", "hifp_pay": f"{hifp:.2f}",
