@@ -39,7 +39,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from monitor.clock import business_date
+from monitor.clock import business_date, day_end
 from monitor.detectors.base import Detector
 from monitor.outputs import Alert, Ticket
 from monitor.records import STREAMS, SaleMovement, Settlement, TraceScan
@@ -120,6 +120,7 @@ class DailyCollector(Detector):
         self.rx_waiting: dict[str, list[Key]] = {}  # hi_rxno → days that need it
         self.rx_uploaded: dict[str, int] = {}  # hi_rxno → ordinal of the prescription's day
         self.pruned_through = 0
+        self.prune_at: datetime | None = None  # next event time at which a day may be forgotten
         self.tap_enabled = False
         #: The one sink that folds outputs in and takes rows (transient: a second ClickHouse sink bound
         #: to the same engine must not count alerts twice).
@@ -156,7 +157,11 @@ class DailyCollector(Detector):
                 region = (ctx.registry.admdvs(code) if code else None) or UNKNOWN_REGION
                 self.tap.append((rec.STREAM, region, None))
             return
-        self._prune(business_date(ctx.now))
+        now = ctx.now
+        if self.prune_at is None or now >= self.prune_at:  # once per event-time day, not per record
+            today = business_date(now)
+            self._prune(today)
+            self.prune_at = day_end(today)
         stream = rec.STREAM
         day = business_date(btime)
         if day.toordinal() <= self.pruned_through:  # beyond the horizon: the row is final
