@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "monitor.commands.consume",
     "monitor.commands.inspect",
     "monitor.commands.serve",
+    "monitor.commands.simulate",
 )
 
 
