@@ -175,3 +175,20 @@ def test_clickhouse_store_gives_the_same_case_file(tmp_path: Path) -> None:
         no_personal_data(page)
     finally:
         client.close()
+
+
+def test_the_same_handlers_mount_on_aiohttp(app: InspectorApp) -> None:
+    """The Faust web server's driver is aiohttp: the adapter serves the same routes and the same 401."""
+    import asyncio
+
+    from aiohttp.test_utils import make_mocked_request
+
+    from monitor.inspect.web import aiohttp_handler
+
+    handler = aiohttp_handler(app)
+    ok = asyncio.run(handler(make_mocked_request("GET", "/api/institutions?state=normal",
+                                                 headers={"Authorization": f"Bearer {TOKEN}"})))
+    assert ok.status == 200
+    assert [r["code"] for r in json.loads(ok.body)["institutions"]] == [CLINIC]  # type: ignore[arg-type]
+    denied = asyncio.run(handler(make_mocked_request("GET", "/api/institutions")))
+    assert denied.status == 401
