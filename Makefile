@@ -18,7 +18,7 @@ install-dev: $(BIN)/python
 
 ## demo: simulate a city, replay it on embedded defaults (no Kafka, no ClickHouse server), print a summary
 demo: install
-	$(BIN)/monitor replay examples/mini --out out/demo --as-of "2026-03-31 00:00:00"
+	$(BIN)/monitor demo --out demo-out
 
 lint: install-dev
 	$(BIN)/ruff check

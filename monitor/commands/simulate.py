@@ -52,9 +52,9 @@ def register(sub: Any) -> None:
     demo = sub.add_parser("demo", help="simulate a city month, replay it, print what the monitor found")
     demo.add_argument("--out", type=Path, default=Path("demo-out"), help="folder for everything (default ./demo-out)")
     demo.add_argument("--days", type=_positive, default=30)
-    demo.add_argument("--institutions", type=_positive, default=120)
+    demo.add_argument("--institutions", type=_positive, default=100)
     demo.add_argument("--seed", type=int, default=7)
-    demo.add_argument("--scale", type=float, default=0.25, help="background volume multiplier (default 0.25)")
+    demo.add_argument("--scale", type=float, default=0.2, help="background volume multiplier (default 0.2)")
     demo.add_argument("--policy", default="ezhou")
     demo.set_defaults(func=run_demo_cmd)
 

@@ -28,7 +28,7 @@ from monitor.sinks import Sink
 DEMO_SINK_FACTORIES: list[Callable[[Path], Sink | None]] = []
 
 
-def run_demo(out: Path, days: int = 30, institutions: int = 120, seed: int = 7, scale: float = 0.25,
+def run_demo(out: Path, days: int = 30, institutions: int = 100, seed: int = 7, scale: float = 0.2,
              policy: str = "ezhou", extra_sinks: Sequence[Sink] = (), stream: TextIO | None = None) -> int:
     """Simulate → replay → score → summary. Returns the process exit code (0)."""
     from monitor.clock import parse_time
@@ -59,10 +59,12 @@ def run_demo(out: Path, days: int = 30, institutions: int = 120, seed: int = 7, 
     summary = result.summary()
     flagged: Counter[str] = Counter()
     critical: set[str] = set()
+    why: dict[str, set[str]] = {}
     with (out_dir / "alerts.jsonl").open(encoding="utf-8") as fh:
         for line in fh:
             alert = json.loads(line)
             flagged[alert["fixmedins_code"]] += 1
+            why.setdefault(alert["fixmedins_code"], set()).add(alert["rule_id"])
             if alert["severity"] == "critical":
                 critical.add(alert["fixmedins_code"])
     tickets = summary["tickets_by_action"]
@@ -77,6 +79,8 @@ def run_demo(out: Path, days: int = 30, institutions: int = 120, seed: int = 7, 
               f"({sim.records / max(replay_s, 1e-9):,.0f} records/s), policy {pack.label}, as of {meta['as_of']}\n")
     say.write(f"Flagged institutions: {len(flagged)} of {meta['institutions']} "
               f"({len(critical)} with critical alerts)\n")
+    for code, n in sorted(flagged.items(), key=lambda kv: (-len(why[kv[0]]), -kv[1], kv[0]))[:5]:
+        say.write(f"  {code}: {n} alerts — {', '.join(sorted(why[code]))}\n")
     say.write("Tickets by action: " + (", ".join(f"{a} {n}" for a, n in sorted(tickets.items())) or "none") + "\n")
     say.write("Top rules: " + ", ".join(f"{r} {n}" for r, n in rules.most_common(6)) + "\n")
     say.write(f"Planted violations caught: {caught}/{planted} (implemented rules; per rule: monitor score)\n")

@@ -198,8 +198,9 @@ class City:
 
     # --------------------------------------------------------------------------------------- people
     def pick_person(self, pred: Callable[[Person], bool] | None = None) -> Person:
-        for _ in range(200):
-            p = person(self.rng.randrange(self.population), self.city_admdvs)
+        start = self.rng.randrange(self.population)
+        for k in range(self.population):  # a scan from a random person: rare kinds are found too
+            p = person((start + k) % self.population, self.city_admdvs)
             if pred is None or pred(p):
                 return p
         raise RuntimeError("no person matches")  # pragma: no cover - predicates are satisfiable
@@ -224,10 +225,18 @@ class City:
             for d in inst.drugs:
                 packs = 3 + self.rng.randrange(3) if self.drugs[d].high_value else 20 + self.rng.randrange(40)
                 self.new_batch(inst, d, packs, 0)
-            self.stocktake(inst, 0)
+        self.stocktakes(0)
 
-    def stocktake(self, inst: Inst, day: int) -> None:
-        t = day * DAY + 6 * HOUR + self.rng.randrange(1800)
+    def stocktakes(self, day: int) -> None:
+        """Every institution's stocktake, uploaded one after another between 06:00 and 06:30 (in
+        institution order, so each is written out at once and memory stays bounded)."""
+        n = len(self.insts)
+        for inst in self.insts:
+            t = day * DAY + 6 * HOUR + (inst.index * 1800) // n
+            self.stocktake(inst, day, t)
+            self.w.advance(t)
+
+    def stocktake(self, inst: Inst, day: int, t: int) -> None:
         for d, batches in inst.stock.items():
             for b in batches:
                 rec = {
@@ -494,12 +503,14 @@ class City:
         self.w.push("settlements", arrival, setl)
         self.resend("settlements", arrival, setl)
         # -- 3505 sales and trace codes
+        last_arrival = arrival
         for d, _quarters, whole, price, parts in taken:
             if mods is not None and mods.hit("missing_sale", mods.missing_sale_every):
                 continue  # planted: the sale is never uploaded (EZ-DM 二(二))
             no_trace = whole and mods is not None and mods.hit("trace_missing", mods.trace_missing_every)
             for b, q, codes in parts:
                 s_arr = t + self.upload_delay(inst, t)
+                last_arrival = max(last_arrival, s_arr)
                 sale = self.sale_record(inst, d, b, q, t, s_arr, price, docno, True, whole, setl_id, p, hi_rxno)
                 self.w.push("inventory", s_arr, sale)
                 self.resend("inventory", s_arr, sale)
@@ -511,7 +522,8 @@ class City:
                     if (inst.index, day) in self.watch_sold:
                         self.sold.setdefault((inst.index, day), []).append((d, code))
         if opts.get("revoke"):
-            self.revoke(inst, setl, taken, t + 20 * 60, docno)
+            # revoked once the original has been uploaded, so the platform sees sale → return → resale
+            self.revoke(inst, setl, taken, max(t + 20 * 60, last_arrival + 60), docno)
         return None
 
     def revoke(self, inst: Inst, setl: dict[str, Any], taken: list[Any], t: int, docno: str) -> None:
@@ -636,8 +648,7 @@ class City:
         for day in range(cfg.days):
             self.day = day
             if day > 0 and self.date_of(day).day == 1:
-                for inst in self.insts:
-                    self.stocktake(inst, day)
+                self.stocktakes(day)
             weekday = self.date_of(day).weekday()
             for hour in range(6, 24):
                 self.run_hour(day, hour, weekday)

@@ -194,18 +194,30 @@ def score(out_dir: Path, labels_path: Path, implemented: set[str] | None = None,
             if len(rs.false_alerts) < 50:
                 rs.false_alerts.append(f"{code} {al['window_start']}…{al['window_end']} {al['alert_id']}")
 
-    # findings-driven rules: a ticket carrying the rule (or an alias) in the window counts as detection
-    for i, lb in enumerate(labels):
-        if not lb.get("aliases") or lb["kind"] != "violation" or not scored[i]:
-            continue
-        names = {lb["rule_id"], *lb["aliases"]}
-        slack = max([t.get("slack_days", 0) for t in lb.get("expected_tickets", [])] or [0])
-        first = date.fromisoformat(lb["window_start"])
-        last = date.fromisoformat(lb["window_end"]) + timedelta(days=slack)
+    # findings-driven rules: a ticket carrying the rule (or an alias) in the window counts as detection;
+    # such tickets also make the rule's precision when it raises no alerts of its own
+    aliased: dict[str, set[str]] = {}
+    for lb in labels:
+        if lb.get("aliases"):
+            aliased.setdefault(lb["rule_id"], {lb["rule_id"]}).update(lb["aliases"])
+    alerting = {a["rule_id"] for a in alerts}
+    for rid, names in aliased.items():
+        rs = rules[rid]
         for tk in tickets:
-            if tk["fixmedins_code"] == lb["fixmedins_code"] and names & set(tk.get("rule_ids", [])):
-                if first <= date.fromisoformat(tk["effective_from"]) <= last:
+            if not names & set(tk.get("rule_ids", [])):
+                continue
+            hit = False
+            for i, lb in by_key.get((rid, tk["fixmedins_code"]), []):
+                slack = max([t.get("slack_days", 0) for t in lb.get("expected_tickets", [])] or [0])
+                first = date.fromisoformat(lb["window_start"])
+                last = date.fromisoformat(lb["window_end"]) + timedelta(days=slack)
+                effective = date.fromisoformat(tk["effective_from"])
+                if lb["kind"] == "violation" and scored[i] and first <= effective <= last:
                     detected.add(i)
+                    hit = True
+            if rs.implemented and rid not in alerting:
+                rs.alerts += 1
+                rs.true_alerts += 1 if hit else 0
     for i, lb in enumerate(labels):
         rs = rules[lb["rule_id"]]
         if lb["kind"] == "violation" and scored[i]:
