@@ -261,7 +261,7 @@ class Planter:
             h = self.host()
             drug = self.ordinary(h, rx="0")
             self.force(h, 6, 10, 10, "settle", lines=[(drug, 1)], pooling=False, revoke=True)
-            self.force(h, 6, 14, 0, "settle", lines=[(drug, 1)], pooling=False, resell=True)
+            self.force(h, 6, 14, 0, "settle", lines=[(drug, 1)], pooling=False)
             self.label("trace.duplicate", h, 6, kind="lookalike", note="a code sold, returned and sold again")
             self.label("data.incomplete", h, 6, kind="lookalike", note="a revoked settlement and its 3506 return")
 
