@@ -8,6 +8,9 @@ dropped (``test_score_lists_unimplemented_rules``).
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,6 +62,17 @@ def test_same_seed_gives_byte_identical_files(tiny: tuple[Path, Path, Path]) -> 
     a, b, _ = tiny
     for name in FILES:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_same_seed_is_byte_identical_across_processes(tiny: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """No dependence on per-process hash salts or set order: the CLI in another process, with another
+    PYTHONHASHSEED, writes the same bytes."""
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    subprocess.run([sys.executable, "-m", "monitor.cli", "simulate", "--out", str(tmp_path / "x"), "--days", "8",
+                    "--seed", "7", "--institutions", "30", "--scale", "0.1"], check=True, env=env,
+                   capture_output=True)
+    for name in FILES:
+        assert (tiny[0] / name).read_bytes() == (tmp_path / "x" / name).read_bytes(), name
 
 
 def test_different_seeds_differ(tiny: tuple[Path, Path, Path]) -> None:

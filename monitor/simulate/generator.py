@@ -109,6 +109,10 @@ class DayMods:
         return n % every == 0
 
 
+#: `` HH:MM:SS`` for every second of a day (timestamps are formatted a few times per record).
+_CLOCK: tuple[str, ...] = tuple(f" {s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}" for s in range(DAY))
+
+
 def _qty(quarters: int) -> str:
     """A pack quantity as NHSA sends it: ``2`` for whole packs, ``0.25``/``0.5``/``0.75`` for 拆零."""
     if quarters % 4 == 0:
@@ -153,9 +157,7 @@ class City:
     def ts(self, t: int) -> str:
         """Seconds since start → ``yyyy-MM-dd HH:mm:ss`` (Asia/Shanghai)."""
         day, rem = divmod(t, DAY)
-        hour, rem = divmod(rem, HOUR)
-        minute, sec = divmod(rem, 60)
-        return f"{self.day_names[day]} {hour:02d}:{minute:02d}:{sec:02d}"
+        return self.day_names[day] + _CLOCK[rem]
 
     def date_of(self, day: int) -> date:
         return self.cfg.start + timedelta(days=day)
