@@ -126,6 +126,26 @@ def test_later_seller_is_decided_by_scan_time_not_arrival() -> None:
     assert dups(alerts) == [(OTHER, h(2).isoformat())]
 
 
+def test_original_sale_uploaded_after_its_return_and_the_resale_is_clean() -> None:
+    """Seen in the synthetic city: sold 10:00 (uploaded 11:00), returned 10:20 (uploaded 10:21), sold
+    again 10:25 (uploaded 10:26). In scan-time order: sale, return, sale — clean."""
+    alerts, _, _ = run([scan(h(0), arrival=h(1)), scan(h(1 / 3), "sale_return"), scan(h(25 / 60))])
+    assert dups(alerts) == []
+
+
+@pytest.mark.parametrize(("return_lag", "flagged"), [(24, False), (25 + 1 / 60, True)])
+def test_return_uploaded_after_the_resale_clears_it_within_the_settling_time(return_lag: float,
+                                                                             flagged: bool) -> None:
+    """Sold 10:00, sold again 12:00; the 11:00 return is uploaded ``return_lag`` hours after its scan.
+    The suspect is judged at 12:00 + 24 h: a return uploaded in time (≤ 24 h) always makes it."""
+    alerts, _, _ = run([scan(h(0)), scan(h(2), inst=OTHER),
+                        scan(h(1), "sale_return", arrival=h(1 + return_lag))])
+    assert bool(dups(alerts)) is flagged
+    if flagged:
+        (a,) = [x for x in alerts if x.rule_id == "trace.duplicate"]
+        assert a.detected_at == h(26)
+
+
 def test_a_late_sale_older_than_its_return_is_the_returned_sale() -> None:
     alerts, _, _ = run([scan(h(1), "sale_return"), scan(h(0), arrival=h(3)), scan(h(2), inst=OTHER)],
                        in_order=True)
@@ -135,7 +155,7 @@ def test_a_late_sale_older_than_its_return_is_the_returned_sale() -> None:
 @pytest.mark.parametrize(("resold", "flagged"), [("2028-12-01 10:00:00", True), ("2029-03-01 10:00:00", False)])
 def test_codes_expire_after_three_years(resold: str, flagged: bool) -> None:
     when = datetime.strptime(resold, FMT).replace(tzinfo=CST)
-    alerts, _, _ = run([scan(h(0)), scan(when, inst=OTHER)], as_of=resold)
+    alerts, _, _ = run([scan(h(0)), scan(when, inst=OTHER)], as_of=ts(when + timedelta(days=2)))
     assert bool(dups(alerts)) is flagged
 
 

@@ -7,8 +7,12 @@
   sold → returned → sold is clean; sold → sold is a duplicate, and so is a third sale after that. The
   same scan resent (same institution and second) is the same sale, never a duplicate. Split-pack
   (``trdn_flag=1``) scans are exempt: one code legitimately covers several split sales.
-  Out-of-order uploads: a sale older than a remembered return is taken as the sale that return undid;
-  a sale older than a remembered sale is still a duplicate, charged to the later of the two.
+  Out-of-order uploads: a code seen sold twice with no known return in between becomes a *suspect*;
+  every later scan of it is collected, and ``settle_hours`` (24, the upload limit) after the later
+  sale the scans are replayed in scan-time order — so a return uploaded after the resale, or an
+  original sale uploaded after its return and the resale, clears it. A sale older than a remembered
+  return is the sale that return undid. The remembered state says whether a sale followed a return
+  (``SOLD_AFTER_RETURN``), so a late earlier sale pairs with that return.
 * ``trace.missing`` — insured (``mdtrt_setl_type=1``, or a ``setl_id`` when the type is absent)
   whole-pack 3505 sales with fewer linked sale scans (by ``setl_id`` or ``rtal_docno``, and
   ``med_list_codg``) than packs sold. Per institution-day, judged at day end + ``judge_after_hours``
@@ -55,6 +59,8 @@ MISSING = "trace.missing"
 EPOCH = datetime(2000, 1, 1, tzinfo=CST)
 SOLD = 1
 RETURNED = 2
+#: sold, and a return of the code is known at or before that sale (pairs with one late earlier sale)
+SOLD_AFTER_RETURN = 3
 _TIME_BITS = 32
 _TIME_MASK = (1 << _TIME_BITS) - 1
 _INST_SHIFT = 2 + _TIME_BITS
@@ -200,6 +206,7 @@ class CodeTable:
 
 class DuplicateParams(Params):
     horizon_days: int = Field(ge=1)
+    settle_hours: float = Field(default=24, ge=0)
     sweep_every_days: int = Field(default=7, ge=1)
 
 
@@ -210,6 +217,19 @@ class MissingParams(Params):
     scan_memory_days: int = Field(default=3, ge=1)
     rejudge_horizon_days: int = Field(default=62, ge=1)
     max_samples: int = Field(default=10, ge=0)
+
+
+#: (scan time, kind: 1 sale / 0 return / −1 a return known only to precede the next sale, institution,
+#:  rtal_docno, setl_id, med_list_codg)
+ScanEvent = tuple[datetime, int, str, str | None, str | None, str]
+
+
+@dataclass(slots=True)
+class Suspect:
+    """A code seen sold twice without a known return in between, awaiting its judgment."""
+
+    code: str
+    events: list[ScanEvent]
 
 
 @dataclass(slots=True)
@@ -255,6 +275,9 @@ class TraceCodes(Detector):
             horizon_days=1096)
         self.horizon = timedelta(days=d.horizon_days)
         self.sweep_every = timedelta(days=d.sweep_every_days)
+        self.dup_settle = timedelta(hours=d.settle_hours)
+        #: codes under suspicion (rare): every scan of them until judged, by code key
+        self.suspects: dict[int, Suspect] = {}
         #: trace-code key space
         self.codes = CodeTable()
         self.inst_index: dict[str, int] = {}
@@ -308,39 +331,73 @@ class TraceCodes(Detector):
         if rec.scan_kind == "stock_in":
             return
         key = code_key(rec.drug_trac_codg)
+        when = rec.scan_time.replace(microsecond=0)  # times are kept to the second
+        is_sale = rec.scan_kind == "sale"
+        event: ScanEvent = (when, 1 if is_sale else 0, rec.fixmedins_code, rec.rtal_docno, rec.setl_id,
+                            rec.med_list_codg)
+        suspect = self.suspects.get(key)
+        if suspect is not None:
+            suspect.events.append(event)
+            return
         inst = self._inst(rec.fixmedins_code)
         old = self.codes.get(key)
-        new_state = SOLD if rec.scan_kind == "sale" else RETURNED
         if old is None:
-            self.codes.put(key, pack_value(inst, rec.scan_time, new_state))
+            self.codes.put(key, pack_value(inst, when, SOLD if is_sale else RETURNED))
             return
         old_inst, old_time, old_state = unpack_value(old)
-        # times are kept to the second
-        when = rec.scan_time.replace(microsecond=0)
-        if new_state == RETURNED:
+        if not is_sale:
             if when >= old_time:
                 self.codes.put(key, pack_value(inst, when, RETURNED))
+            elif old_state == SOLD:
+                # a late return dated before the remembered sale: it undid an earlier sale
+                self.codes.put(key, pack_value(old_inst, old_time, SOLD_AFTER_RETURN))
             return
         if old_state == RETURNED:
             if when >= old_time:
-                self.codes.put(key, pack_value(inst, when, SOLD))
+                self.codes.put(key, pack_value(inst, when, SOLD_AFTER_RETURN))
             return  # else: the sale that this return undid, uploaded late
-        if old_inst == inst and old_time == when:
+        if self.inst_codes[old_inst] == rec.fixmedins_code and old_time == when:
             return  # the same sale resent
-        if when >= old_time:
-            self.codes.put(key, pack_value(inst, when, SOLD))
-            self._duplicate(rec.drug_trac_codg, (self.inst_codes[old_inst], old_time), rec, ctx)
+        # Sold while remembered as sold: a duplicate unless a return in between is still to arrive, or
+        # (SOLD_AFTER_RETURN) this is the earlier sale that the remembered return undid. Decide once
+        # every scan of the code up to the later sale must have arrived, in scan-time order.
+        base: list[ScanEvent] = []
+        if old_state == SOLD_AFTER_RETURN:
+            base.append((old_time, -1, "", None, None, ""))  # a return at or before the remembered sale
+        base.append((old_time, 1, self.inst_codes[old_inst], None, None, ""))
+        self.suspects[key] = Suspect(rec.drug_trac_codg, [*base, event])
+        ctx.schedule(max(when, old_time) + self.dup_settle, self, ("suspect", key))
+
+    def _judge_suspect(self, key: int, ctx: Context) -> None:
+        suspect = self.suspects[key]
+        latest = max(ev[0] for ev in suspect.events)
+        if ctx.now < latest + self.dup_settle:  # a later scan joined: wait for it to settle too
+            ctx.schedule(latest + self.dup_settle, self, ("suspect", key))
+            return
+        del self.suspects[key]
+        last_sale: ScanEvent | None = None
+        returned = False
+        after_return = False
+        final: ScanEvent | None = None
+        for ev in sorted(suspect.events, key=lambda e: (e[0], e[1])):
+            final = ev
+            if ev[1] <= 0:
+                returned = True
+                continue
+            if last_sale is not None and not returned:
+                if last_sale[2] == ev[2] and last_sale[0] == ev[0]:
+                    continue  # the same sale resent
+                self._report(suspect.code, (last_sale[2], last_sale[0]), (ev[2], ev[0]),
+                             {"rtal_docno": ev[3], "setl_id": ev[4], "med_list_codg": ev[5] or None}, ctx)
+            after_return = returned
+            last_sale, returned = ev, False
+        assert final is not None
+        if final[1] <= 0:
+            self.codes.put(key, pack_value(self._inst(final[2] or (last_sale[2] if last_sale else "")),
+                                           final[0], RETURNED))
         else:
-            self._duplicate_earlier(rec.drug_trac_codg, rec, (self.inst_codes[old_inst], old_time), ctx)
-
-    def _duplicate(self, code: str, first: tuple[str, datetime], later: TraceScan, ctx: Context) -> None:
-        self._report(code, first, (later.fixmedins_code, later.scan_time.replace(microsecond=0)), {
-            "rtal_docno": later.rtal_docno, "setl_id": later.setl_id, "med_list_codg": later.med_list_codg,
-        }, ctx)
-
-    def _duplicate_earlier(self, code: str, earlier: TraceScan, later: tuple[str, datetime],
-                           ctx: Context) -> None:
-        self._report(code, (earlier.fixmedins_code, earlier.scan_time.replace(microsecond=0)), later, {}, ctx)
+            self.codes.put(key, pack_value(self._inst(final[2]), final[0],
+                                           SOLD_AFTER_RETURN if after_return else SOLD))
 
     def _report(self, code: str, first: tuple[str, datetime], later: tuple[str, datetime],
                 later_refs: dict[str, Any], ctx: Context) -> None:
@@ -425,6 +482,9 @@ class TraceCodes(Detector):
     def on_timer(self, key: Hashable, ctx: Context) -> None:
         assert isinstance(key, tuple)
         kind = key[0]
+        if kind == "suspect":
+            self._judge_suspect(key[1], ctx)
+            return
         if kind == "forget_links":
             for lkey in self.linked_by_day.pop(key[1], ()):
                 self.linked.pop(lkey, None)
