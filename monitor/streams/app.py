@@ -98,6 +98,7 @@ class WorkerShell:
         self._pending: list[Awaitable[Any]] = []
         self._dirty = False
         self._last_checkpoint = time.monotonic()
+        self._checkpoint_seconds = 0.0
         self._last_progress = time.monotonic()
         self._last_report = time.monotonic()
         self._report_applied = core.applied
@@ -139,8 +140,11 @@ class WorkerShell:
             await self._release(force=False)
             stalled = time.monotonic() - self._last_progress > self.settings.merge_stall_seconds
             if self.core.queued and stalled:
-                log.warning("arrival merge stalled %.0f s with %d records queued: releasing them",
-                            self.settings.merge_stall_seconds, self.core.queued)
+                blocked = [f"{t}[{p}] next={self.core.next_offset((t, p))} "
+                           f"highwater={self.app.consumer.highwater(FaustTP(t, p))}"
+                           for t, p in self._assigned() if self._waiting((t, p))]
+                log.warning("arrival merge stalled %.0f s with %d records queued, waiting for %s: releasing",
+                            self.settings.merge_stall_seconds, self.core.queued, ", ".join(blocked))
                 await self._release(force=True)
             if not any(self._waiting(tp) for tp in self._assigned()):
                 await self._send(self.core.tick())
@@ -180,15 +184,20 @@ class WorkerShell:
             self._dirty = True
 
     async def _maybe_checkpoint(self, force: bool = False) -> None:
-        due = time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval
+        # The snapshot costs time proportional to the state: never spend more than about a fifth of
+        # the time checkpointing, whatever MONITOR_CHECKPOINT_INTERVAL says.
+        gap = max(self.settings.checkpoint_interval, 4 * self._checkpoint_seconds)
+        due = time.monotonic() - self._last_checkpoint >= gap
         if not (force or (due and (self._dirty or self.core._completed))):
             return
         await self.app.producer.flush()
         pending, self._pending = self._pending, []
         for fut in pending:
             await fut  # raises if an output was not written: crash, do not ack
+        started = time.monotonic()
         ckpt, handles = self.core.checkpoint()
         self.store.save(ckpt)
+        self._checkpoint_seconds = time.monotonic() - started
         for event in handles:
             event.ack()
         self.checkpoints += 1

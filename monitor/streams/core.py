@@ -31,6 +31,7 @@ applied (a JSON-array value may be cut by a checkpoint). The engine itself de-du
 
 from __future__ import annotations
 
+import heapq
 import pickle
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -84,6 +85,8 @@ class Checkpoint:
     positions: dict[TP, tuple[int, int]]
     last_arrival: dict[TP, datetime]
     max_broker_time: datetime | None
+    #: The engine's watermark (event time) at the checkpoint, readable without restoring the engine.
+    watermark: datetime | None = None
     version: int = CHECKPOINT_VERSION
 
     def dumps(self) -> bytes:
@@ -267,16 +270,16 @@ class ShellCore:
                 limit: int | None = None) -> list[Output]:
         """Apply queued records in arrival order while the merge is safe (module docstring)."""
         out: list[Output] = []
-        assigned = list(assigned)
+        queues = self._queues
+        if not force and any(not queues.get(tp) and waiting(tp) for tp in assigned):
+            return out
+        heads = [(q[0].key, tp) for tp, q in queues.items() if q]
+        heapq.heapify(heads)
         n = 0
-        while limit is None or n < limit:
-            heads = [(q[0].key, tp) for tp, q in self._queues.items() if q]
-            if not heads:
-                break
-            if not force and any(not self._queues.get(tp) and waiting(tp) for tp in assigned):
-                break
-            _, tp = min(heads)
-            item = self._queues[tp].popleft()
+        while heads and (limit is None or n < limit):
+            _, tp = heapq.heappop(heads)
+            queue = queues[tp]
+            item = queue.popleft()
             self._applied_last[tp] = item.last_after
             out.extend(self.engine.process(item.record, item.arrival))
             self.applied += 1
@@ -284,6 +287,10 @@ class ShellCore:
             item.message.pending -= 1
             item.message.applied += 1
             self._complete_front(tp)
+            if queue:
+                heapq.heappush(heads, (queue[0].key, tp))
+            elif not force and waiting(tp):
+                break  # this partition may still hold records older than the other heads
         return out
 
     def tick(self) -> list[Output]:
@@ -297,6 +304,6 @@ class ShellCore:
     def checkpoint(self) -> tuple[Checkpoint, list[Any]]:
         """The state to persist and the handles safe to acknowledge once it is durable."""
         ckpt = Checkpoint(self.engine.snapshot(), dict(self.positions), dict(self._applied_last),
-                          self.max_broker_time)
+                          self.max_broker_time, self.engine.watermark.value)
         handles, self._completed = self._completed, []
         return ckpt, handles

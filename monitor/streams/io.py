@@ -75,8 +75,10 @@ def _lines(path: Path) -> Iterator[_Line]:
             arrival = min(known) if known else last
             for t in known:
                 last = max(last, t)
+            # a line without an arrival of its own (invalid, or a catalogue entry) arrives at the latest
+            # arrival before it, as in the replay shell; before any, it carries no timestamp
             yield _Line(arrival, order, line_no, stream, _key_of(stream, raw), raw, max(len(parsed), 1),
-                        bool(known), raw.lstrip()[:1] == b"[")
+                        arrival > _EARLIEST, raw.lstrip()[:1] == b"[")
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """A small synthetic city for the Kafka-shell tests (until monitor.simulate lands): deterministic
 from a seed, every file sorted by upload time, and planted violations whose evidence spans days.
 
-* ``late_days`` of each "late" pharmacy: 6 of its 20 settlements that day (and their sales and trace
-  codes) are uploaded 30 h late → ``upload.late`` + ``upload.not_realtime`` → SUSPEND (EZ-DM 二(一)),
+* on ``late_days`` (counted from ``start``) each "late" pharmacy uploads 6 settlements of the day (and
+  their sales and trace codes) 30 h late → ``upload.late`` + ``upload.not_realtime`` → SUSPEND (EZ-DM 二(一)),
   and a month later TERMINATE or REINSTATE, depending on the days after.
 * some insured sales carry a pharmacy 门诊统筹 settlement without a prescription, trace codes are sold
   twice across institutions, and a few dual prices — whatever detectors exist judge them.
@@ -27,7 +27,7 @@ def _t(moment: datetime) -> str:
 
 
 def build_city(folder: Path, *, seed: int = 7, institutions: int = 6, days: int = 45, per_day: int = 20,
-               start: date = date(2026, 1, 5)) -> dict[str, int]:
+               start: date = date(2026, 1, 5), late_days: tuple[int, ...] = (3, 4, 40)) -> dict[str, int]:
     """Write ``institutions/drugs/settlements/inventory/tracecodes/prescriptions.jsonl``; returns counts."""
     rnd = random.Random(seed)
     codes = [f"P4207020{i:04d}" for i in range(institutions)]
@@ -48,7 +48,7 @@ def build_city(folder: Path, *, seed: int = 7, institutions: int = 6, days: int 
             base = datetime(day.year, day.month, day.day, 9, 0, tzinfo=CST)
             for k in range(per_day):
                 setl_time = base + timedelta(minutes=20 * k + rnd.randrange(15))
-                late = code in late_codes and day_no in (3, 4, 40) and k < 6
+                late = code in late_codes and day_no in late_days and k < 6
                 up = setl_time + (timedelta(hours=30) if late else timedelta(seconds=30 + rnd.randrange(60)))
                 drug = rnd.choice(drugs)
                 setl_id = f"S{code[-4:]}{day:%m%d}{k:02d}"

@@ -1,0 +1,227 @@
+"""The Kafka shell's logic without a broker: arrival-order merge, positions across restarts, dead
+letters, the dead-letter limit, clock skew, and the pinned names. Expected orders and positions are
+worked out by hand from the contract in monitor/streams/core.py."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections import Counter
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from builders import settlement
+
+from monitor.clock import CST, Watermark
+from monitor.records import Record
+from monitor.streams.core import (
+    Checkpoint,
+    DeadLetterLimit,
+    DeadLetterLimitExceeded,
+    Inbound,
+    ShellCore,
+)
+
+S = "medins.settlements"
+
+
+class FakeEngine:
+    """Records what the shell feeds it, in order."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, datetime | None]] = []
+        self.stats = type("Stats", (), {"quality": Counter()})()
+        self.watermark = Watermark()
+        self.advanced: list[datetime] = []
+
+    def process(self, rec: Record, arrival: datetime | None = None) -> list[Any]:
+        self.seen.append((getattr(rec, "setl_id", None) or getattr(rec, "hi_rxno", "?"), arrival))
+        when = arrival or rec.arrival_time
+        if when is not None:
+            self.watermark.observe(when)
+        return []
+
+    def advance(self, now: datetime) -> list[Any]:
+        self.advanced.append(now)
+        self.watermark.observe(now)
+        return []
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self.seen)
+
+
+def setl(setl_id: str, minute: int) -> bytes:
+    t = datetime(2026, 1, 10, 10, 0, tzinfo=CST) + timedelta(minutes=minute)
+    return json.dumps(settlement(setl_id, t.strftime("%Y-%m-%d %H:%M:%S"),
+                                 (t + timedelta(seconds=30)).strftime("%Y-%m-%d %H:%M:%S"))).encode()
+
+
+def msg(topic: str, partition: int, offset: int, value: bytes, handle: Any = None, **kw: Any) -> Inbound:
+    return Inbound(topic, partition, offset, b"K", value, handle=handle or f"{topic}/{partition}/{offset}", **kw)
+
+
+def never_waiting(tp: tuple[str, int]) -> bool:
+    return False
+
+
+def core() -> tuple[ShellCore, FakeEngine]:
+    engine = FakeEngine()
+    return ShellCore(engine), engine  # type: ignore[arg-type]
+
+
+def test_partitions_merge_in_arrival_order() -> None:
+    c, engine = core()
+    for off, (sid, minute) in enumerate([("A1", 0), ("A2", 5), ("A3", 9)]):
+        c.receive(msg(S, 0, off, setl(sid, minute)))
+    for off, (sid, minute) in enumerate([("B1", 1), ("B2", 6)]):
+        c.receive(msg(S, 1, off, setl(sid, minute)))
+    c.release([(S, 0), (S, 1)], never_waiting)
+    assert [s for s, _ in engine.seen] == ["A1", "B1", "A2", "B2", "A3"]
+
+
+def test_merge_waits_for_a_partition_not_read_to_its_end() -> None:
+    c, engine = core()
+    c.receive(msg(S, 0, 0, setl("A1", 0)))
+    c.receive(msg(S, 0, 1, setl("A2", 10)))
+    behind = {(S, 1)}
+    c.release([(S, 0), (S, 1)], lambda tp: tp in behind)
+    assert engine.seen == []  # partition 1 may still hold something older than A1
+    c.receive(msg(S, 1, 0, setl("B1", 5)))
+    c.release([(S, 0), (S, 1)], lambda tp: tp in behind)
+    assert [s for s, _ in engine.seen] == ["A1", "B1"]  # stops again once partition 1 is empty
+    behind.clear()
+    c.release([(S, 0), (S, 1)], lambda tp: tp in behind)
+    assert [s for s, _ in engine.seen] == ["A1", "B1", "A2"]
+
+
+def test_force_releases_despite_a_silent_partition() -> None:
+    c, engine = core()
+    c.receive(msg(S, 0, 0, setl("A1", 0)))
+    c.release([(S, 0), (S, 1)], lambda tp: True, force=True)
+    assert [s for s, _ in engine.seen] == ["A1"]
+
+
+def test_equal_arrivals_break_ties_by_stream_then_producer_sequence() -> None:
+    c, engine = core()
+    c.receive(msg(S, 0, 0, setl("A1", 0), seq=7))
+    c.receive(msg(S, 1, 0, setl("B1", 0), seq=3))
+    c.release([(S, 0), (S, 1)], never_waiting)
+    assert [s for s, _ in engine.seen] == ["B1", "A1"]
+
+
+def test_acks_only_for_fully_applied_messages_and_positions_survive_restart() -> None:
+    c, _ = core()
+    array = b"[" + b",".join([setl("A1", 0), setl("A2", 1), setl("A3", 2)]) + b"]"
+    c.receive(msg(S, 0, 0, setl("A0", -1), handle="h0"))
+    c.receive(msg(S, 0, 1, array, handle="h1"))
+    c.release([(S, 0)], never_waiting, limit=3)  # A0, A1, A2 — the array is cut after 2 of 3
+    ckpt, handles = c.checkpoint()
+    assert handles == ["h0"]  # the array message is not acknowledged yet
+    assert ckpt.positions == {(S, 0): (1, 2)}
+    # restart from the checkpoint: the consumer redelivers from its committed offset (0)
+    restored = ShellCore(FakeEngine(), checkpoint=Checkpoint.loads(ckpt.dumps()))  # type: ignore[arg-type]
+    assert restored.receive(msg(S, 0, 0, setl("A0", -1), handle="h0'")) == []
+    restored.receive(msg(S, 0, 1, array, handle="h1'"))
+    restored.release([(S, 0)], never_waiting)
+    assert [s for s, _ in restored.engine.seen] == ["A3"]  # type: ignore[attr-defined]
+    ckpt2, handles2 = restored.checkpoint()
+    assert sorted(handles2) == ["h0'", "h1'"]
+    assert ckpt2.positions == {(S, 0): (2, 0)}
+
+
+def test_redelivery_of_a_queued_message_is_applied_once() -> None:
+    c, engine = core()
+    c.receive(msg(S, 0, 0, setl("A1", 0), handle="first"))
+    c.receive(msg(S, 0, 0, setl("A1", 0), handle="again"))
+    c.release([(S, 0)], never_waiting)
+    assert [s for s, _ in engine.seen] == ["A1"]
+    assert sorted(c.checkpoint()[1]) == ["again", "first"]
+
+
+def test_dead_letters_carry_source_position_and_reason() -> None:
+    c, engine = core()
+    value = b"[" + setl("A1", 0) + b',{"setl_id": "X"}]'
+    letters = c.receive(msg(S, 2, 41, value))
+    assert len(letters) == 1
+    d = letters[0]
+    assert (d.source, d.partition, d.offset, d.index, d.key) == (S, 2, 41, 1, "K")
+    assert d.value == value.decode()
+    assert "mdtrt_id" in d.error  # a required field named
+    c.release([(S, 2)], never_waiting)
+    assert [s for s, _ in engine.seen] == ["A1"]  # the good element of the array still flows
+    letters = c.receive(msg(S, 2, 42, b"\xff\xfe"))
+    assert letters[0].value is None and letters[0].value_b64 == "//4="
+
+
+def test_message_of_only_dead_letters_is_acknowledged() -> None:
+    c, _ = core()
+    c.receive(msg(S, 0, 0, b"{oops", handle="bad"))
+    ckpt, handles = c.checkpoint()
+    assert handles == ["bad"] and ckpt.positions == {(S, 0): (1, 0)}
+
+
+@pytest.mark.parametrize(
+    ("marks", "exceeded"),
+    [
+        ("BBBBB", False),  # window (10) not full yet
+        ("GGGGGBBBBB", False),  # exactly half is not more than half
+        ("GGGGBBBBBB", True),
+        ("BBBBBBGGGGGGGGGG", False),  # the early bad ones slid out of the window
+        ("GGGGGGGGGGBBBBBB", True),
+    ],
+)
+def test_dead_letter_limit(marks: str, exceeded: bool) -> None:
+    limit = DeadLetterLimit(window=10, max_ratio=0.5)
+    for m in marks:
+        limit.observe(m == "B")
+    assert limit.exceeded is exceeded
+
+
+def test_dead_letter_limit_stops_intake() -> None:
+    engine = FakeEngine()
+    c = ShellCore(engine, dlq_limit=DeadLetterLimit(window=4, max_ratio=0.5))  # type: ignore[arg-type]
+    c.receive(msg(S, 0, 0, b"{"))
+    c.receive(msg(S, 0, 1, b"{"))
+    c.receive(msg(S, 0, 2, setl("A1", 0)))
+    with pytest.raises(DeadLetterLimitExceeded):
+        c.receive(msg(S, 0, 3, b"{"))
+
+
+def test_upload_clock_ahead_of_the_broker_is_clamped() -> None:
+    c, engine = core()
+    broker_time = datetime(2026, 1, 10, 9, 0, tzinfo=CST)  # the record claims 10:00:30
+    c.receive(msg(S, 0, 0, setl("A1", 0), timestamp=broker_time))
+    c.receive(msg(S, 0, 1, setl("A2", 0), timestamp=broker_time + timedelta(hours=1)))
+    c.release([(S, 0)], never_waiting)
+    assert engine.seen == [("A1", broker_time), ("A2", None)]
+    assert engine.stats.quality["settlements.clock_skew"] == 1
+
+
+def test_tick_moves_event_time_to_the_latest_broker_time_when_nothing_waits() -> None:
+    c, engine = core()
+    later = datetime(2026, 1, 11, 0, 0, tzinfo=CST)
+    c.receive(msg(S, 0, 0, setl("A1", 0), timestamp=later))
+    assert c.tick() == [] and engine.advanced == []  # a record is still queued
+    c.release([(S, 0)], never_waiting)
+    c.tick()
+    assert engine.advanced == [later]
+
+
+def test_names_are_pinned() -> None:
+    from monitor.streams.app import AGENT_NAMES, TABLE_NAMES, TIMER_NAMES
+    from monitor.streams.topics import INPUTS, topic_names
+
+    assert topic_names() == [
+        "medins.institutions", "medins.drugs", "medins.settlements", "medins.inventory",
+        "medins.tracecodes", "medins.prescriptions", "medins.findings",
+        "monitor.alerts", "monitor.tickets", "monitor.dlq",
+    ]
+    assert {s: t.key for s, t in INPUTS.items()} == {
+        "institutions": "fixmedins_code", "drugs": "med_list_codg", "settlements": "fixmedins_code",
+        "inventory": "fixmedins_code", "tracecodes": "fixmedins_code", "prescriptions": "hi_rxno",
+        "findings": "fixmedins_code",
+    }
+    assert AGENT_NAMES == ("monitor-ingest",)
+    assert TIMER_NAMES == ("monitor-tick",)
+    assert TABLE_NAMES == ()
