@@ -102,6 +102,15 @@ class DualDay:
         return out
 
 
+@dataclass(slots=True)
+class InstDay:
+    """The drug-days of one institution and business day: judged and forgotten together (two timers
+    per institution-day, not per drug)."""
+
+    keys: list[DayKey] = field(default_factory=list)
+    judged: bool = False
+
+
 class Pricing(Detector):
     name: ClassVar[str] = "pricing"
     rule_ids: ClassVar[tuple[str, ...]] = ("price.dual", "price.dual_serious", "price.above_listed",
@@ -125,6 +134,7 @@ class Pricing(Detector):
         self.mode: AboveModeParams | None = (
             self.param_model("price.above_mode") if pack.enabled("price.above_mode") else None)
         self.days: dict[DayKey, DualDay] = {}
+        self.inst_days: dict[tuple[str, date], InstDay] = {}
         self.setl_days: dict[str, list[DayKey]] = {}  # setl_id → days it priced (for revocations)
         #: institution → dual-pricing day → overcharge; and the last day a serious case consumed.
         self.flag_days: dict[str, dict[date, Decimal]] = {}
@@ -198,15 +208,20 @@ class Pricing(Detector):
     def _day(self, key: DayKey, ctx: Context) -> DualDay | None:
         dd = self.days.get(key)
         if dd is None:
-            assert self.dual is not None
-            judge_at = day_end(key[2]) + timedelta(hours=self.dual.judge_after_hours)
-            forget_at = judge_at + timedelta(days=self.dual.rejudge_horizon_days)
-            if forget_at < ctx.now:
-                ctx.count("price.dual_beyond_rejudge_horizon")
-                return None
-            dd = self.days[key] = DualDay()
-            ctx.schedule(judge_at, self, ("judge", key))
-            ctx.schedule(forget_at, self, ("forget", key))
+            ident = (key[0], key[2])
+            inst = self.inst_days.get(ident)
+            if inst is None:
+                assert self.dual is not None
+                judge_at = day_end(key[2]) + timedelta(hours=self.dual.judge_after_hours)
+                forget_at = judge_at + timedelta(days=self.dual.rejudge_horizon_days)
+                if forget_at < ctx.now:
+                    ctx.count("price.dual_beyond_rejudge_horizon")
+                    return None
+                inst = self.inst_days[ident] = InstDay()
+                ctx.schedule(judge_at, self, ("judge", ident))
+                ctx.schedule(forget_at, self, ("forget", ident))
+            dd = self.days[key] = DualDay(judged=inst.judged)
+            inst.keys.append(key)
         return dd
 
     def _index(self, setl_id: str, key: DayKey) -> None:
@@ -220,19 +235,24 @@ class Pricing(Detector):
 
     def on_timer(self, key: Hashable, ctx: Context) -> None:
         assert isinstance(key, tuple)
-        kind, day_key = key
+        kind, ident = key
         if kind == "forget":
-            dd = self.days.pop(day_key, None)
-            if dd is not None:
-                for setl_id in {*dd.setl, *dd.sale}:
+            inst = self.inst_days.pop(ident, None)
+            for day_key in inst.keys if inst is not None else ():
+                dd = self.days.pop(day_key, None)
+                for setl_id in {*dd.setl, *dd.sale} if dd is not None else ():
                     keys = self.setl_days.get(setl_id)
                     if keys is not None and day_key in keys:
                         keys.remove(day_key)
                         if not keys:
                             del self.setl_days[setl_id]
             return
-        dd = self.days.get(day_key)
-        if dd is not None:
+        inst = self.inst_days.get(ident)
+        if inst is None:
+            return
+        inst.judged = True
+        for day_key in inst.keys:
+            dd = self.days[day_key]
             dd.judged = True
             self._judge(day_key, dd, ctx)
 
