@@ -35,7 +35,7 @@ def run_demo(out: Path, days: int = 30, institutions: int = 100, seed: int = 7, 
     from monitor.policy.pack import load_pack
     from monitor.replay import replay_dir
     from monitor.simulate import SimConfig, simulate
-    from monitor.simulate.score import score
+    from monitor.simulate.score import pack_triggers, score
 
     say = stream or sys.stdout
     in_dir, out_dir = out / "input", out / "output"
@@ -52,7 +52,7 @@ def run_demo(out: Path, days: int = 30, institutions: int = 100, seed: int = 7, 
     began = time.perf_counter()
     result = replay_dir(in_dir, out_dir, pack, as_of=as_of, extra_sinks=sinks)
     replay_s = time.perf_counter() - began
-    report = score(out_dir, in_dir / "labels.jsonl", policy=policy)
+    report = score(out_dir, in_dir / "labels.jsonl", ladder_triggers=pack_triggers(pack))
     (out_dir / "score.json").write_text(json.dumps(report.to_dict(), ensure_ascii=False, indent=2) + "\n",
                                         encoding="utf-8")
 

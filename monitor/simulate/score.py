@@ -31,9 +31,12 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from monitor.clock import day_start, parse_time
+
+if TYPE_CHECKING:
+    from monitor.policy.pack import Pack
 
 
 def _read(path: Path) -> list[dict[str, Any]]:
@@ -126,11 +129,11 @@ def _implemented(rule_id: str, aliases: list[str], have: set[str], ladder_trigge
     return rule_id in have or any(a in have or a in ladder_triggers for a in aliases)
 
 
-def pack_triggers(policy: str) -> set[str]:
+def pack_triggers(policy: str | Pack) -> set[str]:
     """Every trigger of the pack's ladders (``finding:KIND`` makes a findings-driven rule implemented)."""
     from monitor.policy.pack import load_pack
 
-    pack = load_pack(policy)
+    pack = load_pack(policy) if isinstance(policy, str) else policy
     return {t for spec in pack.ladders.values() for t in spec.triggers}
 
 
