@@ -44,17 +44,36 @@ def format_time(value: datetime) -> str:
 
 def business_date(value: datetime) -> date:
     """The Asia/Shanghai calendar day an instant belongs to."""
+    if value.tzinfo is CST:  # every parsed record time already is: skip the no-op conversion (hot path)
+        return value.date()
     return as_cst(value).date()
+
+
+#: Memo of ``day_start``/``day_end`` (detectors ask for the same few days per record; bench/ showed
+#: these calls among the hottest). Bounded; values are immutable, so sharing them is safe.
+_DAY_START: dict[date, datetime] = {}
+_DAY_END: dict[date, datetime] = {}
+_MEMO_MAX = 1 << 14
 
 
 def day_start(day: date) -> datetime:
     """00:00:00 of ``day`` in Asia/Shanghai."""
-    return datetime.combine(day, time(0, 0), tzinfo=CST)
+    hit = _DAY_START.get(day)
+    if hit is None:
+        if len(_DAY_START) >= _MEMO_MAX:
+            _DAY_START.clear()
+        hit = _DAY_START[day] = datetime.combine(day, time(0, 0), tzinfo=CST)
+    return hit
 
 
 def day_end(day: date) -> datetime:
     """The instant the Asia/Shanghai day ends (00:00 of the next day, exclusive)."""
-    return day_start(day + timedelta(days=1))
+    hit = _DAY_END.get(day)
+    if hit is None:
+        if len(_DAY_END) >= _MEMO_MAX:
+            _DAY_END.clear()
+        hit = _DAY_END[day] = day_start(day + timedelta(days=1))
+    return hit
 
 
 def add_months(day: date, months: int) -> date:

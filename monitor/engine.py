@@ -291,7 +291,10 @@ class Engine:
         now = self.watermark.value
         if now is None:
             return
-        while (item := self.timers.pop_due(now)) is not None:
+        heap = self.timers._heap
+        # Runs twice per record and almost never finds a timer due: test the heap head inline before
+        # entering the pop loop (bench/: this was the engine's own largest per-record cost).
+        while heap and heap[0][0] <= now and (item := self.timers.pop_due(now)) is not None:
             due, owner, key = item
             self.firing_at = due
             try:
@@ -317,6 +320,7 @@ class Engine:
     def process(self, rec: Record, arrival: datetime | None = None) -> list[Output]:
         """Handle one record. ``arrival`` overrides the record's own (e.g. the Kafka timestamp)."""
         stream = rec.STREAM
+        btime = rec.business_time
         when = arrival or rec.arrival_time
         if when is not None:
             self.watermark.observe(when)
@@ -324,14 +328,12 @@ class Engine:
         self.stats.records[stream] += 1
         key = rec.dedup_key()
         if key is not None:
-            btime = rec.business_time
             day = business_date(btime if btime is not None else (when or self.ctx.now))
             if self.dedup.seen(key, day):
                 self.stats.duplicates[stream] += 1
                 return self._drain()
         if when is None:
             when = self.watermark.value
-        btime = rec.business_time
         if btime is not None and rec.inf_time is not None and btime > rec.inf_time:
             self.stats.quality[f"{stream}.business_time_after_upload"] += 1
         if isinstance(rec, Institution):
