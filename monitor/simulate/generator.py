@@ -39,6 +39,8 @@ from monitor.simulate.writer import ArrivalWriter, dumps
 
 HOUR = 3600
 DAY = 86400
+#: Generation slice (seconds): lines arriving before a slice's end are written when it is done.
+SLICE = 900
 
 #: Hourly shape of demand (index = hour of day): morning and early-evening peaks.
 HOUR_WEIGHT: tuple[float, ...] = (
@@ -371,7 +373,15 @@ class City:
 
     # --------------------------------------------------------------------------------------- transactions
     def settle(self, inst: Inst, t: int, frontier: int, opts: dict[str, Any]) -> None:
-        """One insured settlement with its 3505 sales, trace scans and (when needed) prescription."""
+        """One insured settlement with its 3505 sales, trace scans and (when needed) prescription.
+
+        ``opts`` (set by plants; random otherwise): ``person``, ``med_type``, ``pooling`` (门诊统筹 or
+        not), ``lines`` [(drug, packs)], ``prices`` {drug: insured unit price}, ``split`` (one 拆零 line of
+        that drug), ``hifp_ratio`` (share of the in-scope amount the fund pays), ``rx`` (``missing``: the
+        prescription is never uploaded; ``late``: uploaded 30 h after), ``medc_days``, ``dup_from`` (scan
+        a code another sale already scanned), ``revoke`` (2103 + 3506 once the upload has arrived),
+        ``force`` (settle even while a sanction is expected in force).
+        """
         day = t // DAY
         services = inst.services()
         if inst.restricted(day, "insured") and not opts.get("force"):
@@ -602,42 +612,47 @@ class City:
 
     # --------------------------------------------------------------------------------------- the run
     def run_hour(self, day: int, hour: int, weekday: int) -> None:
-        base = day * DAY + hour * HOUR
-        frontier = base
+        """One hour of the city, in ``SLICE``-second slices: every institution's transactions of the
+        slice, then every line arriving before the slice's end is written out."""
         month_start = self.date_of(day).day <= 3
-        for inst in self.insts:
-            forced = self.forced.get((inst.index, day, hour), [])
-            if hour < inst.open_hour or hour >= inst.close_hour:
-                if not forced:
+        for q in range(HOUR // SLICE):
+            base = day * DAY + hour * HOUR + q * SLICE
+            end = base + SLICE
+            for inst in self.insts:
+                planned = self.forced.get((inst.index, day, hour))
+                forced = [tx for tx in planned if base <= tx.t < end] if planned else []
+                is_open = inst.open_hour <= hour < inst.close_hour
+                if not is_open and not forced:
                     continue
-            weight = HOUR_WEIGHT[hour]
-            if inst.is_pharmacy:
-                weight *= 1.15 if weekday >= 5 else 1.0
-            else:
-                weight *= 0.6 if weekday >= 5 else 1.0
-            if month_start:
-                weight *= 1.25
-            open_hours = inst.close_hour - inst.open_hour
-            lam = inst.rate * (1 + inst.selfpay_ratio) * weight / max(open_hours, 1)
-            events: list[Tx] = list(forced)
-            if lam > 0 and not (hour < inst.open_hour or hour >= inst.close_hour):
-                t = float(base)
-                while True:
-                    t += self.rng.expovariate(lam / HOUR)
-                    if t >= base + HOUR:
-                        break
-                    kind = "selfpay" if self.rng.random() < inst.selfpay_ratio / (1 + inst.selfpay_ratio) else "settle"
-                    events.append(Tx(int(t), kind, {"revoke": self.rng.random() < 0.003}))
-            if forced:
-                events.sort(key=lambda e: e.t)
-            for ev in events:
-                if ev.kind == "settle":
-                    self.settle(inst, ev.t, frontier, ev.opts)
-                else:
-                    self.selfpay(inst, ev.t, frontier, ev.opts)
-        for rec in self.findings.get(day, []) if hour == 10 else []:
-            self.w.push("findings", self._arrival_of(rec), rec)
-        self.w.advance(base + HOUR)
+                events: list[Tx] = forced
+                if is_open:
+                    weight = HOUR_WEIGHT[hour]
+                    if inst.is_pharmacy:
+                        weight *= 1.15 if weekday >= 5 else 1.0
+                    else:
+                        weight *= 0.6 if weekday >= 5 else 1.0
+                    if month_start:
+                        weight *= 1.25
+                    lam = inst.rate * (1 + inst.selfpay_ratio) * weight / max(inst.close_hour - inst.open_hour, 1)
+                    share = inst.selfpay_ratio / (1 + inst.selfpay_ratio)
+                    t = float(base)
+                    while lam > 0:
+                        t += self.rng.expovariate(lam / HOUR)
+                        if t >= end:
+                            break
+                        kind = "selfpay" if self.rng.random() < share else "settle"
+                        events.append(Tx(int(t), kind, {"revoke": self.rng.random() < 0.003}))
+                    if forced:
+                        events.sort(key=lambda e: e.t)
+                for ev in events:
+                    if ev.kind == "settle":
+                        self.settle(inst, ev.t, base, ev.opts)
+                    else:
+                        self.selfpay(inst, ev.t, base, ev.opts)
+            if hour == 10 and q == 0:
+                for rec in self.findings.get(day, []):
+                    self.w.push("findings", self._arrival_of(rec), rec)
+            self.w.advance(end)
 
     def run(self) -> None:
         cfg = self.cfg
