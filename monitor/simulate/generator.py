@@ -559,8 +559,29 @@ class City:
                 else:
                     b.open_quarters += q
 
+    def breakage(self, inst: Inst, t: int) -> None:
+        """A 3502 stock change ``104`` 盘损: one damaged pack written off (its code is never sold)."""
+        ordinary = [d for d in inst.drugs if not self.drugs[d].high_value]
+        d = ordinary[self.rng.randrange(len(ordinary))]
+        batches = [b for b in inst.stock.get(d, ()) if b.available_from <= t and b.whole_at(t) >= 5]
+        if not batches:
+            return
+        b = batches[0]
+        if b.pop_returned(t) is None:
+            b.next_serial += 1
+        arrival = t + self.delay()
+        drug = self.drugs[d]
+        self.w.push("inventory", arrival, {
+            "infno": "3502", "fixmedins_code": inst.code, "med_list_codg": drug.med_list_codg,
+            "fixmedins_hilist_id": f"YP{d:04d}", "fixmedins_bchno": b.bchno, "inv_chg_type": "104",
+            "pric": str(inst.price[d]), "cnt": "1", "rx_flag": drug.rx_flag, "trdn_flag": "0",
+            "inv_chg_time": self.ts(t), "inf_time": self.ts(arrival),
+        })
+
     def selfpay(self, inst: Inst, t: int, frontier: int, opts: dict[str, Any]) -> None:
         """A self-pay (mdtrt_setl_type 2) retail sale at the shelf price, scanned like any sale."""
+        if not opts and self.rng.random() < 0.01:
+            self.breakage(inst, t)
         if "lines" in opts:
             lines = [(d, packs * 4, True) for d, packs in opts["lines"]]
         else:
