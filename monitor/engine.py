@@ -73,29 +73,31 @@ class Registry:
 
 
 class TimerQueue:
-    """Timers ordered by (due, sequence); the sequence makes ties fire in scheduling order."""
+    """Timers ordered by (due, rank, sequence). At the same instant, rank 0 (detector judgments) fires
+    before rank 1 (ledger reviews), so a review sees the judgment of the last day it looks at; the
+    sequence makes remaining ties fire in scheduling order."""
 
     def __init__(self) -> None:
-        self._heap: list[tuple[datetime, int, str, Hashable]] = []
+        self._heap: list[tuple[datetime, int, int, str, Hashable]] = []
         self._seq = 0
         self._pending: set[tuple[str, Hashable]] = set()
 
     def __len__(self) -> int:
         return len(self._heap)
 
-    def schedule(self, due: datetime, owner: str, key: Hashable) -> bool:
+    def schedule(self, due: datetime, owner: str, key: Hashable, rank: int = 0) -> bool:
         """Schedule once per (owner, key) while pending; returns False if already pending."""
         ident = (owner, key)
         if ident in self._pending:
             return False
         self._pending.add(ident)
         self._seq += 1
-        heapq.heappush(self._heap, (due, self._seq, owner, key))
+        heapq.heappush(self._heap, (due, rank, self._seq, owner, key))
         return True
 
     def pop_due(self, now: datetime) -> tuple[datetime, str, Hashable] | None:
         if self._heap and self._heap[0][0] <= now:
-            due, _, owner, key = heapq.heappop(self._heap)
+            due, _, _, owner, key = heapq.heappop(self._heap)
             self._pending.discard((owner, key))
             return due, owner, key
         return None
@@ -176,7 +178,8 @@ class Context:
         """Fire ``owner.on_timer(key)`` once event time reaches ``due``. A due time already past (a late
         record re-opening an old window) fires at the current event time, never in the past."""
         name = owner if isinstance(owner, str) else owner.name
-        self._engine.timers.schedule(max(due, self.now), name, key)
+        rank = 1 if name == Ledger.TIMER_OWNER else 0  # reviews after the judgments due with them
+        self._engine.timers.schedule(max(due, self.now), name, key, rank)
 
     def count(self, name: str, n: int = 1) -> None:
         """A data-quality counter (summary.json ``quality``)."""

@@ -152,3 +152,24 @@ def test_after_reinstatement_a_new_failure_suspends_again(tmp_path: Path) -> Non
         ("REINSTATE", "2026-02-13"),
         ("SUSPEND_OUTPATIENT_POOLING", "2026-03-05"),
     ]
+
+
+def test_a_failure_on_the_last_day_of_the_suspension_terminates(tmp_path: Path) -> None:
+    """The suspension 01-13 .. 02-13 has 02-12 as its last day; 02-12 is judged at 02-14 00:00, the same
+    instant as the review — the judgment must come first, so the review sees it: terminate."""
+    recs = day_records(PHARMACY, date(2026, 1, 10), 20, 10) + day_records(PHARMACY, date(2026, 2, 12), 20, 10)
+    _, tickets = run(tmp_path, recs, as_of="2026-03-01 00:00:00")
+    assert [(t["action"], t["effective_from"]) for t in tickets] == [
+        ("SUSPEND_OUTPATIENT_POOLING", "2026-01-13"),
+        ("TERMINATE_OUTPATIENT_POOLING", "2026-02-13"),
+    ]
+
+
+def test_a_failure_the_day_after_the_suspension_is_a_new_case(tmp_path: Path) -> None:
+    recs = day_records(PHARMACY, date(2026, 1, 10), 20, 10) + day_records(PHARMACY, date(2026, 2, 13), 20, 10)
+    _, tickets = run(tmp_path, recs, as_of="2026-03-01 00:00:00")
+    assert [(t["action"], t["effective_from"]) for t in tickets] == [
+        ("SUSPEND_OUTPATIENT_POOLING", "2026-01-13"),
+        ("REINSTATE", "2026-02-13"),
+        ("SUSPEND_OUTPATIENT_POOLING", "2026-02-16"),
+    ]
