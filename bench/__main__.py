@@ -42,13 +42,14 @@ class Profile:
     scaling_base: int
     memory_records: int
     trace_codes: tuple[int, ...]
+    kafka_records: int
 
 
 PROFILES = {
     "full": Profile(runs=3, slice_records=200_000, scaling_base=25_000, memory_records=1_000_000,
-                    trace_codes=(1_000_000, 10_000_000)),
+                    trace_codes=(1_000_000, 10_000_000), kafka_records=100_000),
     "quick": Profile(runs=2, slice_records=50_000, scaling_base=10_000, memory_records=200_000,
-                     trace_codes=(1_000_000,)),
+                     trace_codes=(1_000_000,), kafka_records=20_000),
 }
 
 
@@ -145,7 +146,7 @@ def case_kafka(data: Path, prof: Profile) -> list[Row]:
     except ImportError:
         _log("kafka: the Kafka case is not available yet — skipped")
         return []
-    return kafka_case.run(data, prof, _log)
+    return kafka_case.run(data, prof.kafka_records, prof.runs, _log)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             scaling_base=args.records or prof.scaling_base,
             memory_records=args.records or prof.memory_records,
             trace_codes=tuple(int(x) for x in args.trace_codes.split(",")) if args.trace_codes else prof.trace_codes,
+            kafka_records=args.records or prof.kafka_records,
         )
     t0 = time.perf_counter()
     rows: list[Row] = []

@@ -58,7 +58,7 @@ class Row:
 
 
 def _fmt(v: float | None, unit: str) -> str:
-    if v is None:
+    if v is None or v != v:  # None or NaN (a measurement that could not be taken)
         return "—"
     if unit in ("records/s", "B", "B/code", "records"):
         return f"{v:,.0f}"
