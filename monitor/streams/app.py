@@ -127,7 +127,7 @@ class WorkerShell:
                 seq = None
                 for hkey, hval in (m.headers.items() if isinstance(m.headers, dict) else m.headers or ()):
                     if hkey == "seq" and hval:
-                        seq = int(hval)
+                        seq = tuple(int(x) for x in hval.split(b","))
                 ts = datetime.fromtimestamp(m.timestamp, CST) if m.timestamp else None
                 letters = self.core.receive(Inbound(m.topic, m.partition, m.offset, m.key, m.value, ts, seq,
                                                     handle=event))
@@ -140,11 +140,8 @@ class WorkerShell:
             await self._release(force=False)
             stalled = time.monotonic() - self._last_progress > self.settings.merge_stall_seconds
             if self.core.queued and stalled:
-                blocked = [f"{t}[{p}] next={self.core.next_offset((t, p))} "
-                           f"highwater={self.app.consumer.highwater(FaustTP(t, p))}"
-                           for t, p in self._assigned() if self._waiting((t, p))]
                 log.warning("arrival merge stalled %.0f s with %d records queued, waiting for %s: releasing",
-                            self.settings.merge_stall_seconds, self.core.queued, ", ".join(blocked))
+                            self.settings.merge_stall_seconds, self.core.queued, self._blocked())
                 await self._release(force=True)
             if not any(self._waiting(tp) for tp in self._assigned()):
                 await self._send(self.core.tick())
@@ -204,15 +201,21 @@ class WorkerShell:
         self._dirty = False
         self._last_checkpoint = time.monotonic()
 
+    def _blocked(self) -> str:
+        """The partitions the merge waits for (queue empty, not read to the fetch high-watermark)."""
+        return ", ".join(f"{t}[{p}] next={self.core.next_offset((t, p))} "
+                         f"highwater={self.app.consumer.highwater(FaustTP(t, p))}"
+                         for t, p in self._assigned() if self._waiting((t, p))) or "-"
+
     def _report(self) -> None:
         now = time.monotonic()
-        if now - self._last_report < 10:
+        if now - self._last_report < float(os.environ.get("MONITOR_REPORT_SECONDS", "10")):
             return
         rate = (self.core.applied - self._report_applied) / (now - self._last_report)
         wm = self.core.engine.watermark.value
         log.info("applied %d records (%.0f/s), queued %d, outputs %d, dead letters %d, checkpoints %d, "
-                 "event time %s", self.core.applied, rate, self.core.queued, self.outputs,
-                 self.core.dead_letters, self.checkpoints, wm.isoformat() if wm else "-")
+                 "event time %s; waiting for %s", self.core.applied, rate, self.core.queued, self.outputs,
+                 self.core.dead_letters, self.checkpoints, wm.isoformat() if wm else "-", self._blocked())
         self._last_report, self._report_applied = now, self.core.applied
 
 

@@ -67,8 +67,9 @@ class Inbound:
     key: bytes | None
     value: bytes | None
     timestamp: datetime | None = None
-    #: Producer sequence (header ``seq``, set by ``monitor produce``): total arrival order of the input.
-    seq: int | None = None
+    #: Producer sequence numbers (header ``seq``, set by ``monitor produce``): the input's total arrival
+    #: order, one per record of the value (the last one repeats when a value has more records).
+    seq: tuple[int, ...] | None = None
     #: Opaque handle the caller acknowledges when ``checkpoint`` says so (a Faust event).
     handle: Any = None
 
@@ -185,7 +186,7 @@ class ShellCore:
         entry = _Message(msg.offset, 0, skip, [msg.handle] if msg.handle is not None else [])
         queue = self._queues.setdefault(tp, deque())
         valid_index = 0
-        for item in parsed:
+        for position, item in enumerate(parsed):
             if isinstance(item, InvalidRecord):
                 self.dead_letters += 1
                 self.dlq_limit.observe(True)
@@ -196,7 +197,8 @@ class ShellCore:
             valid_index += 1
             if valid_index <= skip:
                 continue  # applied before the checkpoint this run resumed from
-            queue.append(self._item(tp, stream, msg, item, entry))
+            seq = msg.seq[min(position, len(msg.seq) - 1)] if msg.seq else -1
+            queue.append(self._item(tp, stream, msg, item, entry, seq))
             entry.pending += 1
         if msg.timestamp is not None and stream in ACTIVITY_STREAMS and (
                 self.max_broker_time is None or msg.timestamp > self.max_broker_time):
@@ -207,7 +209,7 @@ class ShellCore:
             raise DeadLetterLimitExceeded(self.dlq_limit.describe())
         return letters
 
-    def _item(self, tp: TP, stream: str, msg: Inbound, rec: Record, entry: _Message) -> _Item:
+    def _item(self, tp: TP, stream: str, msg: Inbound, rec: Record, entry: _Message, seq: int) -> _Item:
         # As the replay shell: a record without its own arrival time sorts at the latest arrival seen
         # before it in the same source (file there, partition here).
         last = self.last_arrival.get(tp, _EARLIEST)
@@ -221,8 +223,7 @@ class ShellCore:
             override = msg.timestamp
             sort_time = msg.timestamp
             self.engine.stats.quality[f"{stream}.clock_skew"] += 1
-        key = (sort_time, STREAM_ORDER[stream], -1 if msg.seq is None else msg.seq, msg.partition,
-               msg.offset, entry.pending)
+        key = (sort_time, STREAM_ORDER[stream], seq, msg.partition, msg.offset, entry.pending)
         return _Item(key, rec, override, entry, self.last_arrival[tp])
 
     def _duplicate(self, tp: TP, msg: Inbound) -> None:

@@ -5,8 +5,8 @@ order (the same merge of files by ``inf_time``, file order, line), with the keys
 original bytes of every line (invalid ones too: they are the worker's dead letters to find), a ``seq``
 header carrying the total order, and the record's arrival time as the Kafka timestamp (the upload time
 an upstream gateway would stamp; on a real cluster, historical loads need ``retention.ms=-1`` on the
-input topics or ``--timestamp now``). ``--arrays N`` groups runs of up to N consecutive records of the
-same topic and key into JSON-array values (NHSA batch uploads), keeping every partition in arrival order.
+input topics or ``--timestamp now``). ``--arrays N`` sends up to N records bound for the same partition
+of a topic as one JSON-array value (NHSA batch uploads), keeping every partition in arrival order.
 
 ``consume_topic`` prints a topic's values from the beginning as JSON lines; with ``until_idle`` it
 returns once nothing new arrived for that long.
@@ -91,8 +91,15 @@ class ProduceStats:
 
 def produce_dir(input_dir: Path, settings: Settings, rate: float | None = None, arrays: int = 1,
                 timestamp: str = "arrival", linger_ms: int = 20) -> ProduceStats:
-    """Load ``input_dir`` into the input topics (module docstring); returns counts."""
+    """Load ``input_dir`` into the input topics (module docstring); returns counts.
+
+    With ``arrays > 1`` the records bound for one partition of one topic are collected, in arrival
+    order, into JSON-array values of up to ``arrays`` records (keyed by their first record); the ``seq``
+    header then lists every element's sequence number. Each partition still receives its records in
+    arrival order, which is what the worker's merge relies on.
+    """
     from kafka import KafkaProducer
+    from kafka.partitioner.default import murmur2
 
     ensure_topics(settings)
     producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers(), acks="all", linger_ms=linger_ms,
@@ -100,13 +107,23 @@ def produce_dir(input_dir: Path, settings: Settings, rate: float | None = None, 
                              **kafka_python_security(settings))
     stats = ProduceStats()
     start = time.monotonic()
-    groups: dict[str, list[_Line]] = {}
+    groups: dict[tuple[str, int], list[tuple[int, _Line]]] = {}
+    partitions: dict[str, int] = {}
 
-    def send(stream: str, value: bytes, key: str | None, ts: datetime | None, n: int) -> None:
+    def partition_of(stream: str, key: str | None) -> int | None:
+        topic = INPUTS[stream].name
+        if topic not in partitions:
+            partitions[topic] = len(producer.partitions_for(topic))
+        if key is None:
+            return None
+        return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions[topic]
+
+    def send(stream: str, value: bytes, key: str | None, ts: datetime | None, n: int, seqs: list[int],
+             partition: int | None = None) -> None:
         topic = INPUTS[stream].name
         ts_ms = int(ts.timestamp() * 1000) if ts is not None and timestamp == "arrival" else None
         producer.send(topic, value=value, key=key.encode() if key is not None else None, timestamp_ms=ts_ms,
-                      headers=[("seq", str(stats.messages).encode())])
+                      partition=partition, headers=[("seq", ",".join(map(str, seqs)).encode())])
         stats.messages += 1
         stats.records += n
         stats.by_topic[topic] = stats.by_topic.get(topic, 0) + n
@@ -115,33 +132,30 @@ def produce_dir(input_dir: Path, settings: Settings, rate: float | None = None, 
             if ahead > 0:
                 time.sleep(ahead)
 
-    def flush_group(stream: str) -> None:
-        group = groups.pop(stream, None)
+    def flush_group(where: tuple[str, int]) -> None:
+        group = groups.pop(where, None)
         if not group:
             return
-        if len(group) == 1:
-            one = group[0]
-            send(stream, one.raw, one.key, one.arrival if one.timestamped else None, one.records)
-        else:
-            value = b"[" + b",".join(g.raw for g in group) + b"]"
-            ts = max((g.arrival for g in group if g.timestamped), default=None)
-            send(stream, value, group[0].key, ts, len(group))
+        stream, partition = where
+        lines = [g for _, g in group]
+        value = b"[" + b",".join(g.raw for g in lines) + b"]" if len(lines) > 1 else lines[0].raw
+        ts = max((g.arrival for g in lines if g.timestamped), default=None)
+        send(stream, value, lines[0].key, ts, len(lines), [n for n, _ in group], partition)
 
     merged = heapq.merge(*(_lines(p) for p in input_files(input_dir)))
     try:
-        for line in merged:
-            if arrays <= 1 or line.is_array:
-                flush_group(line.stream)
-                send(line.stream, line.raw, line.key, line.arrival if line.timestamped else None, line.records)
+        for seq, line in enumerate(merged):
+            part = partition_of(line.stream, line.key) if arrays > 1 and not line.is_array else None
+            if part is None:
+                send(line.stream, line.raw, line.key, line.arrival if line.timestamped else None, line.records,
+                     [seq])
                 continue
-            group = groups.get(line.stream)
-            if group and group[0].key != line.key:
-                flush_group(line.stream)
-            groups.setdefault(line.stream, []).append(line)
-            if len(groups[line.stream]) >= arrays:
-                flush_group(line.stream)
-        for stream in list(groups):
-            flush_group(stream)
+            where = (line.stream, part)
+            groups.setdefault(where, []).append((seq, line))
+            if len(groups[where]) >= arrays:
+                flush_group(where)
+        for where in list(groups):
+            flush_group(where)
         producer.flush()
     finally:
         producer.close()

