@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     #: letters (a bad deploy, not bad data).
     dlq_max_ratio: float = Field(default=0.5, gt=0, le=1)
     dlq_window: int = Field(default=1000, ge=1)
+    #: Seconds between the worker's progress log lines ("applied N records (R/s), queued …").
+    report_seconds: float = Field(default=10.0, gt=0)
     #: Faust consumer session timeout (seconds); small values make the group join fast on tansu.
     broker_session_timeout: float = Field(default=30.0, gt=0)
     #: Faust consumer group rebalance timeout (seconds).

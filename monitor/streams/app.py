@@ -209,7 +209,7 @@ class WorkerShell:
 
     def _report(self) -> None:
         now = time.monotonic()
-        if now - self._last_report < float(os.environ.get("MONITOR_REPORT_SECONDS", "10")):
+        if now - self._last_report < self.settings.report_seconds:
             return
         rate = (self.core.applied - self._report_applied) / (now - self._last_report)
         wm = self.core.engine.watermark.value
