@@ -60,7 +60,6 @@ class Planter:
         self.rng.shuffle(self.clinics)
         self._next_ph = 0
         self._next_cl = 0
-        self.background = [i for i in city.insts if i.is_pharmacy]
 
     # ------------------------------------------------------------------------------------ helpers
     def on(self, day: int) -> date:
@@ -92,8 +91,6 @@ class Planter:
                 inst.special = False
                 inst.drugs = [d for d in inst.drugs if not self.city.drugs[d].high_value]
         inst.rate = max(inst.rate, rate)
-        if inst in self.background:
-            self.background.remove(inst)
         return inst
 
     def host(self) -> Inst:
