@@ -56,6 +56,8 @@ def register(sub: Any) -> None:
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--scale", type=float, default=0.2, help="background volume multiplier (default 0.2)")
     demo.add_argument("--policy", default="ezhou")
+    demo.add_argument("--store", default=None, metavar="DSN",
+                      help="ClickHouse store to fill (default: embedded chDB under MONITOR_DATA_DIR; 'none' skips)")
     demo.set_defaults(func=run_demo_cmd)
 
 
@@ -106,6 +108,19 @@ def run_score(args: argparse.Namespace) -> int:
 
 def run_demo_cmd(args: argparse.Namespace) -> int:
     from monitor.simulate.demo import run_demo
+    from monitor.sinks.clickhouse import ClickHouseSink, redact
+    from monitor.sinks.config import SinkSettings
 
-    return run_demo(args.out, days=args.days, institutions=args.institutions, seed=args.seed, scale=args.scale,
-                    policy=args.policy)
+    # The embedded store: the same one `monitor replay`, `monitor inspect` and `monitor serve` use by
+    # default (chDB under MONITOR_DATA_DIR), so an inspector can open what the demo found.
+    settings = SinkSettings()
+    if args.store is not None:
+        settings = settings.model_copy(update={"store": args.store})
+    dsn = settings.store_dsn()
+    sinks = [ClickHouseSink(dsn, settings.data_dir)] if dsn is not None else []
+    code = run_demo(args.out, days=args.days, institutions=args.institutions, seed=args.seed, scale=args.scale,
+                    policy=args.policy, extra_sinks=sinks)
+    if dsn is not None:
+        print(f"Store: {redact(dsn)} — open a case file with `monitor inspect CODE` or the pages with "
+              "`monitor serve` (http://127.0.0.1:8080)")
+    return code
