@@ -11,7 +11,9 @@ def register(sub: Any) -> None:
         "worker",
         help="run the Faust worker: input topics → engine → monitor.alerts / monitor.tickets / monitor.dlq",
         description="Settings come from MONITOR_* environment variables (see README 'Kafka shell'): "
-                    "MONITOR_BROKER, MONITOR_DATA_DIR (checkpoints), MONITOR_POLICY, MONITOR_PARTITIONS, …",
+                    "MONITOR_BROKER, MONITOR_DATA_DIR (checkpoints), MONITOR_POLICY, MONITOR_PARTITIONS, "
+                    "MONITOR_STORE, MONITOR_CASE_WEBHOOK_URL, MONITOR_METRICS_PORT (web: /metrics and the "
+                    "inspector pages, default 6066), MONITOR_UI_TOKEN, …",
     )
     p.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run)
@@ -32,7 +34,11 @@ def run(args: argparse.Namespace) -> int:
     created = ensure_topics(settings)
     if created:
         logging.getLogger("monitor.worker").info("created topics: %s", ", ".join(created))
-    app, _shell = create_app(settings)
+    app, shell = create_app(settings)
     worker = faust.Worker(app, loglevel=args.loglevel, quiet=True)
-    worker.execute_from_commandline()
+    shell.start()
+    try:
+        worker.execute_from_commandline()
+    finally:
+        shell.close()
     return 0

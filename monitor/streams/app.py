@@ -4,13 +4,21 @@ Delivery (design §4, style "commit only after sinks flush")::
 
     take a batch of messages (raw bytes, no acks) → ShellCore.receive (parse, dead letters)
     → ShellCore.release (arrival-order merge → Engine) → produce alerts / tickets / dead letters
-    → every MONITOR_CHECKPOINT_INTERVAL s: flush the producer → write the checkpoint (engine snapshot +
-      the input positions it reflects) → acknowledge the messages it covers → Faust commits them.
+    → write the batch's outputs to the sinks (ClickHouse store, Prometheus metrics, case-system outbox)
+    → every MONITOR_CHECKPOINT_INTERVAL s: flush the producer → flush the sinks (durable) → write the
+      checkpoint (engine snapshot + the input positions it reflects) → acknowledge the messages it
+      covers → Faust commits them.
 
 So input is at-least-once, outputs are effectively-once (deterministic ids, re-produced identically on
 redelivery) and state after a restart is the checkpoint's, whatever the broker's changelog recovery
 does. Invalid records are dead-lettered; any other exception (and the dead-letter ratio limit) stops the
 process loudly with a non-zero exit code — no message is acknowledged past the last checkpoint.
+
+Web server (Faust's, aiohttp; port ``MONITOR_METRICS_PORT``, default ``WEB_PORT`` = 6066 as
+docker-compose.yml and deploy/prometheus expect): ``/metrics`` serves one Prometheus registry holding our
+``monitor_*`` metrics and Faust's own sensor (``name_prefix="faust"``: ``faust_topic_partition_end_offset``,
+``faust_topic_partition_offset_commited``, … for consumer lag); the inspectors' pages and JSON API
+(``monitor.inspect.web``, same routes and bearer-token rule as ``monitor serve``) over the same store.
 
 Names are contracts (style: "name them explicitly in one module"): ``AGENT_NAMES``, ``TIMER_NAMES`` and
 ``TABLE_NAMES`` are pinned by a test. There are no Faust tables: see the README ("Kafka shell") for why the
@@ -24,6 +32,7 @@ import logging
 import os
 import ssl
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Awaitable, Sequence
@@ -36,8 +45,11 @@ from faust.types import TP as FaustTP
 from monitor.clock import CST
 from monitor.engine import Engine, Output
 from monitor.outputs import Alert, DeadLetter
-from monitor.policy.pack import load_pack
+from monitor.policy.pack import Pack, load_pack
 from monitor.settings import Settings
+from monitor.sinks import Sink
+from monitor.sinks.casesystem import CaseSystemSink
+from monitor.sinks.config import SinkSettings, bind_all, build_sinks
 from monitor.streams.checkpoint import CheckpointStore
 from monitor.streams.core import TP, DeadLetterLimit, DeadLetterLimitExceeded, Inbound, ShellCore
 from monitor.streams.topics import ALERTS, DLQ, INPUTS, STREAM_OF_TOPIC, TICKETS
@@ -53,6 +65,12 @@ EXIT_DLQ_LIMIT = 3
 #: Messages per agent batch (Faust ``take``): fewer, larger events (notes/local-kafka.md).
 TAKE_MAX = 2000
 TAKE_WITHIN = 0.05
+#: Faust web server port when ``MONITOR_METRICS_PORT`` is unset (docker-compose.yml, deploy/prometheus).
+WEB_PORT = 6066
+#: The inspector routes mounted on the Faust web server (``monitor.inspect.web``); registered before
+#: Faust's own blueprints, so ``/`` is the inspectors' list, not Faust's status index.
+INSPECTOR_ROUTES: tuple[str, ...] = ("/", "/healthz", "/login", "/static/style.css", "/institutions/{code}",
+                                     "/api/institutions", "/api/institutions/{code}")
 
 
 def faust_credentials(settings: Settings) -> Any:
@@ -89,13 +107,19 @@ def fatal(exc: BaseException, code: int = EXIT_CRASH) -> None:
 class WorkerShell:
     """Glue between Faust and ``ShellCore``; every engine access holds ``lock``."""
 
-    def __init__(self, app: faust.App, settings: Settings, core: ShellCore, store: CheckpointStore) -> None:
+    def __init__(self, app: faust.App, settings: Settings, core: ShellCore, store: CheckpointStore,
+                 sinks: Sequence[Sink] = ()) -> None:
         self.app = app
         self.settings = settings
         self.core = core
         self.store = store
+        self.sinks = list(sinks)
         self.lock = asyncio.Lock()
         self._pending: list[Awaitable[Any]] = []
+        self._batch_out: list[Output] = []
+        self._batch_dead: list[DeadLetter] = []
+        self._delivering: set[int] = set()  # id() of case-system sinks delivering from their own thread
+        self._sink_lock = threading.Lock()  # a flush in a worker thread vs. close at shutdown
         self._dirty = False
         self._last_checkpoint = time.monotonic()
         self._checkpoint_seconds = 0.0
@@ -133,6 +157,7 @@ class WorkerShell:
                                                     handle=event))
                 await self._send_letters(letters)
             await self._release(force=False)
+            self._write_sinks()
             await self._maybe_checkpoint()
 
     async def on_tick(self) -> None:
@@ -145,6 +170,7 @@ class WorkerShell:
                 await self._release(force=True)
             if not any(self._waiting(tp) for tp in self._assigned()):
                 await self._send(self.core.tick())
+            self._write_sinks()
             await self._maybe_checkpoint()
             self._report()
 
@@ -170,6 +196,7 @@ class WorkerShell:
                 spec.name, item.fixmedins_code.encode(), item.model_dump_json().encode(), None, None, None))
         self.outputs += len(outputs)
         if outputs:
+            self._batch_out.extend(outputs)
             self._dirty = True
 
     async def _send_letters(self, letters: Sequence[DeadLetter]) -> None:
@@ -178,7 +205,38 @@ class WorkerShell:
                 DLQ.name, letter.key.encode() if letter.key else None, letter.model_dump_json().encode(),
                 None, None, None))
         if letters:
+            self._batch_dead.extend(letters)
             self._dirty = True
+
+    # ------------------------------------------------------------------------------------------ sinks
+    def start(self) -> None:
+        """Start background delivery: the case-system sink POSTs from its own thread (its ``write``
+        is already durable: the outbox), so checkpoints never wait for the case system."""
+        for sink in self.sinks:
+            if isinstance(sink, CaseSystemSink):
+                sink.start()
+                self._delivering.add(id(sink))
+
+    def close(self) -> None:
+        """Flush and close the sinks (graceful stop; what is not delivered stays in their buffers)."""
+        with self._sink_lock:
+            for sink in self.sinks:
+                sink.close()
+            self.sinks = []
+
+    def _write_sinks(self) -> None:
+        """Hand this batch's outputs to every sink (they buffer; ``flush`` makes them durable). Called
+        for every batch, even without outputs, so the metrics follow the records."""
+        out, dead = self._batch_out, self._batch_dead
+        self._batch_out, self._batch_dead = [], []
+        for sink in self.sinks:
+            sink.write(out, dead)
+
+    def _flush_sinks(self) -> None:
+        with self._sink_lock:
+            for sink in self.sinks:
+                if id(sink) not in self._delivering:
+                    sink.flush()
 
     async def _maybe_checkpoint(self, force: bool = False) -> None:
         # The snapshot costs time proportional to the state: never spend more than about a fifth of
@@ -191,6 +249,10 @@ class WorkerShell:
         pending, self._pending = self._pending, []
         for fut in pending:
             await fut  # raises if an output was not written: crash, do not ack
+        # Durable in every sink before the checkpoint that lets the input be acknowledged (style:
+        # "commit only after sinks flush"). In a worker thread: the event loop keeps serving /metrics,
+        # the inspector pages and the consumer's heartbeats; the lock keeps the engine still meanwhile.
+        await asyncio.to_thread(self._flush_sinks)
         started = time.monotonic()
         ckpt, handles = self.core.checkpoint()
         self.store.save(ckpt)
@@ -237,8 +299,54 @@ def build_core(settings: Settings, store: CheckpointStore) -> ShellCore:
     return core
 
 
-def create_app(settings: Settings) -> tuple[faust.App, WorkerShell]:
-    """The Faust app with its agent and timer, bound to a ``WorkerShell`` restored from the checkpoint."""
+class _LazyStore:
+    """The inspectors' ``CaseStore``, opened on first use (a ClickHouse server that is down at start-up
+    must not stop the worker; the pages answer 503 until it is up)."""
+
+    def __init__(self, dsn: str, password: str | None) -> None:
+        self.dsn = dsn
+        self.password = password
+        self._store: Any = None
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        with self._lock:
+            if self._store is None:
+                from monitor.inspect.store import open_store
+
+                self._store = open_store(self.dsn, password=self.password)
+        return getattr(self._store, name)
+
+
+def mount_inspector(app: faust.App, pack: Pack, conf: SinkSettings) -> bool:
+    """Serve the inspectors' pages and JSON API (``monitor.inspect.web``) on the Faust web server over
+    the worker's store, with ``MONITOR_UI_TOKEN`` as bearer token when set; ``False`` without a store."""
+    from monitor.inspect import InspectSettings
+    from monitor.inspect.web import InspectorApp, aiohttp_handler
+
+    dsn = conf.store_dsn()
+    if dsn is None:
+        return False
+    password = conf.store_password.get_secret_value() if conf.store_password else None
+    handler = aiohttp_handler(InspectorApp(cast(Any, _LazyStore(dsn, password)), pack,
+                                           token=InspectSettings().ui_token))
+    router = cast(Any, app.web).web_app.router  # the aiohttp driver's Application
+    for route in INSPECTOR_ROUTES:
+        router.add_route("*", route, handler)
+    return True
+
+
+def create_app(settings: Settings, sink_settings: SinkSettings | None = None) -> tuple[faust.App, WorkerShell]:
+    """The Faust app with its agent, timer and web server, bound to a ``WorkerShell`` restored from the
+    checkpoint and writing to the sinks of ``sink_settings`` (default: from the environment)."""
+    from faust.sensors.prometheus import setup_prometheus_sensors
+    from prometheus_client import CollectorRegistry
+
+    from monitor.metrics import FAUST_PREFIX
+
+    conf = sink_settings if sink_settings is not None else SinkSettings()
     session = settings.broker_session_timeout
     app = faust.App(
         settings.app_id,
@@ -246,7 +354,8 @@ def create_app(settings: Settings) -> tuple[faust.App, WorkerShell]:
         broker_credentials=faust_credentials(settings),
         store="memory://",
         autodiscover=False,
-        web_enabled=False,
+        web_enabled=True,
+        web_port=conf.metrics_port if conf.metrics_port is not None else WEB_PORT,
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication,
         broker_session_timeout=session,
@@ -257,7 +366,14 @@ def create_app(settings: Settings) -> tuple[faust.App, WorkerShell]:
         producer_acks=-1,
     )
     store = CheckpointStore(settings.data_dir, settings.app_id)
-    shell = WorkerShell(app, settings, build_core(settings, store), store)
+    core = build_core(settings, store)
+    # One registry for our metrics and Faust's sensor, both on the web server's /metrics.
+    registry = CollectorRegistry()
+    sinks = build_sinks(conf, registry)
+    bind_all(sinks, core.engine)  # after the restore: the institution-day collector is checkpointed
+    mount_inspector(app, core.engine.pack, conf)
+    setup_prometheus_sensors(app, registry=registry, name_prefix=FAUST_PREFIX)
+    shell = WorkerShell(app, settings, core, store, sinks)
     inputs = app.topic(*(spec.name for spec in INPUTS.values()), key_type=bytes, value_type=bytes,
                        key_serializer="raw", value_serializer="raw")
 

@@ -149,6 +149,8 @@ def kafka_env(broker: Broker, data_dir: Path, **extra: str) -> dict[str, str]:
         "MONITOR_BROKER_REBALANCE_TIMEOUT": "6",
         "MONITOR_CHECKPOINT_INTERVAL": "0.2",
         "MONITOR_TICK_INTERVAL": "0.2",
+        # the Faust web server (/metrics, inspector pages): a free port, never the 6066 default
+        "MONITOR_METRICS_PORT": str(free_port()),
     })
     env.update(extra)
     return env

@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import io
 import json
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +120,11 @@ def test_kill_9_twice_mid_stream(broker: Broker, make_worker: Any, tmp_path: Pat
             same = {x["alert_id"] for x in alerts if x["rule_id"] == a["rule_id"]
                     and x["fixmedins_code"] == a["fixmedins_code"] and x["window_start"] == a["window_start"]}
             assert same == {a["alert_id"]}
+    # the store saw the re-produced outputs too: still one row per id after FINAL, none lost
+    assert worker.stop() == 0, worker.tail()
+    dsn = f"chdb://{tmp_path / 'data' / 'clickhouse'}"
+    assert store_ids(dsn, "tickets", "ticket_id") == (ids(expected["tickets"], "ticket_id"), len(expected["tickets"]))
+    assert store_ids(dsn, "alerts", "alert_id") == (ids(expected["alerts"], "alert_id"), len(expected["alerts"]))
 
 
 def poison_city(folder: Path) -> int:
@@ -176,3 +187,102 @@ def test_dead_letter_ratio_limit_stops_the_worker(broker: Broker, make_worker: A
     assert worker.proc is not None and worker.proc.returncode == EXIT_DLQ_LIMIT, worker.tail()
     assert "dead letters" in worker.tail()
     assert worker.applied_messages() == 0  # nothing acknowledged past the last checkpoint
+
+
+# ------------------------------------------------------------------------------- sinks, /metrics, pages
+def http_get(url: str, token: str | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def store_ids(dsn: str, table: str, key: str) -> tuple[set[str], int]:
+    """(distinct ids after FINAL, rows after FINAL) of an embedded store the worker has closed."""
+    from monitor.sinks.clickhouse import connect
+
+    client, db = connect(dsn)
+    try:
+        rows = client.query(f"SELECT {key} FROM {db}.{table} FINAL").result_rows
+    finally:
+        client.close()
+    return {r[0] for r in rows}, len(rows)
+
+
+@contextmanager
+def case_system() -> Iterator[tuple[str, list[str]]]:
+    """A local case-system endpoint that records the Idempotency-Key of every accepted POST."""
+    keys: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            keys.append(self.headers["Idempotency-Key"])
+            self.send_response(201)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/tickets", keys
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_worker_feeds_store_metrics_case_system_and_pages(broker: Broker, make_worker: Any, tmp_path: Path) -> None:
+    """Issue 7/9 in worker mode: alerts and tickets land in the embedded chDB store (one row per id after
+    FINAL), tickets reach the case system once per id, /metrics carries our metrics and Faust's sensor,
+    and the inspector API is served by the Faust web server behind the bearer token."""
+    city = tmp_path / "city"
+    build_city(city)
+    expected = replay(city, tmp_path / "replay")
+    alert_ids, ticket_ids = ids(expected["alerts"], "alert_id"), ids(expected["tickets"], "ticket_id")
+    flagged = {r["fixmedins_code"] for r in expected["alerts"] + expected["tickets"]}
+    with case_system() as (url, posted):
+        env = kafka_env(broker, tmp_path / "data", MONITOR_UI_TOKEN="inspector-token",
+                        MONITOR_CASE_WEBHOOK_URL=url)
+        worker = make_worker(env)
+        stats = produce_dir(city, worker.settings, arrays=25)
+        worker.start()
+        run_to_end(worker, stats.messages)
+        web = f"http://127.0.0.1:{env['MONITOR_METRICS_PORT']}"
+
+        def scraped() -> str | None:
+            status, body = http_get(web + "/metrics")
+            text = body.decode()
+            # Faust commits acknowledged offsets on its own interval: wait for the committed gauge
+            return text if status == 200 and "faust_topic_partition_offset_commited{" in text else None
+
+        metrics = wait_for(scraped, "faust_topic_partition_offset_commited on /metrics")
+        assert "faust_topic_partition_end_offset{" in metrics
+        assert "faust_messages_received_total" in metrics  # Faust's sensor, prefix "faust"
+        alerts_total = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                           if line.startswith("monitor_alerts_total{"))
+        assert alerts_total >= len(alert_ids)  # re-produced after a restart would count again
+        assert 'monitor_records_total{region="420702",stream="settlements"}' in metrics
+
+        assert http_get(web + "/api/institutions")[0] == 401
+
+        def listed() -> set[str] | None:
+            status, body = http_get(web + "/api/institutions", "inspector-token")
+            codes = {r["code"] for r in json.loads(body)["institutions"]} if status == 200 else set()
+            return codes if codes == flagged else None
+
+        wait_for(listed, "the inspector API to list the flagged institutions")
+        status, page = http_get(web + "/", "inspector-token")
+        assert status == 200 and b"<html" in page.lower()
+        wait_for(lambda: set(posted) >= ticket_ids, "every ticket at the case system")
+        assert worker.stop() == 0, worker.tail()
+        assert sorted(posted) == sorted(ticket_ids)  # once per id
+    dsn = f"chdb://{tmp_path / 'data' / 'clickhouse'}"
+    got, rows = store_ids(dsn, "alerts", "alert_id")
+    assert got == alert_ids and rows == len(alert_ids)
+    got, rows = store_ids(dsn, "tickets", "ticket_id")
+    assert got == ticket_ids and rows == len(ticket_ids)
