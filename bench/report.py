@@ -75,10 +75,10 @@ def render(rows: list[Row], meta: dict[str, Any]) -> str:
     """The Markdown table the README carries."""
     lines = [
         f"Measured {meta['date']} on {meta['machine']} (`python -m bench{meta['args']}`; "
-        f"{meta['runs']} runs per case, median quoted; commit {meta['commit']}).",
+        f"n = runs of each case (up to {meta['runs']}), median quoted; commit {meta['commit']}).",
         "",
-        "| case | measure | unit | median | min | max | baseline (median) | ratio | target (§6) | ok |",
-        "|---|---|---|---:|---:|---:|---|---:|---:|:-:|",
+        "| case | measure | unit | n | median | min | max | baseline (median) | ratio | target (§6) | ok |",
+        "|---|---|---|---:|---:|---:|---:|---|---:|---:|:-:|",
     ]
     for r in rows:
         base = f"{r.baseline} ({_fmt(r.baseline_median, r.unit)})" if r.baseline else "—"
@@ -88,8 +88,9 @@ def render(rows: list[Row], meta: dict[str, Any]) -> str:
         name = f"{r.name} ({r.note})" if r.note else r.name
         lo = min(r.values) if r.values else None
         hi = max(r.values) if r.values else None
-        lines.append(f"| {r.case} | {name} | {r.unit} | {_fmt(r.median if r.values else None, r.unit)} | "
-                     f"{_fmt(lo, r.unit)} | {_fmt(hi, r.unit)} | {base} | {ratio} | {target} | {ok} |")
+        mid = _fmt(r.median if r.values else None, r.unit)
+        lines.append(f"| {r.case} | {name} | {r.unit} | {len(r.values)} | {mid} | {_fmt(lo, r.unit)} | "
+                     f"{_fmt(hi, r.unit)} | {base} | {ratio} | {target} | {ok} |")
     return "\n".join(lines)
 
 

@@ -34,8 +34,8 @@ def test_ratio_and_target_are_read_the_right_way() -> None:
     smaller = Row("memory", "y", "B/code", [70.0], target=64.0, higher_is_better=False)
     assert smaller.meets is False and smaller.ratio is None
     table = render([faster, smaller], {"date": "2026-11-28", "machine": "m", "args": "", "runs": 3, "commit": "c"})
-    assert "| replay | x | records/s | 2 | 1 | 3 | b (4) | 0.50× | ≥ 2 | ✓ |" in table
-    assert "| memory | y | B/code | 70 | 70 | 70 | — | — | ≤ 64 | ✗ |" in table
+    assert "| replay | x | records/s | 3 | 2 | 1 | 3 | b (4) | 0.50× | ≥ 2 | ✓ |" in table
+    assert "| memory | y | B/code | 1 | 70 | 70 | 70 | — | — | ≤ 64 | ✗ |" in table
 
 
 def test_bench_runs_every_offline_case_at_tiny_size(tmp_path: Path, capsys: object) -> None:
