@@ -67,6 +67,9 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     opts.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
     driver = webdriver.Chrome(options=opts, service=Service(executable_path=CHROMEDRIVER))
     driver.set_page_load_timeout(60)
+    # the sign-in POST redirects to the list; on a loaded machine the next page may not be there the
+    # instant click() returns, so element look-ups wait (up to 30 s) instead of failing at once
+    driver.implicitly_wait(30)
     try:
         yield driver
     finally:
