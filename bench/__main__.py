@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import replay_case
-from bench.gen import CITY_MONTH, PROVINCE_DAY, load_or_generate
+from bench.gen import CITY_MONTH, PROVINCE_DAY, InputInfo, load_or_generate, simulated_city_month
 from bench.report import Row, meta, render, write_json
 
 HERE = Path(__file__).resolve().parent
@@ -38,6 +38,8 @@ TRACE_TARGET_BYTES = 64.0
 @dataclass(frozen=True)
 class Profile:
     runs: int
+    #: ``monitor.simulate`` scale of the city-month (replay, memory); 0 = use bench.gen (smoke test)
+    sim_scale: float
     slice_records: int
     scaling_base: int
     memory_records: int
@@ -46,9 +48,9 @@ class Profile:
 
 
 PROFILES = {
-    "full": Profile(runs=3, slice_records=80_000, scaling_base=10_000, memory_records=300_000,
+    "full": Profile(runs=3, sim_scale=0.02, slice_records=80_000, scaling_base=10_000, memory_records=300_000,
                     trace_codes=(1_000_000, 10_000_000), kafka_records=20_000),
-    "quick": Profile(runs=2, slice_records=30_000, scaling_base=5_000, memory_records=100_000,
+    "quick": Profile(runs=2, sim_scale=0.005, slice_records=30_000, scaling_base=5_000, memory_records=100_000,
                      trace_codes=(1_000_000,), kafka_records=10_000),
 }
 
@@ -57,10 +59,18 @@ def _log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def _city_month(data: Path, prof: Profile) -> InputInfo:
+    """The simulated city (monitor.simulate) unless the sizes are overridden (smoke test)."""
+    if prof.sim_scale:
+        _log(f"input: monitor.simulate city-month at scale {prof.sim_scale:g}")
+        return simulated_city_month(data, prof.sim_scale)
+    return load_or_generate(data, CITY_MONTH, prof.slice_records)
+
+
 def case_replay(data: Path, prof: Profile) -> list[Row]:
     rows: list[Row] = []
     for shape in (CITY_MONTH, PROVINCE_DAY):
-        info = load_or_generate(data, shape, prof.slice_records)
+        info = _city_month(data, prof) if shape is CITY_MONTH else load_or_generate(data, shape, prof.slice_records)
         rates, bases, facts = [], [], {}
         stage_runs: list[dict[str, float]] = []
         for i in range(prof.runs):
@@ -71,7 +81,8 @@ def case_replay(data: Path, prof: Profile) -> list[Row]:
             stage_runs.append(replay_case.stages(info))
         rows.append(Row("replay", f"{shape.name} slice", "records/s", rates, baseline="bare parse loop",
                         baseline_median=statistics.median(bases), target=REPLAY_TARGET,
-                        note=f"{info.records:,} records, {shape.institutions:,} institutions, {shape.days} d",
+                        note=f"{info.records:,} records, {shape.institutions:,} institutions, {shape.days} d, "
+                             f"{info.source}",
                         extra={**facts, "input": info.by_stream, "source": info.source,
                                "baseline_values": bases}))
         rows.append(Row("replay", f"{shape.name} bare parse", "records/s", bases, note="baseline: ceiling"))
@@ -111,7 +122,7 @@ def case_scaling(data: Path, prof: Profile) -> list[Row]:
 def case_memory(data: Path, prof: Profile) -> list[Row]:
     from bench.memory_case import peak_rss
 
-    info = load_or_generate(data, CITY_MONTH, prof.memory_records)
+    info = _city_month(data, prof) if prof.sim_scale else load_or_generate(data, CITY_MONTH, prof.memory_records)
     peaks, floors, facts = [], [], {}
     runs = min(prof.runs, 2)  # a peak size varies little between runs
     for i in range(runs):
@@ -120,7 +131,7 @@ def case_memory(data: Path, prof: Profile) -> list[Row]:
         peaks.append(facts["peak_mib"])
         floors.append(facts["floor_mib"])
     return [Row("memory", "city-month replay peak RSS", "MiB", peaks, baseline="after imports",
-                baseline_median=statistics.median(floors), note=f"{info.records:,} records",
+                baseline_median=statistics.median(floors), note=f"{info.records:,} records, {info.source}",
                 extra=facts)]
 
 
@@ -173,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=HERE / "results" / "inputs", help="generated inputs (reused)")
     ap.add_argument("--runs", type=int, default=None, help="override runs per case")
     ap.add_argument("--records", type=int, default=None,
-                    help="override every input size (slices, scaling base, memory) — for the smoke test")
+                    help="override every input size (slices, scaling base, memory, Kafka) and use bench.gen's "
+                         "generator instead of monitor.simulate — for the smoke test")
     ap.add_argument("--trace-codes", default=None, help="override trace-code counts, e.g. 1000,10000")
     args = ap.parse_args(argv)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
@@ -184,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs or args.records or args.trace_codes:
         prof = Profile(
             runs=args.runs or prof.runs,
+            sim_scale=0.0 if args.records else prof.sim_scale,
             slice_records=args.records or prof.slice_records,
             scaling_base=args.records or prof.scaling_base,
             memory_records=args.records or prof.memory_records,

@@ -1,10 +1,14 @@
 """Benchmark input: the design §3 files for a city-month or a province-day slice.
 
-``monitor.simulate`` (issue 3) is the product's synthetic city; when it is importable and offers
-``write_city`` the benchmark uses it (``source = "monitor.simulate"`` in the results). Until then this
-small generator writes the same files with the same field names, shaped like the traffic a city or a
-province sends (design §1: a city ≈ a few hundred institutions and 10⁵ records/day; a province ≈ 10⁴
-institutions and 10⁷ records/day):
+``simulated_city_month`` runs the product's synthetic city (``monitor.simulate``, issue 3: realistic
+traffic with planted violations) for the headline city-month replay and its peak RSS
+(``source = "monitor.simulate"`` in the results). Its smallest city-month is ~1.4 × 10⁵ records (every
+institution trades and the plants are there at any ``scale``), and a 10⁴-institution day starts with
+~3.5 × 10⁵ opening-stocktake records, so the inputs whose *size* must be chosen — the province-day slice,
+the 1×/4×/16× scaling series, the Kafka runs and the smoke test (``--records``) — come from
+``generate`` below: the same files and field names, shaped like the traffic a city or a province sends
+(design §1: a city ≈ a few hundred institutions and 10⁵ records/day; a province ≈ 10⁴ institutions
+and 10⁷ records/day):
 
 * every sale is an insured settlement (1–3 drug lines, 1–2 packs each) or a self-pay sale, with one 3505
   movement per line and one trace-code scan per pack (unique codes); 40 % of insured sales are 门诊统筹
@@ -212,3 +216,25 @@ def load_or_generate(root: Path, shape: Shape, records: int, seed: int = 7) -> I
         return InputInfo(folder, m["shape"], m["records"], m["by_stream"], m["source"],
                          datetime.fromisoformat(m["as_of"]))
     return generate(folder, shape, records, seed)
+
+
+def simulated_city_month(root: Path, scale: float, seed: int = 7) -> InputInfo:
+    """A city-month (300 institutions, 30 days from 2026-03-01) from ``monitor.simulate`` at ``scale``
+    (1.0 = Ezhou's ~10⁵ records/day); reused when generated before with the same parameters."""
+    from monitor.simulate.generator import SimConfig, simulate
+
+    folder = root / f"sim-city-month-{scale:g}-{seed}"
+    manifest = folder / "manifest.json"
+    if manifest.exists():
+        m = json.loads(manifest.read_text())
+        return InputInfo(folder, m["shape"], m["records"], m["by_stream"], m["source"],
+                         datetime.fromisoformat(m["as_of"]))
+    start = date(2026, 3, 1)
+    result = simulate(SimConfig(out=folder, days=CITY_MONTH.days, institutions=CITY_MONTH.institutions, seed=seed,
+                                start=start, scale=scale))
+    as_of = datetime(start.year, start.month, start.day, tzinfo=CST) + timedelta(days=CITY_MONTH.days + 40)
+    info = InputInfo(folder, CITY_MONTH.name, result.records, dict(result.counts), "monitor.simulate", as_of)
+    manifest.write_text(json.dumps({"shape": info.shape, "records": info.records, "by_stream": info.by_stream,
+                                    "source": info.source, "as_of": as_of.isoformat(), "scale": scale,
+                                    "seed": seed}, indent=1))
+    return info
