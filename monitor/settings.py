@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     #: Seconds between checkpoints (engine snapshot + input offsets); inputs are acknowledged only
     #: after the checkpoint that covers them is durable.
     checkpoint_interval: float = Field(default=1.0, gt=0)
+    #: Largest share of the time spent writing checkpoints (each pickles the whole engine): after one
+    #: that took t seconds, the next waits at least ``t · (1/share − 1)`` (and ``checkpoint_interval``).
+    checkpoint_max_share: float = Field(default=0.1, gt=0, le=1)
     #: Wall-clock seconds between ticks (flow control only: release merged records, advance event time
     #: to the latest broker timestamp seen). Never used as business time.
     tick_interval: float = Field(default=0.5, gt=0)

@@ -1,8 +1,12 @@
-"""The Faust app of ``monitor worker``: one ingest agent over the seven input topics, one tick timer.
+"""The Faust app of ``monitor worker``: batch intake over the seven input topics, one tick timer.
+
+Intake is Faust's own consumer with a batch drain loop (``monitor.streams.batch``): each fetched batch
+of messages (raw bytes, nothing deserialized by Faust, nothing acknowledged) is one call into the shell,
+instead of a Faust agent that pays Faust's per-event machinery for every message (design §6 throughput).
 
 Delivery (design §4, style "commit only after sinks flush")::
 
-    take a batch of messages (raw bytes, no acks) → ShellCore.receive (parse, dead letters)
+    one fetched batch → ShellCore.receive (parse, dead letters)
     → ShellCore.release (arrival-order merge → Engine) → produce alerts / tickets / dead letters
     → write the batch's outputs to the sinks (ClickHouse store, Prometheus metrics, case-system outbox)
     → every MONITOR_CHECKPOINT_INTERVAL s: flush the producer → flush the sinks (durable) → write the
@@ -50,21 +54,24 @@ from monitor.settings import Settings
 from monitor.sinks import Sink
 from monitor.sinks.casesystem import CaseSystemSink
 from monitor.sinks.config import SinkSettings, bind_all, build_sinks
+from monitor.streams import batch as batch_intake
 from monitor.streams.checkpoint import CheckpointStore
 from monitor.streams.core import TP, DeadLetterLimit, DeadLetterLimitExceeded, Inbound, ShellCore
 from monitor.streams.topics import ALERTS, DLQ, INPUTS, STREAM_OF_TOPIC, TICKETS
 
 log = logging.getLogger("monitor.worker")
 
-AGENT_NAMES: tuple[str, ...] = ("monitor-ingest",)
+#: No Faust agents: the input topics are drained in batches by Faust's consumer (module docstring).
+AGENT_NAMES: tuple[str, ...] = ()
 TIMER_NAMES: tuple[str, ...] = ("monitor-tick",)
 TABLE_NAMES: tuple[str, ...] = ()
 #: Exit codes of ``monitor worker``.
 EXIT_CRASH = 70
 EXIT_DLQ_LIMIT = 3
-#: Messages per agent batch (Faust ``take``): fewer, larger events (notes/local-kafka.md).
-TAKE_MAX = 2000
-TAKE_WITHIN = 0.05
+#: Messages per fetched batch at most (Faust ``broker_max_poll_records``): large enough to amortise the
+#: per-batch work, small enough that a batch holds the engine for well under a second (ticks, reports
+#: and checkpoints wait for it).
+BATCH_MAX = 2000
 #: Faust web server port when ``MONITOR_METRICS_PORT`` is unset (docker-compose.yml, deploy/prometheus).
 WEB_PORT = 6066
 #: The inspector routes mounted on the Faust web server (``monitor.inspect.web``); registered before
@@ -144,21 +151,32 @@ class WorkerShell:
         nxt = self.core.next_offset(tp)
         return (nxt if nxt is not None else 0) < highwater
 
-    async def on_events(self, events: Sequence[Any]) -> None:
+    async def on_messages(self, messages: Sequence[Any]) -> None:
+        """One fetched batch of Faust ``ConsumerMessage`` (``monitor.streams.batch``): queue, merge,
+        apply, produce; acknowledged later, by the checkpoint that covers them."""
         async with self.lock:
-            for event in events:
-                m = event.message
+            receive = self.core.receive
+            letters: list[DeadLetter] = []
+            for m in messages:
                 seq = None
                 for hkey, hval in (m.headers.items() if isinstance(m.headers, dict) else m.headers or ()):
                     if hkey == "seq" and hval:
                         seq = tuple(int(x) for x in hval.split(b","))
                 ts = datetime.fromtimestamp(m.timestamp, CST) if m.timestamp else None
-                letters = self.core.receive(Inbound(m.topic, m.partition, m.offset, m.key, m.value, ts, seq,
-                                                    handle=event))
-                await self._send_letters(letters)
-            await self._release(force=False)
-            self._write_sinks()
-            await self._maybe_checkpoint()
+                letters.extend(receive(Inbound(m.topic, m.partition, m.offset, m.key, m.value, ts, seq,
+                                               handle=m)))
+            await self._send_letters(letters)
+        # Apply what the merge allows in chunks of BATCH_MAX records, each followed by the sinks and,
+        # when due, a checkpoint: the engine never runs for long without the lock being released (ticks,
+        # reports, rebalances get their turn) and a backlog is checkpointed as it is worked off.
+        while True:
+            async with self.lock:
+                applied = await self._release(force=False, limit=BATCH_MAX)
+                self._write_sinks()
+                await self._maybe_checkpoint()
+            if applied < BATCH_MAX:
+                return
+            await asyncio.sleep(0)
 
     async def on_tick(self) -> None:
         async with self.lock:
@@ -178,15 +196,17 @@ class WorkerShell:
         async with self.lock:
             self.core.forget((tp.topic, tp.partition) for tp in revoked)
 
-    async def _release(self, force: bool) -> None:
+    async def _release(self, force: bool, limit: int | None = None) -> int:
+        """Apply what the merge allows (at most ``limit`` records); returns how many were applied."""
         before = self.core.applied
-        out = self.core.release(self._assigned(), self._waiting, force=force)
+        out = self.core.release(self._assigned(), self._waiting, force=force, limit=limit)
         if self.core.applied != before:
             self._last_progress = time.monotonic()
             self._dirty = True
         elif not self.core.queued:
             self._last_progress = time.monotonic()
         await self._send(out)
+        return self.core.applied - before
 
     # ---------------------------------------------------------------------------------------- outputs
     async def _send(self, outputs: Sequence[Output]) -> None:
@@ -239,9 +259,11 @@ class WorkerShell:
                     sink.flush()
 
     async def _maybe_checkpoint(self, force: bool = False) -> None:
-        # The snapshot costs time proportional to the state: never spend more than about a fifth of
-        # the time checkpointing, whatever MONITOR_CHECKPOINT_INTERVAL says.
-        gap = max(self.settings.checkpoint_interval, 4 * self._checkpoint_seconds)
+        # The snapshot costs time proportional to the state (≈0.5 s for a city-week here): never spend
+        # more than MONITOR_CHECKPOINT_MAX_SHARE of the time checkpointing, whatever
+        # MONITOR_CHECKPOINT_INTERVAL says.
+        share = self.settings.checkpoint_max_share
+        gap = max(self.settings.checkpoint_interval, (1 / share - 1) * self._checkpoint_seconds)
         due = time.monotonic() - self._last_checkpoint >= gap
         if not (force or (due and (self._dirty or self.core._completed))):
             return
@@ -257,8 +279,8 @@ class WorkerShell:
         ckpt, handles = self.core.checkpoint()
         self.store.save(ckpt)
         self._checkpoint_seconds = time.monotonic() - started
-        for event in handles:
-            event.ack()
+        for message in handles:
+            batch_intake.ack(self.app, message)
         self.checkpoints += 1
         self._dirty = False
         self._last_checkpoint = time.monotonic()
@@ -339,7 +361,7 @@ def mount_inspector(app: faust.App, pack: Pack, conf: SinkSettings) -> bool:
 
 
 def create_app(settings: Settings, sink_settings: SinkSettings | None = None) -> tuple[faust.App, WorkerShell]:
-    """The Faust app with its agent, timer and web server, bound to a ``WorkerShell`` restored from the
+    """The Faust app with its batch intake, timer and web server, bound to a ``WorkerShell`` restored from the
     checkpoint and writing to the sinks of ``sink_settings`` (default: from the environment)."""
     from faust.sensors.prometheus import setup_prometheus_sensors
     from prometheus_client import CollectorRegistry
@@ -362,6 +384,7 @@ def create_app(settings: Settings, sink_settings: SinkSettings | None = None) ->
         broker_heartbeat_interval=min(3.0, session / 3),
         broker_rebalance_timeout=settings.broker_rebalance_timeout,
         consumer_auto_offset_reset="earliest",
+        broker_max_poll_records=BATCH_MAX,
         stream_wait_empty=False,
         producer_acks=-1,
     )
@@ -377,10 +400,9 @@ def create_app(settings: Settings, sink_settings: SinkSettings | None = None) ->
     inputs = app.topic(*(spec.name for spec in INPUTS.values()), key_type=bytes, value_type=bytes,
                        key_serializer="raw", value_serializer="raw")
 
-    async def ingest(stream: Any) -> None:
+    async def ingest(messages: Sequence[Any]) -> None:
         try:
-            async for events in stream.noack_take(TAKE_MAX, within=TAKE_WITHIN):
-                await shell.on_events(events)
+            await shell.on_messages(messages)
         except asyncio.CancelledError:
             raise
         except DeadLetterLimitExceeded as exc:
@@ -388,7 +410,7 @@ def create_app(settings: Settings, sink_settings: SinkSettings | None = None) ->
         except BaseException as exc:
             fatal(exc)
 
-    app.agent(inputs, name=AGENT_NAMES[0], concurrency=1)(ingest)
+    batch_intake.install(app, inputs, ingest)
 
     async def tick() -> None:
         try:
