@@ -204,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             kafka_records=args.records or prof.kafka_records,
         )
     t0 = time.perf_counter()
+    started = meta("", prof.runs)  # the commit measured is the one checked out when the run starts
     rows: list[Row] = []
     for case in cases:
         if case == "replay":
@@ -217,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         elif case == "kafka":
             rows += case_kafka(args.data, prof)
     flags = "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
-    info = meta(flags, prof.runs)
+    info = {**started, "args": flags}
     info["elapsed_s"] = round(time.perf_counter() - t0, 1)
     info["profile"] = prof.__dict__
     print(render(rows, info))
