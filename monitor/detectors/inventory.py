@@ -28,7 +28,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -49,8 +49,18 @@ RULE = "inventory.negative_stock"
 STOCKTAKE, DELTA, SALE = 0, 1, 2
 
 BatchKey = tuple[str, str, str]
+#: what an alert's evidence names a movement by: (infno, setl_id, rtal_docno, invdate of a stocktake)
+Ref = tuple[str, str | None, str | None, date | None]
 #: (business time, kind, arrival sequence, quantity (delta for DELTA/SALE: signed), split pack, ref, price)
-Movement = tuple[datetime, int, int, Decimal, bool, str, Decimal | None]
+Movement = tuple[datetime, int, int, Decimal, bool, Ref, Decimal | None]
+
+
+def ref_text(move: Movement) -> str:
+    """``3505:setl_id=…`` / ``3505:rtal_docno=…`` / ``3501:2026-01-01`` (formatted only for evidence)."""
+    btime, _, _, _, _, (infno, setl_id, docno, invdate), _ = move
+    if invdate is not None:
+        return f"3501:{invdate}"
+    return f"{infno}:" + (f"setl_id={setl_id}" if setl_id else f"rtal_docno={docno}" if docno else btime.isoformat())
 
 
 class NegativeStockParams(Params):
@@ -90,34 +100,34 @@ class NegativeStock(Detector):
 
     # ---------------------------------------------------------------------------------- records
     def on_record(self, rec: Record, arrival: datetime, ctx: Context) -> None:
-        if not isinstance(rec, (Stocktake, StockChange, PurchaseMovement, SaleMovement)):
+        # Hot path (every 进销存 record): one type dispatch, no string formatting (the evidence reference
+        # is formatted only when an alert is raised), and a timer only when the batch had none pending.
+        if isinstance(rec, SaleMovement):
+            if rec.infno == "3505":
+                kind, qty, establishes = SALE, -rec.sel_retn_cnt, False
+            else:
+                kind, qty, establishes = DELTA, rec.sel_retn_cnt, False
+        elif isinstance(rec, Stocktake):
+            kind, qty, establishes = STOCKTAKE, rec.inv_cnt, True
+        elif isinstance(rec, PurchaseMovement):
+            purchase = rec.infno == "3503"
+            kind, qty, establishes = DELTA, rec.purc_retn_cnt if purchase else -rec.purc_retn_cnt, purchase
+        elif isinstance(rec, StockChange):
+            kind, qty, establishes = DELTA, INV_CHG_SIGN[rec.inv_chg_type] * rec.cnt, False
+        else:
             return
         key = (rec.fixmedins_code, rec.med_list_codg, rec.fixmedins_bchno)
         batch = self.batches.get(key)
         self.seq += 1
         btime = rec.business_time
-        split = rec.trdn_flag == "1"
-        ref = f"{rec.infno}:" + (f"setl_id={rec.setl_id}" if rec.setl_id else
-                                 f"rtal_docno={rec.rtal_docno}" if rec.rtal_docno else btime.isoformat())
+        ref: Ref = (rec.infno, rec.setl_id, rec.rtal_docno, rec.invdate if isinstance(rec, Stocktake) else None)
         price = rec.finl_trns_pric if rec.finl_trns_pric is not None else rec.pric
-        move: Movement
-        if isinstance(rec, Stocktake):
-            move = (btime, STOCKTAKE, self.seq, rec.inv_cnt, split, f"3501:{rec.invdate}", price)
-        elif isinstance(rec, StockChange):
-            move = (btime, DELTA, self.seq, INV_CHG_SIGN[rec.inv_chg_type] * rec.cnt, split, ref, price)
-        elif isinstance(rec, PurchaseMovement):
-            sign = 1 if rec.infno == "3503" else -1
-            move = (btime, DELTA, self.seq, sign * rec.purc_retn_cnt, split, ref, price)
-        elif rec.infno == "3505":
-            move = (btime, SALE, self.seq, -rec.sel_retn_cnt, split, ref, price)
-        else:
-            move = (btime, DELTA, self.seq, rec.sel_retn_cnt, split, ref, price)
-        establishes = isinstance(rec, Stocktake) or (isinstance(rec, PurchaseMovement) and rec.infno == "3503")
+        move: Movement = (btime, kind, self.seq, qty, rec.trdn_flag == "1", ref, price)
         if batch is None:
             if not establishes:
                 ctx.count("inventory.movement_without_baseline")
                 return
-            batch = self.batches[key] = Batch(baseline=move[5], since=btime)
+            batch = self.batches[key] = Batch(baseline=ref_text(move), since=btime)
         elif btime < batch.since:
             if not establishes:
                 # before the batch's first stocktake/purchase: already in that count, or unknowable
@@ -128,8 +138,16 @@ class NegativeStock(Detector):
             ctx.count("inventory.movement_after_fold")
             self._apply(key, batch, move, ctx)
             return
-        bisect.insort(batch.pending, move, key=lambda m: (m[0], m[1], m[2]))
-        ctx.schedule(batch.pending[0][0] + self.settle, self, key)
+        pending = batch.pending
+        # (time, kind, seq) is unique, so plain tuple order is the application order
+        if not pending:
+            pending.append(move)
+            ctx.schedule(btime + self.settle, self, key)
+        elif pending[-1] < move:
+            pending.append(move)
+        else:
+            bisect.insort(pending, move)
+            # a timer is pending for this batch (due at its earlier head); an earlier head waits for it
 
     # ---------------------------------------------------------------------------------- timers
     def on_timer(self, key: Hashable, ctx: Context) -> None:
@@ -151,11 +169,11 @@ class NegativeStock(Detector):
 
     # ---------------------------------------------------------------------------------- judgment
     def _apply(self, key: BatchKey, batch: Batch, move: Movement, ctx: Context) -> None:
-        btime, kind, _, qty, split, ref, price = move
+        btime, kind, _, qty, split, _, price = move
         if kind == STOCKTAKE:
             batch.balance = qty
             batch.negative = False
-            batch.baseline = ref
+            batch.baseline = ref_text(move)
             return
         before = batch.balance
         batch.balance += qty
@@ -167,7 +185,7 @@ class NegativeStock(Detector):
         if batch.balance >= -tol or batch.negative:
             return
         batch.negative = True
-        self._report(key, batch, btime, before, -qty, ref, price, ctx)
+        self._report(key, batch, btime, before, -qty, ref_text(move), price, ctx)
 
     def _report(self, key: BatchKey, batch: Batch, when: datetime, before: Decimal, sold: Decimal, ref: str,
                 price: Decimal | None, ctx: Context) -> None:
