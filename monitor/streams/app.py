@@ -53,6 +53,7 @@ from monitor.policy.pack import Pack, load_pack
 from monitor.settings import Settings
 from monitor.sinks import Sink
 from monitor.sinks.casesystem import CaseSystemSink
+from monitor.sinks.clickhouse import ClickHouseSink
 from monitor.sinks.config import SinkSettings, bind_all, build_sinks
 from monitor.streams import batch as batch_intake
 from monitor.streams.checkpoint import CheckpointStore
@@ -130,6 +131,7 @@ class WorkerShell:
         self._dirty = False
         self._last_checkpoint = time.monotonic()
         self._checkpoint_seconds = 0.0
+        self._checkpoint_parts = (0.0, 0.0, 0.0)  # producer, sinks, snapshot+save (last checkpoint)
         self._last_progress = time.monotonic()
         self._last_report = time.monotonic()
         self._report_applied = core.applied
@@ -155,6 +157,10 @@ class WorkerShell:
         """One fetched batch of Faust ``ConsumerMessage`` (``monitor.streams.batch``): queue, merge,
         apply, produce; acknowledged later, by the checkpoint that covers them."""
         async with self.lock:
+            if not self.core.queued:
+                # the stall clock runs only while records wait in the merge: not during start-up, group
+                # joins or idle time (else the first batch after them would be force-released out of order)
+                self._last_progress = time.monotonic()
             receive = self.core.receive
             letters: list[DeadLetter] = []
             for m in messages:
@@ -230,12 +236,17 @@ class WorkerShell:
 
     # ------------------------------------------------------------------------------------------ sinks
     def start(self) -> None:
-        """Start background delivery: the case-system sink POSTs from its own thread (its ``write``
-        is already durable: the outbox), so checkpoints never wait for the case system."""
+        """Before consuming: the case-system sink POSTs from its own thread from now on (its ``write``
+        is already durable: the outbox), so checkpoints never wait for the case system; the store is
+        connected and its schema created or migrated."""
         for sink in self.sinks:
             if isinstance(sink, CaseSystemSink):
                 sink.start()
                 self._delivering.add(id(sink))
+            elif isinstance(sink, ClickHouseSink):
+                # Connect, create/migrate the schema and deliver what an earlier run left buffered now,
+                # not in the middle of the first batch (a store that is down only logs and retries).
+                sink.deliver()
 
     def close(self) -> None:
         """Flush and close the sinks (graceful stop; what is not delivered stays in their buffers)."""
@@ -259,14 +270,15 @@ class WorkerShell:
                     sink.flush()
 
     async def _maybe_checkpoint(self, force: bool = False) -> None:
-        # The snapshot costs time proportional to the state (≈0.5 s for a city-week here): never spend
-        # more than MONITOR_CHECKPOINT_MAX_SHARE of the time checkpointing, whatever
-        # MONITOR_CHECKPOINT_INTERVAL says.
+        # A checkpoint (producer flush, sink flush, snapshot of the whole engine: ≈0.5 s for a city-week
+        # here) holds the engine: never spend more than MONITOR_CHECKPOINT_MAX_SHARE of the time on them,
+        # whatever MONITOR_CHECKPOINT_INTERVAL says.
         share = self.settings.checkpoint_max_share
         gap = max(self.settings.checkpoint_interval, (1 / share - 1) * self._checkpoint_seconds)
         due = time.monotonic() - self._last_checkpoint >= gap
         if not (force or (due and (self._dirty or self.core._completed))):
             return
+        started = time.monotonic()
         await self.app.producer.flush()
         pending, self._pending = self._pending, []
         for fut in pending:
@@ -274,11 +286,14 @@ class WorkerShell:
         # Durable in every sink before the checkpoint that lets the input be acknowledged (style:
         # "commit only after sinks flush"). In a worker thread: the event loop keeps serving /metrics,
         # the inspector pages and the consumer's heartbeats; the lock keeps the engine still meanwhile.
+        flushing = time.monotonic()
         await asyncio.to_thread(self._flush_sinks)
-        started = time.monotonic()
+        snapshot = time.monotonic()
         ckpt, handles = self.core.checkpoint()
         self.store.save(ckpt)
-        self._checkpoint_seconds = time.monotonic() - started
+        done = time.monotonic()
+        self._checkpoint_seconds = done - started
+        self._checkpoint_parts = (flushing - started, snapshot - flushing, done - snapshot)
         for message in handles:
             batch_intake.ack(self.app, message)
         self.checkpoints += 1
@@ -297,9 +312,10 @@ class WorkerShell:
             return
         rate = (self.core.applied - self._report_applied) / (now - self._last_report)
         wm = self.core.engine.watermark.value
-        log.info("applied %d records (%.0f/s), queued %d, outputs %d, dead letters %d, checkpoints %d, "
-                 "event time %s; waiting for %s", self.core.applied, rate, self.core.queued, self.outputs,
-                 self.core.dead_letters, self.checkpoints, wm.isoformat() if wm else "-", self._blocked())
+        log.info("applied %d records (%.0f/s), queued %d, outputs %d, dead letters %d, checkpoints %d "
+                 "(last: producer %.2f s, sinks %.2f s, snapshot %.2f s), event time %s; waiting for %s",
+                 self.core.applied, rate, self.core.queued, self.outputs, self.core.dead_letters, self.checkpoints,
+                 *self._checkpoint_parts, wm.isoformat() if wm else "-", self._blocked())
         self._last_report, self._report_applied = now, self.core.applied
 
 
