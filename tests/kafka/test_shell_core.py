@@ -225,3 +225,60 @@ def test_names_are_pinned() -> None:
     assert AGENT_NAMES == ()  # batch intake on Faust's consumer (monitor.streams.batch), no agent
     assert TIMER_NAMES == ("monitor-tick",)
     assert TABLE_NAMES == ()
+
+
+# ------------------------------------------------------------------------- the Faust glue, without Faust
+class _StubConsumer:
+    def __init__(self, highwater: dict[tuple[str, int], int]) -> None:
+        self.highwaters = highwater
+
+    def assignment(self) -> set[Any]:
+        from faust.types import TP as FaustTP
+
+        return {FaustTP(t, p) for t, p in self.highwaters}
+
+    def highwater(self, tp: Any) -> int | None:
+        return self.highwaters.get((tp.topic, tp.partition))
+
+
+class _StubProducer:
+    async def send(self, *args: Any) -> Any:
+        import asyncio
+
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    async def flush(self) -> None:
+        return None
+
+
+def test_merge_stall_clock_starts_when_records_begin_to_wait(tmp_path: Any) -> None:
+    """A slow start-up (group join, store connection) is not a stalled merge: the first batch after it
+    waits for the partition that has not been fetched yet instead of being force-released out of order;
+    a merge that really waits longer than MONITOR_MERGE_STALL_SECONDS is still released."""
+    import asyncio
+    import time
+    from types import SimpleNamespace
+
+    from monitor.settings import Settings
+    from monitor.streams.app import WorkerShell
+    from monitor.streams.checkpoint import CheckpointStore
+
+    c, engine = core()
+    app = SimpleNamespace(consumer=_StubConsumer({(S, 0): 1, (S, 1): 5}), producer=_StubProducer())
+    settings = Settings(merge_stall_seconds=10, checkpoint_interval=1000)
+    shell = WorkerShell(app, settings, c, CheckpointStore(tmp_path, "t"))  # type: ignore[arg-type]
+    shell._last_progress = time.monotonic() - 60  # the worker took a minute to get its partitions
+    message = SimpleNamespace(topic=S, partition=0, offset=0, key=b"K", value=setl("A1", 0), timestamp=None,
+                              headers=[])
+
+    async def run() -> None:
+        await shell.on_messages([message])
+        await shell.on_tick()
+        assert engine.seen == []  # partition 1 (not fetched yet) may hold something older
+        shell._last_progress -= 11  # now it has really waited longer than the stall limit
+        await shell.on_tick()
+        assert [s for s, _ in engine.seen] == ["A1"]
+
+    asyncio.run(run())
