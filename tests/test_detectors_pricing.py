@@ -233,3 +233,20 @@ def test_mode_forgets_votes_older_than_the_window() -> None:
     recs += [insured("S1", date(2026, 1, 31), "15.00")]  # 31 days later: the votes have expired
     alerts, _ = run_engine(recs)
     assert rule(alerts, "price.above_mode") == []
+
+
+def test_mode_reached_later_the_same_day_is_used() -> None:
+    """A modal price computed with too few votes is recomputed once a new vote arrives the same day:
+    two peers at 10.00 (2 votes < 3: no mode), an insured 15.00 (no alert), the third peer's 10.00,
+    then an insured 15.00 (50 % > 20 % above the mode 10.00 with 3 votes) → one alert, on that sale."""
+    recs = [*registry(), ("drugs", drug(DRUG, "50.00"))]
+    recs += [("institutions", institution(c)) for c in PEERS]
+    recs += [selfpay(f"R{i}", D1, "10.00", code=c, hour=8) for i, c in enumerate(PEERS[:2])]
+    recs += [insured("S1", D1, "15.00", hour=9)]
+    recs += [selfpay("R2", D1, "10.00", code=PEERS[2], hour=10)]
+    recs += [insured("S2", D1, "15.00", hour=11)]
+    alerts, _ = run_engine(recs)
+    hits = rule(alerts, "price.above_mode")
+    assert len(hits) == 1
+    assert hits[0]["evidence"]["modal_votes"] == 3
+    assert hits[0]["evidence"]["sample_record"] == "setl_id=S2"

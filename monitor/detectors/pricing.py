@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
-from monitor.clock import business_date, day_end, day_start
+from monitor.clock import CST, business_date, day_end, day_start
 from monitor.detectors.base import Detector, Params
 from monitor.records import SaleMovement, Settlement
 
@@ -142,6 +142,13 @@ class Pricing(Detector):
         #: drug → price → institution → last day it sold at that price (the modal-price votes).
         self.votes: dict[str, dict[Decimal, dict[str, date]]] = {}
         self.mode_cache: dict[str, tuple[date, Decimal | None, int]] = {}
+        #: drugs whose votes changed since their ``mode_cache`` entry was computed (a cached mode below
+        #: ``min_institutions`` votes stays valid for its day until then).
+        self.mode_dirty: set[str] = set()
+        # Hot-path constants derived from the pack once (the rules still read only these thresholds).
+        self.listed_types: frozenset[str] = frozenset(self.listed.institution_types if self.listed else ())
+        self.listed_factor = 1 + self.listed.margin_ratio if self.listed else Decimal(1)
+        self.mode_factor = 1 + self.mode.margin_ratio if self.mode else Decimal(1)
         #: business day → (rule, institution, drug) already alerted (bounded: recent days only).
         self.alerted: dict[date, set[tuple[str, str, str]]] = {}
 
@@ -153,7 +160,8 @@ class Pricing(Detector):
             self._sale(rec, ctx)
 
     def _settlement(self, st: Settlement, ctx: Context) -> None:
-        day = business_date(st.setl_time)
+        when = st.setl_time
+        day = when.date() if when.tzinfo is CST else business_date(when)  # business_date, inlined
         if st.setl_status == "revoked":
             for key in self.setl_days.pop(st.setl_id, []):
                 dd = self.days.get(key)
@@ -161,6 +169,10 @@ class Pricing(Detector):
                     dd.setl.pop(st.setl_id, None)
                     dd.sale.pop(st.setl_id, None)
             return
+        code = st.fixmedins_code
+        setl_id = st.setl_id
+        days = self.days if self.dual is not None else None
+        setl_days = self.setl_days
         for line in st.drugdetail:
             price = line.pric
             if price is None:
@@ -168,41 +180,70 @@ class Pricing(Detector):
                     continue
                 price = (line.det_item_fee_sumamt / line.cnt).quantize(Decimal("0.000001"))
             split = line.trdn_flag == "1"
-            key = (st.fixmedins_code, line.med_list_codg, day, split)
-            if self.dual is not None:
-                dd = self._day(key, ctx)
+            drug = line.med_list_codg
+            if days is not None:
+                key = (code, drug, day, split)
+                dd = days.get(key) or self._day(key, ctx)
                 if dd is not None:
-                    dd.setl.setdefault(st.setl_id, []).append((price, line.cnt))
-                    self._index(st.setl_id, key)
-                    self._rejudge(key, dd, ctx)
-            self._observe(st.fixmedins_code, line.med_list_codg, day, split, price, line.cnt,
-                          f"setl_id={st.setl_id}", True, ctx)
+                    obs = dd.setl.get(setl_id)
+                    if obs is None:
+                        dd.setl[setl_id] = [(price, line.cnt)]
+                    else:
+                        obs.append((price, line.cnt))
+                    keys = setl_days.get(setl_id)
+                    if keys is None:
+                        setl_days[setl_id] = [key]
+                    elif key not in keys:
+                        keys.append(key)
+                    if dd.judged and not dd.flagged:
+                        self._judge(key, dd, ctx)
+            if not split:
+                self._observe(code, drug, day, price, line.cnt, "setl_id", setl_id, True, ctx)
 
     def _sale(self, sale: SaleMovement, ctx: Context) -> None:
         price = sale.finl_trns_pric
         if price is None or sale.mdtrt_setl_type is None:
             return
-        day = business_date(sale.sel_retn_time)
+        when = sale.sel_retn_time
+        day = when.date() if when.tzinfo is CST else business_date(when)  # business_date, inlined
         split = sale.trdn_flag == "1"
         insured = sale.mdtrt_setl_type == "1"
-        key = (sale.fixmedins_code, sale.med_list_codg, day, split)
+        code = sale.fixmedins_code
+        drug = sale.med_list_codg
+        setl_id = sale.setl_id
+        cnt = sale.sel_retn_cnt
         if self.dual is not None:
-            dd = self._day(key, ctx)
+            key = (code, drug, day, split)
+            dd = self.days.get(key) or self._day(key, ctx)
             if dd is not None:
                 if insured:
-                    ref = sale.setl_id or f"doc:{sale.rtal_docno or sale.fixmedins_bchno}"
-                    dd.sale.setdefault(ref, []).append((price, sale.sel_retn_cnt))
-                    if sale.setl_id:
-                        self._index(sale.setl_id, key)
+                    ref = setl_id or f"doc:{sale.rtal_docno or sale.fixmedins_bchno}"
+                    obs = dd.sale.get(ref)
+                    if obs is None:
+                        dd.sale[ref] = [(price, cnt)]
+                    else:
+                        obs.append((price, cnt))
+                    if setl_id:
+                        keys = self.setl_days.get(setl_id)
+                        if keys is None:
+                            self.setl_days[setl_id] = [key]
+                        elif key not in keys:
+                            keys.append(key)
                 else:
-                    dd.self_max = price if dd.self_max is None else max(dd.self_max, price)
-                    dd.self_min = price if dd.self_min is None else min(dd.self_min, price)
-                    dd.self_qty += sale.sel_retn_cnt
+                    if dd.self_max is None:
+                        dd.self_max = dd.self_min = price
+                    else:
+                        dd.self_max = max(dd.self_max, price)
+                        dd.self_min = min(dd.self_min, price)  # type: ignore[type-var]
+                    dd.self_qty += cnt
                     dd.self_n += 1
-                self._rejudge(key, dd, ctx)
-        ref = f"setl_id={sale.setl_id}" if sale.setl_id else f"rtal_docno={sale.rtal_docno}"
-        self._observe(sale.fixmedins_code, sale.med_list_codg, day, split, price, sale.sel_retn_cnt, ref,
-                      insured, ctx)
+                if dd.judged and not dd.flagged:
+                    self._judge(key, dd, ctx)
+        if not split:
+            if setl_id:
+                self._observe(code, drug, day, price, cnt, "setl_id", setl_id, insured, ctx)
+            else:
+                self._observe(code, drug, day, price, cnt, "rtal_docno", sale.rtal_docno, insured, ctx)
 
     # ------------------------------------------------------------------------------------ price.dual
     def _day(self, key: DayKey, ctx: Context) -> DualDay | None:
@@ -223,15 +264,6 @@ class Pricing(Detector):
             dd = self.days[key] = DualDay(judged=inst.judged)
             inst.keys.append(key)
         return dd
-
-    def _index(self, setl_id: str, key: DayKey) -> None:
-        keys = self.setl_days.setdefault(setl_id, [])
-        if key not in keys:
-            keys.append(key)
-
-    def _rejudge(self, key: DayKey, dd: DualDay, ctx: Context) -> None:
-        if dd.judged and not dd.flagged:
-            self._judge(key, dd, ctx)
 
     def on_timer(self, key: Hashable, ctx: Context) -> None:
         assert isinstance(key, tuple)
@@ -254,7 +286,8 @@ class Pricing(Detector):
         for day_key in inst.keys:
             dd = self.days[day_key]
             dd.judged = True
-            self._judge(day_key, dd, ctx)
+            if dd.self_max is not None:  # no self-pay price that day: nothing to compare (most days)
+                self._judge(day_key, dd, ctx)
 
     def _judge(self, key: DayKey, dd: DualDay, ctx: Context) -> None:
         assert self.dual is not None
@@ -348,41 +381,59 @@ class Pricing(Detector):
         seen.add(ident)
         return True
 
-    def _observe(self, code: str, drug: str, day: date, split: bool, price: Decimal, qty: Decimal,
-                 ref: str, insured: bool, ctx: Context) -> None:
-        if split:
-            return  # split-unit prices are not comparable with per-pack listed or modal prices
-        if self.mode is not None:
-            self.votes.setdefault(drug, {}).setdefault(price, {})
-            last = self.votes[drug][price].get(code)
+    def _observe(self, code: str, drug: str, day: date, price: Decimal, qty: Decimal, ref_field: str,
+                 ref_value: str | None, insured: bool, ctx: Context) -> None:
+        """A whole-pack unit price (split-unit prices are not comparable with per-pack listed or modal
+        prices: callers pass whole packs only). The sample reference ``ref_field=ref_value`` is only
+        formatted when an alert is raised."""
+        mode = self.mode
+        if mode is not None:
+            prices = self.votes.get(drug)
+            if prices is None:
+                prices = self.votes[drug] = {}
+            voters = prices.get(price)
+            if voters is None:
+                voters = prices[price] = {}
+            last = voters.get(code)
             if last is None or day > last:
-                self.votes[drug][price][code] = day
+                voters[code] = day
+                self.mode_dirty.add(drug)
         if not insured:
             return
-        if self.listed is not None:
-            self._above_listed(code, drug, day, price, qty, ref, ctx, self.listed)
-        if self.mode is not None:
-            self._above_mode(code, drug, day, price, qty, ref, ctx, self.mode)
+        listed = self.listed
+        if listed is not None:
+            cat = ctx.registry.drugs.get(drug)
+            if cat is not None and cat.listed_price is not None and price > cat.listed_price * self.listed_factor:
+                self._above_listed(code, drug, day, price, qty, f"{ref_field}={ref_value}", ctx, listed,
+                                   cat.listed_price)
+        if mode is not None:
+            cached = self.mode_cache.get(drug)
+            if (cached is not None and cached[0] == day
+                    and (cached[2] >= mode.min_institutions or drug not in self.mode_dirty)):
+                modal, support = cached[1], cached[2]
+            else:
+                modal, support = self.modal_price(drug, day)
+            if modal is not None and support >= mode.min_institutions and price > modal * self.mode_factor:
+                self._above_mode(code, drug, day, price, qty, f"{ref_field}={ref_value}", ctx, mode, modal,
+                                 support)
 
     def _above_listed(self, code: str, drug: str, day: date, price: Decimal, qty: Decimal, ref: str,
-                      ctx: Context, p: AboveListedParams) -> None:
-        cat = ctx.registry.drugs.get(drug)
-        if cat is None or cat.listed_price is None:
-            return
+                      ctx: Context, p: AboveListedParams, listed_price: Decimal) -> None:
+        """``price`` is above ``listed_price·(1 + margin_ratio)``; the rest of the rule is checked here."""
         inst = ctx.registry.institution(code)
-        if inst is None or inst.fixmedins_type not in p.institution_types:
+        if inst is None or inst.fixmedins_type not in self.listed_types:
             return
-        if not exceeds(price, cat.listed_price, p.margin_ratio, p.margin_amount):
+        if not exceeds(price, listed_price, p.margin_ratio, p.margin_amount):
             return
         if not self._once("price.above_listed", code, drug, day):
             return
-        excess = ((price - cat.listed_price) * qty).quantize(CENT)
+        excess = ((price - listed_price) * qty).quantize(CENT)
         ctx.alert(
             "price.above_listed", code, subject=drug, window_start=day_start(day), window_end=day_end(day),
             evidence={"business_date": day.isoformat(), "med_list_codg": drug, "unit_price": str(price),
-                      "listed_price": str(cat.listed_price), "quantity": str(qty), "excess": str(excess),
+                      "listed_price": str(listed_price), "quantity": str(qty), "excess": str(excess),
                       "sample_record": ref},
-            vola_cont=f"{day} {drug} 医保结算单价 {price} 高于挂网价 {cat.listed_price}",
+            vola_cont=f"{day} {drug} 医保结算单价 {price} 高于挂网价 {listed_price}",
             vola_amt=excess,
         )
 
@@ -390,8 +441,10 @@ class Pricing(Detector):
         """The modal price of ``drug`` over the window ending ``day`` and its number of votes."""
         assert self.mode is not None
         cached = self.mode_cache.get(drug)
-        if cached is not None and cached[0] == day and cached[2] >= self.mode.min_institutions:
+        if (cached is not None and cached[0] == day
+                and (cached[2] >= self.mode.min_institutions or drug not in self.mode_dirty)):
             return cached[1], cached[2]
+        self.mode_dirty.discard(drug)
         lo = day - timedelta(days=self.mode.window_days - 1)
         best: tuple[int, Decimal] | None = None
         prices = self.votes.get(drug, {})
@@ -410,10 +463,9 @@ class Pricing(Detector):
         return mode, support
 
     def _above_mode(self, code: str, drug: str, day: date, price: Decimal, qty: Decimal, ref: str,
-                    ctx: Context, p: AboveModeParams) -> None:
-        mode, support = self.modal_price(drug, day)
-        if mode is None or support < p.min_institutions:
-            return
+                    ctx: Context, p: AboveModeParams, mode: Decimal, support: int) -> None:
+        """``price`` is above the modal price ``mode`` (``support`` ≥ ``min_institutions`` votes) by
+        more than ``margin_ratio``: one alert per institution, drug and day."""
         if not exceeds(price, mode, p.margin_ratio, Decimal(0)):
             return
         if not self._once("price.above_mode", code, drug, day):
