@@ -243,6 +243,29 @@ def test_code_table_put_get_grow_sweep_pickle() -> None:
     assert len(clone) == len(table) and all(clone.get(k) == table.get(k) for k in keys)
 
 
+def test_code_table_get_or_add_inserts_only_when_absent() -> None:
+    """get_or_add: None and stored when the key is absent; the stored value, unchanged, when present;
+    a slot freed by a sweep is reused exactly as ``put`` reuses it (keys chosen by hand: with 16 slots
+    a key's home slot is key & 15, so 18 and 34 share slot 2 and 3–6 fill slots 3–6)."""
+    kept = pack_value(2, T0 + timedelta(days=20), RETURNED)
+    swept = pack_value(0, T0, SOLD)
+    added = pack_value(1, T0 + timedelta(days=10), SOLD)
+    table = CodeTable(capacity=16)
+    assert table.get_or_add(3, kept) is None and table.get(3) == kept and len(table) == 1
+    assert table.get_or_add(3, added) == kept and table.get(3) == kept and len(table) == 1
+    twin = CodeTable(capacity=16)  # the same history through put
+    twin.put(3, kept)
+    for t in (table, twin):
+        for key in (4, 5, 6):
+            t.put(key, kept)
+        t.put(18, swept)
+        assert t.sweep(T0 + timedelta(days=1)) == 1 and t.get(18) is None and t.deleted == 1
+    assert table.get_or_add(34, added) is None  # probes 2 (deleted), 3–6, 7 (empty): takes slot 2
+    twin.put(34, added)
+    assert table.keys[2] == twin.keys[2] == 34 and table.deleted == twin.deleted == 0
+    assert table.get(34) == added and len(table) == 5 and list(table.vals) == list(twin.vals)
+
+
 def test_state_survives_a_checkpoint() -> None:
     _, _, engine = run([scan(h(0))])
     restored = Engine.restore(engine.snapshot())

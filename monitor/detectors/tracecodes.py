@@ -39,6 +39,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from hashlib import blake2b as _blake2b
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -123,6 +124,31 @@ class CodeTable:
             if k == 0:
                 return None
             i = (i + 1) & mask
+
+    def get_or_add(self, key: int, value: int) -> int | None:
+        """The value stored for ``key``; if there is none, store ``value`` and return None (one probe
+        sequence instead of ``get`` then ``put``, same slot as ``put`` would take)."""
+        keys, mask = self.keys, self.mask
+        i = key & mask
+        free = -1
+        while True:
+            k = keys[i]
+            if k == key:
+                return self.vals[i]
+            if k == 0:
+                break
+            if k == 1 and free < 0:
+                free = i
+            i = (i + 1) & mask
+        if free >= 0:
+            i = free
+            self.deleted -= 1
+        keys[i] = key
+        self.vals[i] = value
+        self.live += 1
+        if self.live + self.deleted > self.MAX_LOAD * (mask + 1):
+            self._rebuild(self._capacity_for(self.live + 1))
+        return None
 
     def put(self, key: int, value: int) -> None:
         keys, mask = self.keys, self.mask
@@ -232,11 +258,15 @@ class Suspect:
     events: list[ScanEvent]
 
 
+#: an insured whole-pack sale awaiting its day's judgment: (setl link key, docno link key, packs,
+#:  setl_id, rtal_docno, med_list_codg — the last three only to format a sample reference)
+PendingSale = tuple[tuple[str, ...] | None, tuple[str, ...] | None, Decimal, str | None, str | None, str]
+
+
 @dataclass(slots=True)
 class MissingDay:
-    #: sales awaiting judgment: (setl link key, docno link key, packs, sample ref)
-    pending: list[tuple[tuple[str, ...] | None, tuple[str, ...] | None, Decimal, str]] = field(
-        default_factory=list)
+    #: sales awaiting judgment
+    pending: list[PendingSale] = field(default_factory=list)
     sales: int = 0
     packs: Decimal = Decimal("0")
     coded: Decimal = Decimal("0")
@@ -251,12 +281,6 @@ class MissingDay:
 def _num(value: Decimal) -> str:
     """A quantity without trailing zeros or an exponent: 10.0000 → '10', 2.50 → '2.5'."""
     return f"{value.normalize():f}"
-
-
-def _insured(rec: SaleMovement) -> bool:
-    if rec.mdtrt_setl_type is not None:
-        return rec.mdtrt_setl_type == "1"
-    return bool(rec.setl_id)
 
 
 class TraceCodes(Detector):
@@ -283,6 +307,9 @@ class TraceCodes(Detector):
         self.inst_index: dict[str, int] = {}
         self.inst_codes: list[str] = []
         self.last_sweep: date | None = None
+        #: the instant from which the next sweep is due (``day_start(last_sweep + sweep_every)``), so
+        #: the per-scan check is one comparison
+        self.sweep_at: datetime | None = None
         if self.missing_enabled:
             m: MissingParams = self.param_model(MISSING)
             self.judge_after = timedelta(hours=m.judge_after_hours)
@@ -318,46 +345,63 @@ class TraceCodes(Detector):
         return idx
 
     def _maybe_sweep(self, ctx: Context) -> None:
-        today = business_date(ctx.now)
+        now = ctx.now
+        if self.sweep_at is not None and now < self.sweep_at:
+            return  # business_date(now) − last_sweep < sweep_every
+        today = business_date(now)
         if self.last_sweep is None:
             self.last_sweep = today
         elif today - self.last_sweep >= self.sweep_every:
             self.last_sweep = today
-            ctx.count("trace.codes_expired", self.codes.sweep(ctx.now - self.horizon))
+            ctx.count("trace.codes_expired", self.codes.sweep(now - self.horizon))
+        self.sweep_at = day_start(self.last_sweep + self.sweep_every)
 
     def _dedup(self, rec: TraceScan, ctx: Context) -> None:
         if rec.trdn_flag == "1":
             return  # split pack: one code covers several sales (exempt)
-        if rec.scan_kind == "stock_in":
+        kind = rec.scan_kind
+        if kind == "stock_in":
             return
-        key = code_key(rec.drug_trac_codg)
-        when = rec.scan_time.replace(microsecond=0)  # times are kept to the second
-        is_sale = rec.scan_kind == "sale"
-        event: ScanEvent = (when, 1 if is_sale else 0, rec.fixmedins_code, rec.rtal_docno, rec.setl_id,
-                            rec.med_list_codg)
+        key = int.from_bytes(_blake2b(rec.drug_trac_codg.encode(), digest_size=8).digest(), "big")
+        if key < 2:
+            key += 2  # code_key, inlined: 0 and 1 are reserved
+        is_sale = kind == "sale"
         suspect = self.suspects.get(key)
         if suspect is not None:
-            suspect.events.append(event)
+            suspect.events.append((rec.scan_time.replace(microsecond=0), 1 if is_sale else 0,
+                                   rec.fixmedins_code, rec.rtal_docno, rec.setl_id, rec.med_list_codg))
             return
-        inst = self._inst(rec.fixmedins_code)
-        old = self.codes.get(key)
+        seller = rec.fixmedins_code
+        inst = self.inst_index.get(seller)
+        if inst is None:
+            inst = self._inst(seller)
+        # Times are kept to the second: ``secs`` is the scan time truncated to the second, in seconds
+        # since EPOCH (pack_value, inlined; comparing seconds is comparing the truncated times).
+        delta = rec.scan_time - EPOCH
+        secs = delta.days * 86400 + delta.seconds
+        mine = (inst << _INST_SHIFT) | (min(max(secs, 0), _TIME_MASK) << 2)
+        old = self.codes.get_or_add(key, mine | (SOLD if is_sale else RETURNED))
         if old is None:
-            self.codes.put(key, pack_value(inst, when, SOLD if is_sale else RETURNED))
             return
-        old_inst, old_time, old_state = unpack_value(old)
+        old_inst = old >> _INST_SHIFT
+        old_secs = (old >> 2) & _TIME_MASK
+        old_state = old & 3
         if not is_sale:
-            if when >= old_time:
-                self.codes.put(key, pack_value(inst, when, RETURNED))
+            if secs >= old_secs:
+                self.codes.put(key, mine | RETURNED)
             elif old_state == SOLD:
                 # a late return dated before the remembered sale: it undid an earlier sale
-                self.codes.put(key, pack_value(old_inst, old_time, SOLD_AFTER_RETURN))
+                self.codes.put(key, (old >> 2 << 2) | SOLD_AFTER_RETURN)
             return
         if old_state == RETURNED:
-            if when >= old_time:
-                self.codes.put(key, pack_value(inst, when, SOLD_AFTER_RETURN))
+            if secs >= old_secs:
+                self.codes.put(key, mine | SOLD_AFTER_RETURN)
             return  # else: the sale that this return undid, uploaded late
-        if self.inst_codes[old_inst] == rec.fixmedins_code and old_time == when:
+        if old_inst == inst and old_secs == secs:
             return  # the same sale resent
+        when = rec.scan_time.replace(microsecond=0)
+        old_time = EPOCH + timedelta(seconds=old_secs)
+        event: ScanEvent = (when, 1, seller, rec.rtal_docno, rec.setl_id, rec.med_list_codg)
         # Sold while remembered as sold: a duplicate unless a return in between is still to arrive, or
         # (SOLD_AFTER_RETURN) this is the earlier sale that the remembered return undid. Decide once
         # every scan of the code up to the later sale must have arrived, in scan-time order.
@@ -423,52 +467,64 @@ class TraceCodes(Detector):
 
     # ---------------------------------------------------------------------------------- missing
     def _link(self, rec: TraceScan, ctx: Context) -> None:
-        day = business_date(rec.scan_time)
+        when = rec.scan_time
+        day = when.date() if when.tzinfo is CST else business_date(when)  # business_date, inlined
         bucket = self.linked_by_day.get(day)
         if bucket is None:
             bucket = self.linked_by_day[day] = []
             ctx.schedule(day_end(day) + self.judge_after + self.scan_memory, self, ("forget_links", day))
-        for key in self._link_keys(rec.fixmedins_code, rec.setl_id, rec.rtal_docno, rec.med_list_codg):
-            if key is None:
-                continue
-            n = self.linked.get(key)
+        linked = self.linked
+        med = rec.med_list_codg
+        # link keys: by settlement and drug, and by retail document and drug
+        if rec.setl_id:
+            key: tuple[str, ...] = ("S", rec.setl_id, med)
+            n = linked.get(key)
             if n is None:
                 bucket.append(key)
-            self.linked[key] = (n or 0) + 1
-
-    @staticmethod
-    def _link_keys(code: str, setl_id: str | None, docno: str | None,
-                   med: str) -> tuple[tuple[str, ...] | None, tuple[str, ...] | None]:
-        return (("S", setl_id, med) if setl_id else None,
-                ("R", code, docno, med) if docno else None)
+                linked[key] = 1
+            else:
+                linked[key] = n + 1
+        if rec.rtal_docno:
+            key = ("R", rec.fixmedins_code, rec.rtal_docno, med)
+            n = linked.get(key)
+            if n is None:
+                bucket.append(key)
+                linked[key] = 1
+            else:
+                linked[key] = n + 1
 
     def _on_sale(self, rec: SaleMovement, ctx: Context) -> None:
-        if rec.trdn_flag == "1" or not _insured(rec) or rec.sel_retn_cnt <= 0:
+        if rec.trdn_flag == "1" or rec.sel_retn_cnt <= 0:
             return  # split packs are exempt from per-pack counting
+        setl_type = rec.mdtrt_setl_type
+        if (setl_type != "1") if setl_type is not None else not rec.setl_id:
+            return  # insured: mdtrt_setl_type=1, or a setl_id when the type is absent
         code = rec.fixmedins_code
-        day = business_date(rec.sel_retn_time)
+        when = rec.sel_retn_time
+        day = when.date() if when.tzinfo is CST else business_date(when)  # business_date, inlined
         key = (code, day)
         tally = self.days.get(key)
-        judge_at = day_end(day) + self.judge_after
         if tally is None:
+            judge_at = day_end(day) + self.judge_after
             if judge_at + self.rejudge < ctx.now:
                 ctx.count("trace.sale_beyond_rejudge_horizon")
                 return
             tally = self.days[key] = MissingDay()
             ctx.schedule(judge_at, self, ("judge", code, day))
             ctx.schedule(judge_at + self.rejudge, self, ("forget", code, day))
-        s_key, r_key = self._link_keys(code, rec.setl_id, rec.rtal_docno, rec.med_list_codg)
-        ref = f"setl_id={rec.setl_id}" if rec.setl_id else f"rtal_docno={rec.rtal_docno}"
-        item = (s_key, r_key, rec.sel_retn_cnt, f"{ref};med_list_codg={rec.med_list_codg}")
+        setl_id, docno, med = rec.setl_id, rec.rtal_docno, rec.med_list_codg
+        # the sample reference is formatted only if the sale turns out short of codes (see _count)
+        item: PendingSale = (("S", setl_id, med) if setl_id else None,
+                             ("R", code, docno, med) if docno else None,
+                             rec.sel_retn_cnt, setl_id, docno, med)
         if tally.judged:
             self._count(item, tally)
             self._judge(code, day, tally, ctx)
         else:
             tally.pending.append(item)
 
-    def _count(self, item: tuple[tuple[str, ...] | None, tuple[str, ...] | None, Decimal, str],
-               tally: MissingDay) -> None:
-        s_key, r_key, packs, ref = item
+    def _count(self, item: PendingSale, tally: MissingDay) -> None:
+        s_key, r_key, packs, setl_id, docno, med = item
         codes = max(self.linked.get(s_key, 0) if s_key else 0, self.linked.get(r_key, 0) if r_key else 0)
         coded = min(Decimal(codes), packs)
         tally.sales += 1
@@ -477,7 +533,8 @@ class TraceCodes(Detector):
         if coded < packs:
             tally.short_sales += 1
             if len(tally.samples) < self.max_samples:
-                tally.samples.append(f"{ref};packs={_num(packs)};codes={codes}")
+                ref = f"setl_id={setl_id}" if setl_id else f"rtal_docno={docno}"
+                tally.samples.append(f"{ref};med_list_codg={med};packs={_num(packs)};codes={codes}")
 
     def on_timer(self, key: Hashable, ctx: Context) -> None:
         assert isinstance(key, tuple)
