@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
-from monitor.clock import business_date, day_end, day_start
+from monitor.clock import CST, business_date, day_end, day_start
 from monitor.detectors.base import Detector, Params
 from monitor.records import SaleMovement, Settlement
 
@@ -46,6 +46,8 @@ if TYPE_CHECKING:
     from monitor.records import Record
 
 RULE = "data.incomplete"
+ZERO = Decimal("0")
+_NO_NEED = (ZERO, ZERO)
 
 
 class IncompleteParams(Params):
@@ -75,12 +77,6 @@ class DayTally:
     samples: list[str] = field(default_factory=list)
     judged: bool = False
     flagged: bool = False
-
-
-def _line_amount(cnt: Decimal, pric: Decimal | None, fee: Decimal | None) -> Decimal:
-    if fee is not None:
-        return fee
-    return cnt * pric if pric is not None else Decimal("0")
 
 
 class Completeness(Detector):
@@ -121,7 +117,8 @@ class Completeness(Detector):
         entries = self.sales.get(key)
         if entries is None:
             entries = self.sales[key] = []
-            day = business_date(rec.sel_retn_time)
+            when = rec.sel_retn_time
+            day = when.date() if when.tzinfo is CST else business_date(when)  # business_date, inlined
             bucket = self.sales_by_day.get(day)
             if bucket is None:
                 bucket = self.sales_by_day[day] = []
@@ -131,28 +128,34 @@ class Completeness(Detector):
 
     def _on_settlement(self, rec: Settlement, ctx: Context) -> None:
         code = rec.fixmedins_code
-        day = business_date(rec.setl_time)
+        setl_id = rec.setl_id
+        when = rec.setl_time
+        day = when.date() if when.tzinfo is CST else business_date(when)  # business_date, inlined
         if rec.setl_status == "revoked":
-            pending = self.settlements.get(rec.setl_id)
+            pending = self.settlements.get(setl_id)
             if pending is not None:
                 pending.revoked = True
             else:
-                self.revoked[rec.setl_id] = day
+                self.revoked[setl_id] = day
                 ctx.schedule(day_end(day) + self.window + self.sale_memory, self, ("forget_revoked", day))
             return
         if not rec.drugdetail:
             return
         needs: dict[str, tuple[Decimal, Decimal]] = {}
         for line in rec.drugdetail:
-            cnt, amt = needs.get(line.med_list_codg, (Decimal("0"), Decimal("0")))
-            needs[line.med_list_codg] = (cnt + line.cnt,
-                                         amt + _line_amount(line.cnt, line.pric, line.det_item_fee_sumamt))
-        pending = PendingSettlement(code, rec.setl_time, needs, revoked=rec.setl_id in self.revoked)
-        self.revoked.pop(rec.setl_id, None)
+            med = line.med_list_codg
+            cnt, amt = needs.get(med, _NO_NEED)
+            fee = line.det_item_fee_sumamt
+            if fee is None:  # the line amount: det_item_fee_sumamt, else cnt × pric, else 0
+                fee = line.cnt * line.pric if line.pric is not None else ZERO
+            needs[med] = (cnt + line.cnt, amt + fee)
+        # a revocation that arrived first: taken out of the memory of early revocations either way
+        revoked = self.revoked.pop(setl_id, None) is not None
+        pending = PendingSettlement(code, when, needs, revoked=revoked)
         key = (code, day)
         tally = self.days.get(key)
-        judge_at = day_end(day) + self.window
         if tally is None:
+            judge_at = day_end(day) + self.window
             if judge_at + self.horizon < ctx.now:
                 ctx.count("completeness.settlement_beyond_rejudge_horizon")
                 return
@@ -161,11 +164,11 @@ class Completeness(Detector):
             ctx.schedule(judge_at + self.horizon, self, ("forget", code, day))
         if tally.judged:
             # A settlement uploaded after its day was judged: its window is over, judge it now.
-            self._settle(rec.setl_id, pending, tally)
+            self._settle(setl_id, pending, tally)
             self._judge(code, day, tally, ctx)
         else:
-            self.settlements[rec.setl_id] = pending
-            tally.pending.append(rec.setl_id)
+            self.settlements[setl_id] = pending
+            tally.pending.append(setl_id)
 
     # ---------------------------------------------------------------------------------- timers
     def on_timer(self, key: Hashable, ctx: Context) -> None:
@@ -198,8 +201,11 @@ class Completeness(Detector):
     # ---------------------------------------------------------------------------------- judgment
     def matched_at(self, setl_id: str, med_list_codg: str, need: Decimal) -> datetime | None:
         """Arrival time of the sale that brings the uploaded quantity to ``need``; None if never."""
-        total = Decimal("0")
-        for arrival, qty in sorted(self.sales.get((setl_id, med_list_codg), ())):
+        entries = self.sales.get((setl_id, med_list_codg))
+        if not entries:
+            return None
+        total = ZERO
+        for arrival, qty in entries if len(entries) == 1 else sorted(entries):
             total += qty
             if total >= need:
                 return arrival
@@ -210,7 +216,8 @@ class Completeness(Detector):
         if pending.revoked:
             return
         deadline = pending.setl_time + self.window
-        for med, (cnt, amt) in sorted(pending.needs.items()):
+        needs = pending.needs
+        for med, (cnt, amt) in sorted(needs.items()) if len(needs) > 1 else needs.items():
             tally.lines += 1
             at = self.matched_at(setl_id, med, cnt)
             if at is not None and at <= deadline:
