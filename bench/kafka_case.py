@@ -121,6 +121,8 @@ def _env(broker: _Broker, data_dir: Path) -> dict[str, str]:
     env.update({"MONITOR_BROKER": broker.url, "MONITOR_DATA_DIR": str(data_dir), "MONITOR_PARTITIONS": "4",
                 "MONITOR_BROKER_SESSION_TIMEOUT": "6", "MONITOR_BROKER_REBALANCE_TIMEOUT": "6",
                 "MONITOR_REPORT_SECONDS": "0.2", "MONITOR_TICK_INTERVAL": "0.2",
+                # its own /metrics port: the default 6066 may be taken by another worker on this machine
+                "MONITOR_METRICS_PORT": str(_free_port()),
                 "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")})
     return env
 
