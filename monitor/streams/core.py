@@ -50,7 +50,9 @@ TP = tuple[str, int]
 _EARLIEST = datetime(1970, 1, 1, tzinfo=CST)
 #: Streams whose broker timestamps move idle event time (registry uploads are not activity).
 ACTIVITY_STREAMS = frozenset({"settlements", "inventory", "tracecodes", "prescriptions", "findings"})
-CHECKPOINT_VERSION = 1
+#: Bumped whenever the pickled engine state changes shape (2: pricing/tracecodes state of the hot-path
+#: work, timer heap entries with a rank); an older checkpoint is refused, not misread.
+CHECKPOINT_VERSION = 2
 
 
 class DeadLetterLimitExceeded(RuntimeError):
