@@ -10,17 +10,22 @@ reads the wall clock, does no I/O and imports nothing of Faust or Kafka.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable, Hashable
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict
+
+from monitor.clock import day_end
 
 if TYPE_CHECKING:
     from monitor.engine import Context
     from monitor.outputs import Ticket
     from monitor.policy.pack import Pack
     from monitor.records import Record
+
+
+T = TypeVar("T")
 
 
 class Params(BaseModel):
@@ -55,3 +60,31 @@ class Detector:
     def on_ticket(self, ticket: Ticket, ctx: Context) -> None:
         """Called for each ticket the engine emits, when ``watches_tickets`` is set. A detector may
         trigger ladders from here (the resulting tickets are seen too; ignore your own)."""
+
+    def open_day(
+        self,
+        days: dict[tuple[str, date], T],
+        code: str,
+        day: date,
+        judge_after: timedelta,
+        forget_after: timedelta,
+        new: Callable[[], T],
+        ctx: Context,
+        too_old: str,
+    ) -> T | None:
+        """The institution-day tally of ``(code, day)`` in ``days``, opened on first use together with its
+        two timers: ``("judge", code, day)`` at day end + ``judge_after`` (when every in-time record of
+        the day must have arrived) and ``("forget", code, day)`` ``forget_after`` later (memory bound;
+        until then late records re-open the judgment). A record for a day already past its forget time
+        cannot be judged any more: it is counted as data quality ``too_old`` and ``None`` returned."""
+        key = (code, day)
+        tally = days.get(key)
+        if tally is None:
+            judge_at = day_end(day) + judge_after
+            if judge_at + forget_after < ctx.now:
+                ctx.count(too_old)
+                return None
+            tally = days[key] = new()
+            ctx.schedule(judge_at, self, ("judge", code, day))
+            ctx.schedule(judge_at + forget_after, self, ("forget", code, day))
+        return tally

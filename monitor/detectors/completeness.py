@@ -152,16 +152,10 @@ class Completeness(Detector):
         # a revocation that arrived first: taken out of the memory of early revocations either way
         revoked = self.revoked.pop(setl_id, None) is not None
         pending = PendingSettlement(code, when, needs, revoked=revoked)
-        key = (code, day)
-        tally = self.days.get(key)
+        tally = self.open_day(self.days, code, day, self.window, self.horizon, DayTally, ctx,
+                              "completeness.settlement_beyond_rejudge_horizon")
         if tally is None:
-            judge_at = day_end(day) + self.window
-            if judge_at + self.horizon < ctx.now:
-                ctx.count("completeness.settlement_beyond_rejudge_horizon")
-                return
-            tally = self.days[key] = DayTally()
-            ctx.schedule(judge_at, self, ("judge", code, day))
-            ctx.schedule(judge_at + self.horizon, self, ("forget", code, day))
+            return
         if tally.judged:
             # A settlement uploaded after its day was judged: its window is over, judge it now.
             self._settle(setl_id, pending, tally)

@@ -179,16 +179,10 @@ class Prescriptions(Detector):
         if not self.needs_prescription(rec):
             return
         code = rec.fixmedins_code
-        key = (code, day)
-        tally = self.days.get(key)
-        judge_at = day_end(day) + self.window
+        tally = self.open_day(self.days, code, day, self.window, self.horizon, DayTally, ctx,
+                              "prescriptions.settlement_beyond_rejudge_horizon")
         if tally is None:
-            if judge_at + self.horizon < ctx.now:
-                ctx.count("prescriptions.settlement_beyond_rejudge_horizon")
-                return
-            tally = self.days[key] = DayTally()
-            ctx.schedule(judge_at, self, ("judge", code, day))
-            ctx.schedule(judge_at + self.horizon, self, ("forget", code, day))
+            return
         amount = rec.fund_pay_sumamt if rec.fund_pay_sumamt is not None else rec.hifp_pay
         need = NeedRx(rec.setl_id, rec.setl_time, ctx.pseudo.person(rec.psn_no), rec.hi_rxno or None,
                       amount, revoked=self.revoked_setl.pop(rec.setl_id, None) is not None)

@@ -502,16 +502,10 @@ class TraceCodes(Detector):
         code = rec.fixmedins_code
         when = rec.sel_retn_time
         day = when.date() if when.tzinfo is CST else business_date(when)  # business_date, inlined
-        key = (code, day)
-        tally = self.days.get(key)
+        tally = self.open_day(self.days, code, day, self.judge_after, self.rejudge, MissingDay, ctx,
+                              "trace.sale_beyond_rejudge_horizon")
         if tally is None:
-            judge_at = day_end(day) + self.judge_after
-            if judge_at + self.rejudge < ctx.now:
-                ctx.count("trace.sale_beyond_rejudge_horizon")
-                return
-            tally = self.days[key] = MissingDay()
-            ctx.schedule(judge_at, self, ("judge", code, day))
-            ctx.schedule(judge_at + self.rejudge, self, ("forget", code, day))
+            return
         setl_id, docno, med = rec.setl_id, rec.rtal_docno, rec.med_list_codg
         # the sample reference is formatted only if the sale turns out short of codes (see _count)
         item: PendingSale = (("S", setl_id, med) if setl_id else None,

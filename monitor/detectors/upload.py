@@ -100,16 +100,10 @@ class UploadTimeliness(Detector):
         assert btime is not None
         code = rec.fixmedins_code  # type: ignore[union-attr]
         day = business_date(btime)
-        key = (code, day)
-        tally = self.days.get(key)
+        tally = self.open_day(self.days, code, day, self.max_lag, self.horizon, DayTally, ctx,
+                              "upload.late_beyond_rejudge_horizon")
         if tally is None:
-            judge_at = day_end(day) + self.max_lag
-            if judge_at + self.horizon < ctx.now:
-                ctx.count("upload.late_beyond_rejudge_horizon")
-                return
-            tally = self.days[key] = DayTally()
-            ctx.schedule(judge_at, self, ("judge", code, day))
-            ctx.schedule(judge_at + self.horizon, self, ("forget", code, day))
+            return
         tally.total += 1
         lag = arrival - btime
         if lag > self.max_lag:
