@@ -16,6 +16,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "monitor.commands.renewal",
     "monitor.commands.query",
     "monitor.commands.worker",
+    "monitor.commands.trace_worker",
     "monitor.commands.produce",
     "monitor.commands.consume",
     "monitor.commands.inspect",

@@ -23,7 +23,7 @@ import json
 import operator
 import sys
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -168,8 +168,11 @@ def run_replay(
     as_of: datetime | None = None,
     progress: bool = False,
     batch: int = 2000,
+    interleave: Iterator[tuple[datetime, Callable[[], list[Output]]]] | None = None,
 ) -> ReplayResult:
-    """Drive ``engine`` over the files of ``input_dir`` in arrival order, writing to ``sinks``."""
+    """Drive ``engine`` over the files of ``input_dir`` in arrival order, writing to ``sinks``.
+    ``interleave``: (instant, action) in instant order, each run before the first record arriving after
+    it (the national trace tier's findings, ``monitor.trace.multicity``)."""
     files = input_files(input_dir)
     max_skew = timedelta(minutes=float(engine.pack.setting("max_clock_skew_minutes", 60)))
     # Ordered by (arrival, file, line) as ``_Item``'s own ordering, but compared as plain tuples: the
@@ -194,8 +197,12 @@ def run_replay(
             total += len(out)
             out, letters = [], []
 
+    pending = next(interleave, None) if interleave is not None else None
     try:
         for item in merged:
+            while pending is not None and pending[0] <= item.arrival:
+                out.extend(pending[1]())
+                pending = next(interleave, None) if interleave is not None else None
             if item.letter is not None:
                 letters.append(item.letter)
                 dead[item.letter.source] += 1
@@ -209,6 +216,9 @@ def run_replay(
                 bar.tick(engine)
             if len(out) + len(letters) >= batch:
                 flush_batch()
+        while pending is not None and (as_of is None or pending[0] <= as_of):
+            out.extend(pending[1]())
+            pending = next(interleave, None) if interleave is not None else None
         if as_of is not None:
             out.extend(engine.advance(as_of))
         flush_batch()
@@ -229,6 +239,7 @@ def replay_dir(
     progress: bool = False,
     pseudo: Pseudonymizer | None = None,
     extra_sinks: Sequence[Sink] = (),
+    trace_findings: list[dict[str, Any]] | None = None,
 ) -> ReplayResult:
     """The whole ``monitor replay`` job: files in, ``alerts/tickets/dlq.jsonl`` + ``summary.json`` out."""
     resume = state is not None and state.exists()
@@ -238,7 +249,12 @@ def replay_dir(
     bind_all(extra_sinks, engine)  # sinks that observe the engine (ClickHouse institution_daily, metrics)
     files = FileSink(out_dir, append=resume)
     try:
-        result = run_replay(input_dir, engine, [files, *extra_sinks], as_of=as_of, progress=progress)
+        feed = None
+        if trace_findings is not None:  # several cities: the national trace tier's findings (monitor.trace)
+            from monitor.trace.multicity import feed_for
+            feed = feed_for(lambda: engine, trace_findings)
+        result = run_replay(input_dir, engine, [files, *extra_sinks], as_of=as_of, progress=progress,
+                            interleave=feed)
     finally:
         files.close()
         for sink in extra_sinks:

@@ -24,7 +24,9 @@ def as_of_time(text: str) -> datetime:
 
 def register(sub: Any) -> None:
     p = sub.add_parser("replay", help="replay JSONL input files through the monitor (embedded default)")
-    p.add_argument("input_dir", type=Path, help="folder with settlements.jsonl, inventory.jsonl, …")
+    p.add_argument("input_dir", type=Path, help="folder with settlements.jsonl, inventory.jsonl, … — or one "
+                   "such folder per city: then the national trace tier runs over all of them "
+                   "(trace_findings.jsonl) and each city is replayed into OUT/<city>/")
     p.add_argument("--out", type=Path, required=True, help="folder for alerts/tickets/dlq.jsonl, summary.json")
     p.add_argument("--policy", default="ezhou", help="built-in pack name or a pack .toml file (default ezhou)")
     p.add_argument("--as-of", type=as_of_time, default=None,
@@ -47,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.input_dir.is_dir():
         print(f"monitor replay: input folder not found: {args.input_dir}", file=sys.stderr)
         return 2
+    if not input_files(args.input_dir) and _cities(args.input_dir):
+        return _run_cities(args)
     if not input_files(args.input_dir):
         print(f"monitor replay: no input files (*.jsonl of design §3) in {args.input_dir}", file=sys.stderr)
         return 2
@@ -91,3 +95,31 @@ def _operational_sinks(args: argparse.Namespace) -> list[Any]:
     if dsn is not None:
         print(f"monitor replay: store {redact(dsn)}", file=sys.stderr)
     return sinks
+
+
+def _cities(root: Any) -> list[Any]:
+    from monitor.trace.multicity import city_dirs
+
+    return city_dirs(root)
+
+
+def _run_cities(args: argparse.Namespace) -> int:
+    """INPUT_DIR holds one folder per city: the national trace tier and each city engine in-process."""
+    from monitor.policy.pack import PolicyError, load_pack
+    from monitor.settings import Settings
+    from monitor.trace.multicity import replay_cities
+
+    try:
+        pack = load_pack(args.policy)
+    except PolicyError as exc:
+        print(f"monitor replay: {exc}", file=sys.stderr)
+        return 2
+    if args.state is not None:
+        print("monitor replay: --state applies to one city folder, not to several", file=sys.stderr)
+        return 2
+    summary = replay_cities(args.input_dir, args.out, pack, as_of=args.as_of,
+                            pseudo=Settings().pseudonymizer(), progress=sys.stderr.isatty())
+    print(json.dumps({"trace_findings": summary["trace_findings"],
+                      "cities": {c: s["alerts_by_rule"] for c, s in summary["cities"].items()}},
+                     ensure_ascii=False))
+    return 0

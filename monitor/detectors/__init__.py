@@ -39,8 +39,10 @@ DETECTORS: list[type[Detector]] = [
     FindingCounters,
 ]
 
-#: Rules judged outside a detector (by the engine or the ledger itself).
-ENGINE_RULES: frozenset[str] = frozenset()
+#: Rules judged outside a detector (by the engine or the ledger itself, or by the national trace tier
+#: ``monitor.trace``, whose findings a city engine raises as alerts of these rules).
+ENGINE_RULES: frozenset[str] = frozenset(
+    {"trace.resold", "trace.reentered", "trace.never_stocked", "trace.product_mismatch"})
 
 
 def implemented_rules() -> set[str]:

@@ -232,6 +232,8 @@ class CodeTable:
 
 class DuplicateParams(Params):
     horizon_days: int = Field(ge=1)
+    #: False where the national trace tier runs (its trace.resold owns repeats across institutions)
+    cross_institution: bool = True
     settle_hours: float = Field(default=24, ge=0)
     sweep_every_days: int = Field(default=7, ge=1)
 
@@ -300,6 +302,7 @@ class TraceCodes(Detector):
         self.horizon = timedelta(days=d.horizon_days)
         self.sweep_every = timedelta(days=d.sweep_every_days)
         self.dup_settle = timedelta(hours=d.settle_hours)
+        self.dup_cross = d.cross_institution
         #: codes under suspicion (rare): every scan of them until judged, by code key
         self.suspects: dict[int, Suspect] = {}
         #: trace-code key space
@@ -446,6 +449,9 @@ class TraceCodes(Detector):
     def _report(self, code: str, first: tuple[str, datetime], later: tuple[str, datetime],
                 later_refs: dict[str, Any], ctx: Context) -> None:
         seller, when = later
+        if not self.dup_cross and first[0] != seller:
+            ctx.count("trace.duplicate_left_to_trace_tier")  # trace.resold of the national tier
+            return
         day = business_date(when)
         first_sale = {"fixmedins_code": first[0], "scan_time": first[1].isoformat()}
         later_sale = {"fixmedins_code": seller, "scan_time": when.isoformat(),

@@ -51,6 +51,14 @@ TICKETS = TopicSpec("monitor.tickets", "fixmedins_code")
 DLQ = TopicSpec("monitor.dlq", None, partitions=1)
 OUTPUTS: tuple[TopicSpec, ...] = (ALERTS, TICKETS, DLQ)
 
+#: The national trace tier (``monitor trace-worker``, design §2 "Two tiers"): its findings, keyed by the
+#: charged institution, which the city workers read; and its two repartition topics (by trace code, by
+#: product identifier), internal to the trace-worker group.
+TRACE_FINDINGS = TopicSpec("monitor.trace_findings", "fixmedins_code")
+TRACE_BY_CODE = TopicSpec("monitor-trace-by-code", "drug_trac_codg")
+TRACE_BY_PRODUCT = TopicSpec("monitor-trace-by-product", "product_id")
+TRACE_TOPICS: tuple[TopicSpec, ...] = (TRACE_FINDINGS, TRACE_BY_CODE, TRACE_BY_PRODUCT)
+
 #: Stream of an input topic name.
 STREAM_OF_TOPIC: dict[str, str] = {spec.name: stream for stream, spec in INPUTS.items()}
 #: Position of each input topic in the arrival-order tie-break (the replay shell's file order).

@@ -1,0 +1,96 @@
+"""``monitor replay ROOT`` over several cities (one folder per city): both tiers in-process.
+
+1. The trace tier reads every city's ``tracecodes.jsonl``, merged in arrival order (``inf_time``, else
+   ``scan_time``; ties by city folder name, then line), through the same pure stages as the Faust
+   trace-worker (``monitor.trace.rules``) → ``ROOT_OUT/trace_findings.jsonl`` (sorted by id).
+2. Each city is replayed into ``ROOT_OUT/<city>/`` with its own engine; the findings charging one of
+   its institutions (by region) are raised at their ``detected_at``, between its records, as the city
+   worker raises them from ``monitor.trace_findings``; its ``trace.duplicate`` leaves cross-institution
+   repeats to ``trace.resold``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from monitor.clock import parse_time
+from monitor.engine import Engine, Output
+from monitor.policy.pack import Pack
+from monitor.records import TraceScan, parse_value
+from monitor.trace.city import apply_finding, without_cross_duplicates
+from monitor.trace.rules import InProcessTier, Scan, TraceParams, scan_from_record, secs_of
+
+
+def city_dirs(root: Path) -> list[Path]:
+    """Sub-folders of ``root`` that hold input files (one per city), by name."""
+    from monitor.replay import input_files
+
+    return sorted(p for p in root.iterdir() if p.is_dir() and input_files(p))
+
+
+def _scans(path: Path, city: int) -> Iterator[tuple[int, int, int, str, Scan]]:
+    if not path.exists():
+        return
+    with path.open("rb") as fh:
+        for line_no, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            for item in parse_value("tracecodes", line.rstrip(b"\r\n")):
+                if isinstance(item, TraceScan):  # invalid lines are the city replay's dead letters
+                    scan = scan_from_record(item)
+                    yield scan.arrival, city, line_no, item.drug_trac_codg, scan
+
+
+def trace_findings(dirs: list[Path], params: TraceParams, as_of: datetime | None = None,
+                   homes: dict[str, int] | None = None) -> list[dict[str, Any]]:
+    """The trace tier over several cities' trace scans, in-process (sorted by finding id). ``homes``,
+    when given, is filled with each institution's city (index into ``dirs``)."""
+    tier = InProcessTier(params)
+    found: dict[str, dict[str, Any]] = {}
+    merged = heapq.merge(*(_scans(d / "tracecodes.jsonl", i) for i, d in enumerate(dirs)))
+    for _, city, _, code, scan in merged:
+        if homes is not None:
+            homes.setdefault(scan.inst, city)
+        for f in tier.on_scan(code, scan):
+            found.setdefault(f["finding_id"], f)
+    if as_of is not None:
+        for f in tier.advance_to(secs_of(as_of)):
+            found.setdefault(f["finding_id"], f)
+    return [found[k] for k in sorted(found)]
+
+
+def feed_for(engine_ref: Callable[[], Engine], findings: list[dict[str, Any]]
+             ) -> Iterator[tuple[datetime, Callable[[], list[Output]]]]:
+    """(detected_at, raise it) for each finding, in detected_at order (``run_replay``'s ``interleave``)."""
+    def raiser(finding: dict[str, Any]) -> Callable[[], list[Output]]:
+        return lambda: apply_finding(engine_ref(), finding)
+
+    for f in sorted(findings, key=lambda f: (f["detected_at"], f["finding_id"])):
+        yield parse_time(f["detected_at"]), raiser(f)
+
+
+def replay_cities(root: Path, out_dir: Path, pack: Pack, as_of: datetime | None = None,
+                  **replay_kwargs: Any) -> dict[str, Any]:
+    """The whole multi-city job; returns a summary (per city and the trace tier's counts)."""
+    from monitor.replay import replay_dir
+
+    dirs = city_dirs(root)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    params = TraceParams.from_pack(pack)
+    homes: dict[str, int] = {}
+    findings = trace_findings(dirs, params, as_of, homes)
+    with (out_dir / "trace_findings.jsonl").open("w", encoding="utf-8") as fh:
+        for f in findings:
+            fh.write(json.dumps(f, ensure_ascii=False, sort_keys=True) + "\n")
+    city_pack = without_cross_duplicates(pack)
+    summary: dict[str, Any] = {"trace_findings": len(findings), "cities": {}}
+    for i, d in enumerate(dirs):
+        mine = [f for f in findings if homes.get(f["fixmedins_code"]) == i]
+        result = replay_dir(d, out_dir / d.name, city_pack, as_of=as_of, trace_findings=mine, **replay_kwargs)
+        summary["cities"][d.name] = result.summary()
+    return summary
