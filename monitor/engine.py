@@ -162,6 +162,10 @@ class Context:
         self.registry: Registry = engine.registry
         self.ledger: Ledger = engine.ledger
         self.pseudo: Pseudonymizer = engine.pseudo
+        #: While a record is handled: whether its upload time is known (its ``inf_time``, or an arrival
+        #: the shell passed, e.g. the Kafka timestamp). False = replay fell back to the business time:
+        #: detectors must not read such a record as uploaded on time.
+        self.upload_time_known: bool = True
 
     @property
     def now(self) -> datetime:
@@ -180,6 +184,19 @@ class Context:
         name = owner if isinstance(owner, str) else owner.name
         rank = 1 if name == Ledger.TIMER_OWNER else 0  # reviews after the judgments due with them
         self._engine.timers.schedule(max(due, self.now), name, key, rank)
+
+    def review_evidence(self, code: str, streams: list[str], window: tuple[date, date],
+                        baseline: tuple[date, date], min_volume_share: float,
+                        max_late_share: float, each_stream: bool = True) -> dict[str, Any]:
+        """Positive evidence of real-time uploads for an end-of-suspension review, from the upload
+        detector (``UploadTimeliness.review_evidence``); ``{"ok": False}`` when it does not run."""
+        det = self._engine._by_name.get("upload")
+        finder = getattr(det, "review_evidence", None)
+        if finder is None:
+            return {"ok": False, "note": "no upload detector"}
+        result: dict[str, Any] = finder(code, streams, window, baseline, min_volume_share,
+                                          max_late_share, each_stream)
+        return result
 
     def count(self, name: str, n: int = 1) -> None:
         """A data-quality counter (summary.json ``quality``)."""
@@ -347,8 +364,10 @@ class Engine:
             self.ctx.trigger(f"finding:{rec.kind}", rec.fixmedins_code, business_date(rec.occurred_at),
                              cause=rec.finding_id, at=when)
         if when is not None:
+            self.ctx.upload_time_known = rec.inf_time is not None or arrival is not None
             for det in self._routes.get(stream, ()):
                 det.on_record(rec, when, self.ctx)
+            self.ctx.upload_time_known = True
             self._fire_due()
         return self._drain()
 

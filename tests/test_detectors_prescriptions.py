@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from builders import PHARMACY, institution, settlement
+from builders import PHARMACY, institution, sale, settlement
 
 from monitor.clock import CST
 from monitor.engine import Engine
@@ -129,10 +129,29 @@ def test_one_uncovered_settlement_among_many_fails_the_day() -> None:
     assert (alerts[0].evidence["settlements_needing_rx"], alerts[0].evidence["covered"]) == (10, 9)
 
 
+def _evidence() -> list[tuple[str, dict[str, Any]]]:
+    """Self-pay 3505 sales uploaded on time on 02-08 and 02-09 (inside the review window): the
+    institution is seen uploading while suspended (EZ-DM 二(三) review evidence)."""
+    out = []
+    for i, day in enumerate(("2026-02-08", "2026-02-09")):
+        when = f"{day} 10:00:00"
+        out.append(("inventory", sale(f"EV{i}", when, f"{day} 10:01:00")))
+    return out
+
+
+def test_ez_dm_2_3_quiet_institution_is_not_reinstated() -> None:
+    """EZ-DM 二(三) "整改达不到要求": an institution that uploads nothing during its rectification month
+    shows no rectification — the review is a REVIEW requiring verification, not a REINSTATE."""
+    _, tickets = run([pooling("S1", T0, hi_rxno=None)], as_of="2026-03-01 00:00:00")
+    got = [(t.action, str(t.effective_from), t.requires_verification) for t in tickets]
+    assert got == [("SUSPEND_AGREEMENT", "2026-01-13", False), ("REVIEW", "2026-02-13", True)]
+
+
 @pytest.mark.parametrize(
     ("second_day", "outcome"),
     [
-        # suspended 2026-01-13, rectify by 2026-02-13: the last 7 days are 02-06 .. 02-12
+        # suspended 2026-01-13, rectify by 2026-02-13: the last 7 days are 02-06 .. 02-12; a clean
+        # window is reinstated only on positive evidence (on-time uploads there: see _EVIDENCE)
         (None, "REINSTATE"),
         ("2026-02-05 10:00:00", "REINSTATE"),
         ("2026-02-06 10:00:00", "CANCEL_OUTPATIENT_POOLING"),
@@ -140,7 +159,7 @@ def test_one_uncovered_settlement_among_many_fails_the_day() -> None:
     ],
 )
 def test_rectification_deadline_both_sides(second_day: str | None, outcome: str) -> None:
-    items = [pooling("S1", T0, hi_rxno=None)]
+    items = [pooling("S1", T0, hi_rxno=None), *_evidence()]
     if second_day is not None:
         when = datetime.strptime(second_day, FMT).replace(tzinfo=CST)
         items.append(pooling("S2", when, hi_rxno=None))

@@ -36,7 +36,13 @@ def run(tmp_path: Path, records: list[dict[str, Any]], as_of: str | None = None,
     write_jsonl(inp, "institutions", institutions or [institution(PHARMACY), institution(CLINIC)])
     write_jsonl(inp, "settlements", sorted(records, key=lambda r: r["inf_time"]))
     out = tmp_path / "out"
-    replay_dir(inp, out, load_pack("ezhou"),
+    # These settlements have no 3505 sales: on a busy day that is upload.silent_stream (tested in
+    # test_detectors_upload.py); here only the late-record path of the ladder is under test.
+    pack_file = tmp_path / "no-silent.toml"
+    pack_file.write_text('[pack]\nname = "t"\nversion = "1"\ntitle = "t"\nregion = "4207"\n'
+                         'includes = ["ezhou"]\n[rules."upload.silent_stream"]\nenabled = false\n',
+                         encoding="utf-8")
+    replay_dir(inp, out, load_pack(str(pack_file)),
                as_of=datetime.strptime(as_of, FMT).replace(tzinfo=CST) if as_of else None)
     # only the EZ-DM 二(一) ladder is under test here (these settlements have no 3505 sales, which
     # data.incomplete would rightly flag)
@@ -104,11 +110,13 @@ def test_full_ladder_suspend_then_terminate_and_suspend_then_reinstate(tmp_path:
     """Both institutions fail 2026-01-10 (judged at 01-12 00:00): suspended 01-13 .. 02-13 (one calendar
     month). The pharmacy fails again on 02-10, inside the month's last 7 days (02-06 .. 02-12):
     terminated from 02-13. The clinic fails on 02-01 only (outside the last 7 days): reinstated 02-13.
-    The review happens once 02-12 is judged (02-14 00:00)."""
+    The review happens once 02-12 is judged (02-14 00:00). The clinic's reinstatement rests on positive
+    evidence: 5 on-time uploads on 02-08 (its usual volume before the suspension: 20 in 28 days)."""
     recs = (day_records(PHARMACY, date(2026, 1, 10), 20, 10)
             + day_records(CLINIC, date(2026, 1, 10), 20, 10)
             + day_records(PHARMACY, date(2026, 2, 10), 20, 10)
-            + day_records(CLINIC, date(2026, 2, 1), 20, 10))
+            + day_records(CLINIC, date(2026, 2, 1), 20, 10)
+            + day_records(CLINIC, date(2026, 2, 8), 5, 0, prefix="ok"))
     alerts, tickets = run(tmp_path, recs, as_of="2026-03-01 00:00:00")
     got = sorted((t["fixmedins_code"], t["action"], t["effective_from"], t["effective_until"]) for t in tickets)
     assert got == sorted([
@@ -145,7 +153,8 @@ def test_no_review_before_the_month_is_over(tmp_path: Path) -> None:
 
 
 def test_after_reinstatement_a_new_failure_suspends_again(tmp_path: Path) -> None:
-    recs = day_records(PHARMACY, date(2026, 1, 10), 20, 10) + day_records(PHARMACY, date(2026, 3, 2), 20, 10)
+    recs = (day_records(PHARMACY, date(2026, 1, 10), 20, 10) + day_records(PHARMACY, date(2026, 3, 2), 20, 10)
+            + day_records(PHARMACY, date(2026, 2, 9), 5, 0, prefix="ok"))  # evidence for the reinstatement
     _, tickets = run(tmp_path, recs, as_of="2026-03-10 00:00:00")
     assert [(t["action"], t["effective_from"]) for t in tickets] == [
         ("SUSPEND_OUTPATIENT_POOLING", "2026-01-13"),
@@ -166,7 +175,8 @@ def test_a_failure_on_the_last_day_of_the_suspension_terminates(tmp_path: Path) 
 
 
 def test_a_failure_the_day_after_the_suspension_is_a_new_case(tmp_path: Path) -> None:
-    recs = day_records(PHARMACY, date(2026, 1, 10), 20, 10) + day_records(PHARMACY, date(2026, 2, 13), 20, 10)
+    recs = (day_records(PHARMACY, date(2026, 1, 10), 20, 10) + day_records(PHARMACY, date(2026, 2, 13), 20, 10)
+            + day_records(PHARMACY, date(2026, 2, 9), 5, 0, prefix="ok"))  # evidence for the reinstatement
     _, tickets = run(tmp_path, recs, as_of="2026-03-01 00:00:00")
     assert [(t["action"], t["effective_from"]) for t in tickets] == [
         ("SUSPEND_OUTPATIENT_POOLING", "2026-01-13"),

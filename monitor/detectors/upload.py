@@ -12,6 +12,20 @@
   have arrived) and judged again whenever a late record of it arrives afterwards — late records can only
   push a day over, so a positive judgment is final. A positive day triggers the ``realtime`` ladder
   (suspend outpatient pooling one calendar month, then terminate or reinstate).
+  Only records whose upload time is known count in the ratio: silence is never evidence of compliance.
+* ``upload.time_unknown`` — records without ``inf_time`` (and without a broker timestamp: the worker
+  passes the Kafka message timestamp as the upload time, design §3) have no known upload time. They
+  are neither late nor on time: counted as data quality ``<stream>.upload_time_unknown``, and an
+  institution-day whose share of them exceeds ``max_unknown_share`` gets a warning alert.
+* ``upload.silent_stream`` — the extreme case of "未实现…实时上传": an institution-day with at least
+  ``min_settlements`` settled settlements carrying drug lines but no 3505 sale uploaded for that day
+  (进销存 silent), or with insured whole packs settled but no ``sale`` trace scan (追溯码 silent), when
+  the day is judged (day end + ``max_lag_hours`` of ``upload.late``: anything later is not real time
+  anyway, so the judgment is final). Triggers the same ``realtime`` ladder as ``upload.not_realtime``.
+* Review evidence (EZ-DM 二(一) "1个月后仍未实现实时上传"): ``review_evidence`` tells the ledger, at
+  the end of a suspension, whether the institution *showed* real-time uploads in the review window —
+  records uploaded, on time, at its usual volume — rather than simply going quiet. Daily volumes per
+  institution and stream group are kept for ``volume_memory_days``.
 """
 
 from __future__ import annotations
@@ -45,6 +59,18 @@ class NotRealtimeParams(Params):
     min_late_ratio: float = Field(gt=0, le=1)
     min_late: int = Field(ge=1)
     rejudge_horizon_days: int = Field(default=62, ge=1)
+    #: daily upload volumes remembered per institution for end-of-suspension reviews
+    volume_memory_days: int = Field(default=120, ge=30)
+
+
+class TimeUnknownParams(Params):
+    max_unknown_share: float = Field(ge=0, lt=1)
+    min_unknown: int = Field(default=1, ge=1)
+
+
+class SilentStreamParams(Params):
+    min_settlements: int = Field(ge=1)
+    streams: list[str] = Field(default=["inventory", "tracecodes"], min_length=1)
 
 
 def record_ref(rec: Record) -> str:
@@ -69,15 +95,32 @@ class DayTally:
     judged: bool = False
     flagged: bool = False
     late_reported: bool = False
+    #: records without a known upload time (neither late nor on time)
+    unknown: int = 0
+    unknown_by_stream: dict[str, int] = field(default_factory=dict)
+    unknown_reported: bool = False
+    #: settled settlements with drug lines / insured whole packs; 3505 sales; sale trace scans
+    settlements: int = 0
+    insured_packs: int = 0
+    sales: int = 0
+    sale_scans: int = 0
+    silent_reported: bool = False
+
+
+#: what a review counts per institution-day: [records with known upload time, late, unknown]
+Volume = list[int]
 
 
 class UploadTimeliness(Detector):
     name: ClassVar[str] = "upload"
-    rule_ids: ClassVar[tuple[str, ...]] = ("upload.late", "upload.not_realtime")
-    streams: ClassVar[tuple[str, ...]] = UPLOAD_STREAMS
+    rule_ids: ClassVar[tuple[str, ...]] = ("upload.late", "upload.not_realtime", "upload.time_unknown",
+                                           "upload.silent_stream")
+    streams: ClassVar[tuple[str, ...]] = (*UPLOAD_STREAMS, "prescriptions")
     params: ClassVar[dict[str, type[Params]]] = {
         "upload.late": LateParams,
         "upload.not_realtime": NotRealtimeParams,
+        "upload.time_unknown": TimeUnknownParams,
+        "upload.silent_stream": SilentStreamParams,
     }
 
     def __init__(self, pack: Pack) -> None:
@@ -90,22 +133,48 @@ class UploadTimeliness(Detector):
         self.min_late = judge.min_late
         self.horizon = timedelta(days=judge.rejudge_horizon_days)
         self.judge_enabled = pack.enabled("upload.not_realtime")
+        self.unknown_params: TimeUnknownParams | None = (
+            self.param_model("upload.time_unknown") if pack.enabled("upload.time_unknown") else None)
+        self.silent_params: SilentStreamParams | None = (
+            self.param_model("upload.silent_stream") if pack.enabled("upload.silent_stream") else None)
+        self.volume_memory = judge.volume_memory_days
         self.days: dict[tuple[str, date], DayTally] = {}
+        #: institution → stream → business-day ordinal → [known, late, unknown] (review evidence)
+        self.volumes: dict[str, dict[str, dict[int, Volume]]] = {}
+        self._volume_pruned: int = 0
 
     # ---------------------------------------------------------------------------------- records
     def on_record(self, rec: Record, arrival: datetime, ctx: Context) -> None:
-        if rec.STREAM not in self.watched:
-            return
         btime = rec.business_time
         assert btime is not None
         code = rec.fixmedins_code  # type: ignore[union-attr]
         day = business_date(btime)
+        known = ctx.upload_time_known
+        lag = arrival - btime
+        self._count_volume(code, rec.STREAM, day, known, known and lag > self.max_lag, ctx)
+        if rec.STREAM not in self.watched:
+            return
         tally = self.open_day(self.days, code, day, self.max_lag, self.horizon, DayTally, ctx,
                               "upload.late_beyond_rejudge_horizon")
         if tally is None:
             return
+        if isinstance(rec, Settlement):
+            if rec.setl_status == "settled" and rec.drugdetail:
+                tally.settlements += 1
+                tally.insured_packs += sum(1 for line in rec.drugdetail if line.trdn_flag != "1")
+        elif isinstance(rec, SaleMovement):
+            tally.sales += 1
+        elif isinstance(rec, TraceScan) and rec.scan_kind == "sale":
+            tally.sale_scans += 1
+        if not known:
+            # no inf_time and no broker timestamp: neither late nor on time (silence is not compliance)
+            tally.unknown += 1
+            tally.unknown_by_stream[rec.STREAM] = tally.unknown_by_stream.get(rec.STREAM, 0) + 1
+            ctx.count(f"{rec.STREAM}.upload_time_unknown")
+            if tally.judged:
+                self._judge(code, day, tally, ctx)
+            return
         tally.total += 1
-        lag = arrival - btime
         if lag > self.max_lag:
             tally.late += 1
             tally.late_by_stream[rec.STREAM] = tally.late_by_stream.get(rec.STREAM, 0) + 1
@@ -126,21 +195,140 @@ class UploadTimeliness(Detector):
             tally.judged = True
             self._judge(code, day, tally, ctx)
 
+    # ------------------------------------------------------------------------------ review evidence
+    def _count_volume(self, code: str, stream: str, day: date, known: bool, late: bool, ctx: Context) -> None:
+        ordinal = day.toordinal()
+        by_stream = self.volumes.setdefault(code, {})
+        days = by_stream.setdefault(stream, {})
+        vol = days.get(ordinal)
+        if vol is None:
+            vol = days[ordinal] = [0, 0, 0]
+            self._prune_volumes(ctx)
+        if not known:
+            vol[2] += 1
+        else:
+            vol[0] += 1
+            if late:
+                vol[1] += 1
+
+    def _prune_volumes(self, ctx: Context) -> None:
+        limit = business_date(ctx.now).toordinal() - self.volume_memory
+        if limit <= self._volume_pruned + 7:
+            return
+        self._volume_pruned = limit
+        for by_stream in self.volumes.values():
+            for days in by_stream.values():
+                for ordinal in [o for o in days if o < limit]:
+                    del days[ordinal]
+
+    def review_evidence(self, code: str, streams: list[str], window: tuple[date, date],
+                        baseline: tuple[date, date], min_volume_share: float,
+                        max_late_share: float, each_stream: bool = True) -> dict[str, Any]:
+        """Positive evidence of real-time uploads by ``code`` over ``window`` (inclusive days).
+
+        Every one (``each_stream``; else at least one) of ``streams`` the institution used in
+        ``baseline`` (inclusive days before the sanction) must have on-time uploads in the window with
+        a late share ≤ ``max_late_share``; and the on-time volume of those streams together, per day,
+        must be ≥ ``min_volume_share`` × their mean daily volume in the baseline. Records without a
+        known upload time never count as evidence. Returns the facts with ``ok``; silence (nothing in
+        the window) is never ``ok``."""
+        by_stream = self.volumes.get(code, {})
+        facts: dict[str, Any] = {"window": f"{window[0]}..{window[1]}",
+                                 "baseline": f"{baseline[0]}..{baseline[1]}"}
+        w0, w1, b0, b1 = (window[0].toordinal(), window[1].toordinal(), baseline[0].toordinal(),
+                          baseline[1].toordinal())
+        w_days, b_days = w1 - w0 + 1, max(b1 - b0 + 1, 1)
+        oks: list[bool] = []
+        on_time_total = usual_total = 0.0
+        for stream in streams:
+            days = by_stream.get(stream, {})
+            known = late = unknown = 0
+            for ordinal in range(w0, w1 + 1):
+                vol = days.get(ordinal)
+                if vol is not None:
+                    known, late, unknown = known + vol[0], late + vol[1], unknown + vol[2]
+            usual = sum(days[o][0] + days[o][2] for o in range(b0, b1 + 1) if o in days) / b_days
+            if usual == 0:
+                facts[stream] = {"usual_per_day": 0, "on_time": known - late, "note": "not used before"}
+                on_time_total += (known - late) / w_days
+                if not each_stream and known > late and late <= max_late_share * known:
+                    oks.append(True)  # "any stream" evidence: a stream taken up while sanctioned counts
+                continue
+            stream_ok = known > late and late <= max_late_share * known
+            oks.append(stream_ok)
+            on_time_total += (known - late) / w_days
+            usual_total += usual
+            facts[stream] = {"on_time": known - late, "late": late, "upload_time_unknown": unknown,
+                             "usual_per_day": round(usual, 2), "ok": stream_ok}
+        volume_ok = on_time_total > 0 and on_time_total >= min_volume_share * usual_total
+        facts["on_time_per_day"] = round(on_time_total, 2)
+        facts["usual_per_day"] = round(usual_total, 2)
+        streams_ok = all(oks) if each_stream else any(oks)
+        facts["ok"] = bool(oks) and streams_ok and volume_ok
+        return facts
+
     # ---------------------------------------------------------------------------------- judgment
     def _evidence(self, day: date, tally: DayTally) -> dict[str, Any]:
+        ratio = Decimal(tally.late) / Decimal(tally.total) if tally.total else Decimal(0)
         return {
             "business_date": day.isoformat(),
             "records": tally.total,
             "late": tally.late,
-            "late_ratio": f"{Decimal(tally.late) / Decimal(tally.total):.4f}",
+            "late_ratio": f"{ratio:.4f}",
+            "upload_time_unknown": tally.unknown,
             "late_by_stream": dict(sorted(tally.late_by_stream.items())),
             "max_lag_hours": round(tally.max_lag_s / 3600, 2),
             "max_allowed_lag_hours": self.max_lag.total_seconds() / 3600,
             "sample_records": list(tally.samples),
         }
 
+    def _judge_unknown(self, code: str, day: date, tally: DayTally, ctx: Context) -> None:
+        p = self.unknown_params
+        if p is None or tally.unknown_reported or tally.unknown < p.min_unknown:
+            return
+        records = tally.unknown + tally.total
+        if Decimal(tally.unknown) <= Decimal(str(p.max_unknown_share)) * records:
+            return
+        tally.unknown_reported = True
+        ctx.alert(
+            "upload.time_unknown", code, subject="day", window_start=day_start(day), window_end=day_end(day),
+            evidence={"business_date": day.isoformat(), "records": records, "upload_time_unknown": tally.unknown,
+                      "unknown_share": f"{Decimal(tally.unknown) / Decimal(records):.4f}",
+                      "max_unknown_share": p.max_unknown_share,
+                      "unknown_by_stream": dict(sorted(tally.unknown_by_stream.items()))},
+            vola_cont=f"{day} 有 {tally.unknown}/{records} 条记录无上传时间(inf_time)，无法确认实时上传",
+        )
+
+    def _judge_silent(self, code: str, day: date, tally: DayTally, ctx: Context) -> None:
+        p = self.silent_params
+        if p is None or tally.silent_reported or tally.settlements < p.min_settlements:
+            return
+        silent = []
+        if "inventory" in p.streams and tally.sales == 0:
+            silent.append("inventory")
+        if "tracecodes" in p.streams and tally.insured_packs > 0 and tally.sale_scans == 0:
+            silent.append("tracecodes")
+        if not silent:
+            return
+        tally.silent_reported = True
+        names = {"inventory": "进销存(3505 销售)", "tracecodes": "追溯码(销售扫码)"}
+        alert = ctx.alert(
+            "upload.silent_stream", code, subject="day", window_start=day_start(day), window_end=day_end(day),
+            evidence={"business_date": day.isoformat(), "settlements_with_drugs": tally.settlements,
+                      "insured_whole_pack_lines": tally.insured_packs, "sales_3505": tally.sales,
+                      "sale_scans": tally.sale_scans, "silent_streams": silent,
+                      "judged_at_lag_hours": self.max_lag.total_seconds() / 3600},
+            vola_cont=(f"{day} 结算 {tally.settlements} 笔，但{'、'.join(names[s] for s in silent)}在"
+                       f" {self.max_lag.total_seconds() / 3600:g} 小时内无上传，未实现数据实时上传"),
+        )
+        ctx.trigger("upload.silent_stream", code, day, cause=f"silent:{day.isoformat()}",
+                    alert_id=alert.alert_id if alert else None)
+
     def _judge(self, code: str, day: date, tally: DayTally, ctx: Context) -> None:
         start, end = day_start(day), day_end(day)
+        self._judge_unknown(code, day, tally, ctx)
+        if not tally.silent_reported:
+            self._judge_silent(code, day, tally, ctx)
         if tally.late and not tally.late_reported and self.pack.enabled("upload.late"):
             tally.late_reported = True
             ctx.alert(
@@ -151,6 +339,7 @@ class UploadTimeliness(Detector):
         if tally.flagged or not self.judge_enabled:
             return
         if tally.late >= self.min_late and Decimal(tally.late) >= self.min_ratio * tally.total:
+            # tally.total counts only records whose upload time is known
             tally.flagged = True
             alert = ctx.alert(
                 "upload.not_realtime", code, subject="day", window_start=start, window_end=end,

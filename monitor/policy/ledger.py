@@ -354,13 +354,27 @@ class Ledger:
         hits = sorted(d for d in st.violation_days if d in window)
         action = spec.on_violation if hits else spec.on_clean
         assert action is not None
+        verify = False
+        missing_evidence = False
+        if not hits and spec.review_evidence is not None:
+            # EZ-DM 二(一)/二(三): a clean review needs uploads seen in the window, not silence
+            ev = spec.review_evidence
+            first = deadline - timedelta(days=spec.review_lookback_days)
+            base_end = st.active.effective_from - timedelta(days=1)
+            facts = ctx.review_evidence(code, ev.streams, (first, deadline - timedelta(days=1)),
+                                        (base_end - timedelta(days=ev.baseline_days - 1), base_end),
+                                        ev.min_volume_share, ev.max_late_share, ev.each_stream)
+            if not facts.get("ok"):
+                action, verify, missing_evidence = ev.on_missing, True, True
         if st.active.until is None:
             st.active.until = deadline  # a rectification-bounded suspension ends at its review
-        cause = "review:" + (",".join(d.isoformat() for d in hits) if hits else "clean")
+        cause = "review:" + (",".join(d.isoformat() for d in hits) if hits
+                             else "no_evidence" if missing_evidence else "clean")
         reapply = (add_years(deadline, spec.on_violation_reapply_after_years)
                    if hits and spec.on_violation_reapply_after_years else None)
         ticket = self._ticket(ctx, name, spec, None, code, action, cause, deadline, reapply_after=reapply,
-                              rule_ids=list(st.rule_ids), alert_ids=list(st.alert_ids))
+                              rule_ids=list(st.rule_ids), alert_ids=list(st.alert_ids),
+                              requires_verification=verify)
         st.active = None
         st.deadline = None
         st.violation_days = {d for d in st.violation_days if d >= deadline}

@@ -65,6 +65,22 @@ LadderKind = Literal["immediate", "suspend_then_review", "recurrence"]
 OncePer = Literal["cause", "institution", "agreement_term", "agreement_year"]
 
 
+class ReviewEvidenceSpec(_Strict):
+    """What a clean end-of-suspension review must *see* before it reinstates (silence is not
+    compliance): uploads of ``streams`` in the review window, late share ≤ ``max_late_share``, daily
+    volume ≥ ``min_volume_share`` × the institution's mean over the ``baseline_days`` before the
+    sanction. Without that evidence the review issues ``on_missing`` (requires verification)."""
+
+    streams: list[str] = Field(min_length=1)
+    min_volume_share: float = Field(default=0.5, gt=0, le=1)
+    max_late_share: float = Field(default=0.10, ge=0, lt=1)
+    baseline_days: int = Field(default=28, ge=1)
+    #: True: every listed stream used before the sanction must show on-time uploads; False: any of them
+    each_stream: bool = True
+    on_missing: Action = "REVIEW"
+    reading: str = Field(min_length=1, description="how the clause is read, in words")
+
+
 class LadderSpec(_Strict):
     """A sanction ladder: what a trigger leads to, and what is re-checked at its deadline.
 
@@ -95,6 +111,8 @@ class LadderSpec(_Strict):
     on_violation: Action | None = None
     on_violation_reapply_after_years: int | None = Field(default=None, ge=1)
     on_clean: Action | None = None
+    #: suspend_then_review: positive evidence a clean review needs before ``on_clean``
+    review_evidence: ReviewEvidenceSpec | None = None
     recurrence_within_months: int | None = Field(default=None, ge=1)
     recurrence_action: Action | None = None
     recurrence_reapply_after_years: int | None = Field(default=None, ge=1)

@@ -216,9 +216,13 @@ class ShellCore:
         # before it in the same source (file there, partition here).
         last = self.last_arrival.get(tp, _EARLIEST)
         own = rec.arrival_time
+        override = None
+        if rec.inf_time is None and msg.timestamp is not None:
+            # no upload time of its own: the Kafka timestamp is its upload time (design §3), never its
+            # business time (which would read every such record as uploaded on time)
+            own = override = msg.timestamp
         sort_time = own if own is not None else last
         self.last_arrival[tp] = max(last, sort_time)
-        override = None
         if rec.inf_time is not None and msg.timestamp is not None and (
                 rec.inf_time > msg.timestamp + self.clock_skew):
             # an upload clock ahead of the broker never moves time forward for others (design §2)
