@@ -325,7 +325,8 @@ class RxDrugDetail(BaseModel):
 
     med_list_codg: Code
     drug_cnt: Decimal = Field(gt=0)
-    medc_days: int = Field(ge=0)
+    #: num(8,2) on the platform (7.5 days occurs); whole days stay ``int``.
+    medc_days: int | Decimal = Field(ge=0)
 
 
 class Prescription(_Record):

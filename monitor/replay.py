@@ -32,6 +32,10 @@ from typing import Any
 from monitor.clock import CST
 from monitor.detectors import unimplemented_rules
 from monitor.engine import Engine, Output
+from monitor.nhsa import UPLOADS, stream_decoder
+from monitor.nhsa import advance as nhsa_advance
+from monitor.nhsa import apply as nhsa_apply
+from monitor.nhsa.items import Pending
 from monitor.outputs import DeadLetter
 from monitor.policy.pack import Pack
 from monitor.privacy import Pseudonymizer
@@ -60,19 +64,19 @@ class _Item:
     arrival: datetime
     order: int
     line: int
-    record: Record | None = field(compare=False)
+    record: Record | Pending | None = field(compare=False)
     letter: DeadLetter | None = field(compare=False)
     skewed: bool = field(default=False, compare=False)
 
 
-def _parse_lines(path: Path, order: int) -> Iterator[_Item]:
+def _parse_lines(path: Path, order: int, decode: Any = parse_value) -> Iterator[_Item]:
     stream = path.stem
     with path.open("rb") as fh:
         for line_no, raw_line in enumerate(fh, start=1):
             raw = raw_line.rstrip(b"\r\n")
             if not raw.strip():
                 continue
-            for parsed in parse_value(stream, raw):
+            for parsed in decode(stream, raw):
                 if isinstance(parsed, InvalidRecord):
                     yield _Item(_EARLIEST, order, line_no, None,
                                 dead_letter(path.name, raw, parsed.reason, line=line_no, index=parsed.index))
@@ -80,7 +84,7 @@ def _parse_lines(path: Path, order: int) -> Iterator[_Item]:
                     yield _Item(parsed.arrival_time or _EARLIEST, order, line_no, parsed, None)
 
 
-def _read_stream(path: Path, order: int, max_skew: timedelta) -> Iterator[_Item]:
+def _read_stream(path: Path, order: int, max_skew: timedelta, decode: Any = parse_value) -> Iterator[_Item]:
     """Items of one file in file order, with arrival times made usable for the merge:
 
     * a record whose ``inf_time`` is more than ``max_skew`` ahead of the next record's in the same file
@@ -101,7 +105,7 @@ def _read_stream(path: Path, order: int, max_skew: timedelta) -> Iterator[_Item]
         last = max(last, item.arrival)
         return item
 
-    for item in _parse_lines(path, order):
+    for item in _parse_lines(path, order, decode):
         if item.record is None:
             item.arrival = last
             yield item
@@ -117,7 +121,7 @@ _MERGE_KEY = operator.attrgetter("arrival", "order", "line")
 
 
 def input_files(input_dir: Path) -> list[Path]:
-    return [input_dir / f"{s}.jsonl" for s in STREAMS if (input_dir / f"{s}.jsonl").exists()]
+    return [input_dir / f"{s}.jsonl" for s in (*STREAMS, UPLOADS) if (input_dir / f"{s}.jsonl").exists()]
 
 
 @dataclass
@@ -177,7 +181,8 @@ def run_replay(
     max_skew = timedelta(minutes=float(engine.pack.setting("max_clock_skew_minutes", 60)))
     # Ordered by (arrival, file, line) as ``_Item``'s own ordering, but compared as plain tuples: the
     # dataclass's generated ``__lt__``/``__eq__`` cost ~1 µs per record in the merge (bench/).
-    merged = heapq.merge(*(_read_stream(p, i, max_skew) for i, p in enumerate(files)), key=_MERGE_KEY)
+    decode = stream_decoder(engine)  # platform envelopes and field variance (monitor.nhsa)
+    merged = heapq.merge(*(_read_stream(p, i, max_skew, decode) for i, p in enumerate(files)), key=_MERGE_KEY)
     # The engine's state is many long-lived small objects: with the default thresholds the cyclic
     # collector re-scans it every few hundred allocations (~8 % of a replay, bench/). Nothing in the
     # engine relies on cycles being collected promptly, so collect young objects less often.
@@ -210,9 +215,7 @@ def run_replay(
                 assert item.record is not None
                 if item.skewed:
                     engine.stats.quality[f"{item.record.STREAM}.clock_skew"] += 1
-                    out.extend(engine.process(item.record, arrival=item.arrival))
-                else:
-                    out.extend(engine.process(item.record))
+                out.extend(nhsa_apply(engine, item.record, item.arrival if item.skewed else None))
                 bar.tick(engine)
             if len(out) + len(letters) >= batch:
                 flush_batch()
@@ -220,7 +223,7 @@ def run_replay(
             out.extend(pending[1]())
             pending = next(interleave, None) if interleave is not None else None
         if as_of is not None:
-            out.extend(engine.advance(as_of))
+            out.extend(nhsa_advance(engine, as_of))
         flush_batch()
         for sink in sinks:
             sink.flush()

@@ -17,6 +17,8 @@ def register(sub: Any) -> None:
                    help="send runs of up to N records of the same topic and key as one JSON-array value")
     p.add_argument("--timestamp", choices=["arrival", "now"], default="arrival",
                    help="Kafka timestamp: the record's arrival (inf_time; default) or the send time")
+    p.add_argument("--format", choices=["flat", "nhsa"], default="flat",
+                   help="nhsa: send platform envelopes to medins.uploads (one topic, routed by infno)")
     p.set_defaults(func=run)
 
 
@@ -31,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     if args.arrays < 1:
         print("monitor produce: --arrays must be at least 1", file=sys.stderr)
         return 2
-    stats = produce_dir(args.input_dir, Settings(), rate=args.rate, arrays=args.arrays, timestamp=args.timestamp)
+    stats = produce_dir(args.input_dir, Settings(), rate=args.rate, arrays=args.arrays, timestamp=args.timestamp,
+                        nhsa=args.format == "nhsa")
     rate = stats.records / stats.seconds if stats.seconds else 0.0
     print(json.dumps({"messages": stats.messages, "records": stats.records, "by_topic": stats.by_topic,
                       "seconds": round(stats.seconds, 3), "records_per_second": round(rate)}))

@@ -36,6 +36,8 @@ def register(sub: Any) -> None:
     sim.add_argument("--start", type=_date, default=date(2026, 1, 1), help="first day, yyyy-MM-dd (default 2026-01-01)")
     sim.add_argument("--scale", type=float, default=1.0, help="background volume multiplier (default 1)")
     sim.add_argument("--no-plants", action="store_true", help="clean traffic only (no violations, no labels)")
+    sim.add_argument("--format", choices=["flat", "nhsa"], default="flat",
+                     help="flat records of design §3 (default) or the platform's own messages (issue #13)")
     sim.set_defaults(func=run_simulate)
 
     sc = sub.add_parser("score", help="precision/recall per rule of a replay's outputs against simulator labels")
@@ -72,6 +74,10 @@ def run_simulate(args: argparse.Namespace) -> int:
                     institutions=args.institutions, start=args.start, scale=args.scale, plants=not args.no_plants)
     began = time.perf_counter()
     result = simulate(cfg)
+    if args.format == "nhsa":
+        from monitor.simulate.nhsa_writer import write_nhsa
+
+        write_nhsa(args.out, args.out, args.seed)  # the same city, as platform messages (in place)
     took = time.perf_counter() - began
     rate = result.records / took if took > 0 else 0.0
     print(json.dumps({"out": str(args.out), "records": result.counts, "labels": result.labels,

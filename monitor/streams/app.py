@@ -58,7 +58,7 @@ from monitor.sinks.config import SinkSettings, bind_all, build_sinks
 from monitor.streams import batch as batch_intake
 from monitor.streams.checkpoint import CheckpointStore
 from monitor.streams.core import TP, DeadLetterLimit, DeadLetterLimitExceeded, Inbound, ShellCore
-from monitor.streams.topics import ALERTS, DLQ, INPUTS, STREAM_OF_TOPIC, TICKETS
+from monitor.streams.topics import ALERTS, DLQ, INPUTS, STREAM_OF_TOPIC, TICKETS, UPLOADS
 
 log = logging.getLogger("monitor.worker")
 
@@ -413,7 +413,7 @@ def create_app(settings: Settings, sink_settings: SinkSettings | None = None) ->
     mount_inspector(app, core.engine.pack, conf)
     setup_prometheus_sensors(app, registry=registry, name_prefix=FAUST_PREFIX)
     shell = WorkerShell(app, settings, core, store, sinks)
-    inputs = app.topic(*(spec.name for spec in INPUTS.values()), key_type=bytes, value_type=bytes,
+    inputs = app.topic(*(spec.name for spec in (*INPUTS.values(), UPLOADS)), key_type=bytes, value_type=bytes,
                        key_serializer="raw", value_serializer="raw")
 
     async def ingest(messages: Sequence[Any]) -> None:

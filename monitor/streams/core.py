@@ -41,15 +41,19 @@ from typing import Any
 
 from monitor.clock import CST
 from monitor.engine import Engine, Output
+from monitor.nhsa import advance as nhsa_advance
+from monitor.nhsa import apply as nhsa_apply
+from monitor.nhsa import stream_decoder
+from monitor.nhsa.items import Pending
 from monitor.outputs import DeadLetter
-from monitor.records import InvalidRecord, Record, parse_value
+from monitor.records import InvalidRecord, Record
 from monitor.replay import dead_letter
 from monitor.streams.topics import STREAM_OF_TOPIC, STREAM_ORDER
 
 TP = tuple[str, int]
 _EARLIEST = datetime(1970, 1, 1, tzinfo=CST)
 #: Streams whose broker timestamps move idle event time (registry uploads are not activity).
-ACTIVITY_STREAMS = frozenset({"settlements", "inventory", "tracecodes", "prescriptions", "findings"})
+ACTIVITY_STREAMS = frozenset({"settlements", "inventory", "tracecodes", "prescriptions", "findings", "uploads"})
 #: Bumped whenever the pickled engine state changes shape (2: pricing/tracecodes state of the hot-path
 #: work, timer heap entries with a rank); an older checkpoint is refused, not misread.
 CHECKPOINT_VERSION = 2
@@ -114,7 +118,7 @@ class _Message:
 @dataclass
 class _Item:
     key: tuple[Any, ...]
-    record: Record
+    record: Record | Pending
     arrival: datetime | None  # override for the engine (clock-skew clamp), else None
     message: _Message
     last_after: datetime  # the partition's carried-forward arrival once this record is applied
@@ -162,6 +166,7 @@ class ShellCore:
         self._completed: list[Any] = []
         self.dead_letters = 0
         self.applied = 0
+        self._decode = stream_decoder(engine)  # platform envelopes and field variance (monitor.nhsa)
 
     @classmethod
     def from_checkpoint(cls, ckpt: Checkpoint, **kw: Any) -> ShellCore:
@@ -183,7 +188,7 @@ class ShellCore:
         if msg.value is None:
             parsed: list[Record | InvalidRecord] = [InvalidRecord("empty value (tombstone)")]
         else:
-            parsed = parse_value(stream, msg.value)
+            parsed = self._decode(stream, msg.value)
         skip = pos_done if msg.offset == pos_offset else 0
         entry = _Message(msg.offset, 0, skip, [msg.handle] if msg.handle is not None else [])
         queue = self._queues.setdefault(tp, deque())
@@ -211,7 +216,7 @@ class ShellCore:
             raise DeadLetterLimitExceeded(self.dlq_limit.describe())
         return letters
 
-    def _item(self, tp: TP, stream: str, msg: Inbound, rec: Record, entry: _Message, seq: int) -> _Item:
+    def _item(self, tp: TP, stream: str, msg: Inbound, rec: Record | Pending, entry: _Message, seq: int) -> _Item:
         # As the replay shell: a record without its own arrival time sorts at the latest arrival seen
         # before it in the same source (file there, partition here).
         last = self.last_arrival.get(tp, _EARLIEST)
@@ -228,8 +233,8 @@ class ShellCore:
             # an upload clock ahead of the broker never moves time forward for others (design §2)
             override = msg.timestamp
             sort_time = msg.timestamp
-            self.engine.stats.quality[f"{stream}.clock_skew"] += 1
-        key = (sort_time, STREAM_ORDER[stream], seq, msg.partition, msg.offset, entry.pending)
+            self.engine.stats.quality[f"{rec.STREAM}.clock_skew"] += 1
+        key = (sort_time, STREAM_ORDER[rec.STREAM], seq, msg.partition, msg.offset, entry.pending)
         return _Item(key, rec, override, entry, self.last_arrival[tp])
 
     def _duplicate(self, tp: TP, msg: Inbound) -> None:
@@ -288,7 +293,7 @@ class ShellCore:
             queue = queues[tp]
             item = queue.popleft()
             self._applied_last[tp] = item.last_after
-            out.extend(self.engine.process(item.record, item.arrival))
+            out.extend(nhsa_apply(self.engine, item.record, item.arrival))
             self.applied += 1
             n += 1
             item.message.pending -= 1
@@ -305,7 +310,7 @@ class ShellCore:
         clock never overtakes a record waiting in the merge."""
         if self.queued or self.max_broker_time is None or self.engine.watermark.value is None:
             return []
-        return self.engine.advance(self.max_broker_time)
+        return nhsa_advance(self.engine, self.max_broker_time)
 
     # -------------------------------------------------------------------------------------- checkpoints
     def checkpoint(self) -> tuple[Checkpoint, list[Any]]:

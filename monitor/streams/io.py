@@ -25,10 +25,26 @@ from pathlib import Path
 from typing import IO, Any
 
 from monitor.clock import CST
-from monitor.records import InvalidRecord, parse_value
+from monitor.nhsa.codec import Codec
+from monitor.records import STREAMS, InvalidRecord
 from monitor.replay import input_files
 from monitor.settings import Settings
-from monitor.streams.topics import INPUTS, STREAM_ORDER, ensure_topics, kafka_python_security
+from monitor.streams.topics import INPUTS, STREAM_ORDER, UPLOADS, ensure_topics, kafka_python_security
+
+_CODEC = Codec()
+_ENVELOPE_KEYS = ("fixmedins_code", "medins_code", "FIXMEDINS_CODE", "fixmedinsCode", "medinsCode")
+
+
+def _envelope_key(value: Any) -> tuple[bool, str | None]:
+    """(is a platform envelope, its institution) — envelopes are keyed by ``fixmedins_code``."""
+    if isinstance(value, list):
+        value = value[0] if value else None
+    if not isinstance(value, dict) or not any(k.lower() in ("input", "output") for k in value):
+        return False, None
+    for name in _ENVELOPE_KEYS:
+        if value.get(name) not in (None, ""):
+            return True, str(value[name])
+    return True, None
 
 _EARLIEST = datetime(1970, 1, 1, tzinfo=CST)
 
@@ -47,11 +63,14 @@ class _Line:
 
 
 def _key_of(stream: str, raw: bytes) -> str | None:
-    field_name = INPUTS[stream].key
     try:
         value = json.loads(raw)
     except ValueError:
         return None
+    envelope, key = _envelope_key(value)
+    if envelope or stream == "uploads":
+        return key
+    field_name = INPUTS[stream].key
     if isinstance(value, list):
         value = value[0] if value else None
     if isinstance(value, dict) and field_name is not None:
@@ -60,16 +79,16 @@ def _key_of(stream: str, raw: bytes) -> str | None:
     return None
 
 
-def _lines(path: Path) -> Iterator[_Line]:
+def _lines(path: Path, nhsa: bool = False) -> Iterator[_Line]:
     stream = path.stem
-    order = STREAM_ORDER[stream]
+    order = STREAM_ORDER.get(stream, len(STREAMS))
     last = _EARLIEST
     with path.open("rb") as fh:
         for line_no, raw_line in enumerate(fh, start=1):
             raw = raw_line.rstrip(b"\r\n")
             if not raw.strip():
                 continue
-            parsed = parse_value(stream, raw)
+            parsed = _CODEC.decode(None if stream == "uploads" else stream, raw, {})
             times = [p.arrival_time for p in parsed if not isinstance(p, InvalidRecord)]
             known = [t for t in times if t is not None]
             arrival = min(known) if known else last
@@ -77,7 +96,14 @@ def _lines(path: Path) -> Iterator[_Line]:
                 last = max(last, t)
             # a line without an arrival of its own (invalid, or a catalogue entry) arrives at the latest
             # arrival before it, as in the replay shell; before any, it carries no timestamp
-            yield _Line(arrival, order, line_no, stream, _key_of(stream, raw), raw, max(len(parsed), 1),
+            target = stream
+            if nhsa and stream != "uploads":
+                try:
+                    if _envelope_key(json.loads(raw))[0]:
+                        target = "uploads"  # design §3: a gateway forwards every platform message here
+                except ValueError:
+                    pass
+            yield _Line(arrival, order, line_no, target, _key_of(stream, raw), raw, max(len(parsed), 1),
                         arrival > _EARLIEST, raw.lstrip()[:1] == b"[")
 
 
@@ -90,13 +116,17 @@ class ProduceStats:
 
 
 def produce_dir(input_dir: Path, settings: Settings, rate: float | None = None, arrays: int = 1,
-                timestamp: str = "arrival", linger_ms: int = 20) -> ProduceStats:
+                timestamp: str = "arrival", linger_ms: int = 20, nhsa: bool = False) -> ProduceStats:
     """Load ``input_dir`` into the input topics (module docstring); returns counts.
 
     With ``arrays > 1`` the records bound for one partition of one topic are collected, in arrival
     order, into JSON-array values of up to ``arrays`` records (keyed by their first record); the ``seq``
     header then lists every element's sequence number. Each partition still receives its records in
     arrival order, which is what the worker's merge relies on.
+
+    ``nhsa``: every platform envelope (``monitor simulate --format nhsa``) goes to ``medins.uploads``
+    keyed by its ``fixmedins_code`` (design §3), the flat lines to their own topics; ``uploads.jsonl``
+    always goes to ``medins.uploads``.
     """
     from kafka import KafkaProducer
     from kafka.partitioner.default import murmur2
@@ -110,8 +140,11 @@ def produce_dir(input_dir: Path, settings: Settings, rate: float | None = None, 
     groups: dict[tuple[str, int], list[tuple[int, _Line]]] = {}
     partitions: dict[str, int] = {}
 
+    def topic_of(stream: str) -> str:
+        return UPLOADS.name if stream == "uploads" else INPUTS[stream].name
+
     def partition_of(stream: str, key: str | None) -> int | None:
-        topic = INPUTS[stream].name
+        topic = topic_of(stream)
         if topic not in partitions:
             partitions[topic] = len(producer.partitions_for(topic))
         if key is None:
@@ -120,7 +153,7 @@ def produce_dir(input_dir: Path, settings: Settings, rate: float | None = None, 
 
     def send(stream: str, value: bytes, key: str | None, ts: datetime | None, n: int, seqs: list[int],
              partition: int | None = None) -> None:
-        topic = INPUTS[stream].name
+        topic = topic_of(stream)
         ts_ms = int(ts.timestamp() * 1000) if ts is not None and timestamp == "arrival" else None
         producer.send(topic, value=value, key=key.encode() if key is not None else None, timestamp_ms=ts_ms,
                       partition=partition, headers=[("seq", ",".join(map(str, seqs)).encode())])
@@ -142,7 +175,7 @@ def produce_dir(input_dir: Path, settings: Settings, rate: float | None = None, 
         ts = max((g.arrival for g in lines if g.timestamped), default=None)
         send(stream, value, lines[0].key, ts, len(lines), [n for n, _ in group], partition)
 
-    merged = heapq.merge(*(_lines(p) for p in input_files(input_dir)))
+    merged = heapq.merge(*(_lines(p, nhsa) for p in input_files(input_dir)))
     try:
         for seq, line in enumerate(merged):
             part = partition_of(line.stream, line.key) if arrays > 1 and not line.is_array else None

@@ -44,6 +44,8 @@ INPUTS: dict[str, TopicSpec] = {
     "findings": TopicSpec("medins.findings", "fixmedins_code"),
 }
 assert tuple(INPUTS) == STREAMS, "one input topic per stream, in STREAMS order"
+#: Every platform message as a gateway forwards it, routed by ``infno`` (design §3, monitor.nhsa).
+UPLOADS = TopicSpec("medins.uploads", "fixmedins_code")
 
 #: Output topics (design §4); alerts and tickets keyed by ``fixmedins_code``.
 ALERTS = TopicSpec("monitor.alerts", "fixmedins_code")
@@ -61,10 +63,11 @@ TRACE_TOPICS: tuple[TopicSpec, ...] = (TRACE_FINDINGS, TRACE_BY_CODE, TRACE_BY_P
 
 #: Stream of an input topic name.
 STREAM_OF_TOPIC: dict[str, str] = {spec.name: stream for stream, spec in INPUTS.items()}
+STREAM_OF_TOPIC[UPLOADS.name] = "uploads"
 #: Position of each input topic in the arrival-order tie-break (the replay shell's file order).
 STREAM_ORDER: dict[str, int] = {stream: i for i, stream in enumerate(STREAMS)}
 
-ALL_TOPICS: tuple[TopicSpec, ...] = (*INPUTS.values(), *OUTPUTS)
+ALL_TOPICS: tuple[TopicSpec, ...] = (*INPUTS.values(), UPLOADS, *OUTPUTS)
 
 
 def topic_names() -> list[str]:

@@ -214,7 +214,7 @@ def test_names_are_pinned() -> None:
 
     assert topic_names() == [
         "medins.institutions", "medins.drugs", "medins.settlements", "medins.inventory",
-        "medins.tracecodes", "medins.prescriptions", "medins.findings",
+        "medins.tracecodes", "medins.prescriptions", "medins.findings", "medins.uploads",
         "monitor.alerts", "monitor.tickets", "monitor.dlq",
     ]
     assert {s: t.key for s, t in INPUTS.items()} == {
