@@ -11,12 +11,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from builders import PHARMACY, institution, sale, settlement
+from builders import CLINIC, PHARMACY, institution, sale, settlement
 
 from monitor.clock import CST
 from monitor.engine import Engine
 from monitor.outputs import Alert, Ticket
-from monitor.policy.pack import load_pack
+from monitor.policy.pack import Pack, load_pack
 from monitor.records import parse_value
 
 FMT = "%Y-%m-%d %H:%M:%S"
@@ -28,11 +28,12 @@ def ts(moment: datetime) -> str:
     return moment.strftime(FMT)
 
 
-def pooling(setl_id: str, when: datetime, hi_rxno: str | None = "RX1",
+def pooling(setl_id: str, when: datetime, hi_rxno: str | None = "RX1", code: str = CLINIC,
             **over: Any) -> tuple[str, dict[str, Any]]:
-    """A pharmacy 门诊统筹 purchase (med_type 41, hifp_pay > 0): needs a prescription."""
+    """A 门诊统筹 purchase (med_type 41, hifp_pay > 0): needs a prescription. By default at the clinic that
+    issued it (its own prescription: an upload failure is its own)."""
     money = {"hifp_pay": "18.00", "acct_pay": "0.00", "psn_cash_pay": "12.00"}
-    rec = settlement(setl_id, ts(when), ts(when + timedelta(minutes=1)), **{**money, **over})
+    rec = settlement(setl_id, ts(when), ts(when + timedelta(minutes=1)), code=code, **{**money, **over})
     if hi_rxno is not None:
         rec["hi_rxno"] = hi_rxno
     return ("settlements", rec)
@@ -48,11 +49,21 @@ def rx(hi_rxno: str, arrival: datetime, status: str = "uploaded", prsc: datetime
         "rxdrugdetail": [{"med_list_codg": "XA01AAA001", "drug_cnt": "1", "medc_days": medc_days}]})
 
 
-def run(items: list[tuple[str, dict[str, Any]]], as_of: str = "2026-01-20 00:00:00") -> tuple[
-        list[Alert], list[Ticket]]:
-    engine = Engine(load_pack("ezhou"))
+def ladder_pack() -> Pack:
+    """ezhou with the proportionate trigger off (one uncovered settlement feeds the ladder): the
+    coverage and ladder mechanics below are tested on single settlements."""
+    pack = load_pack("ezhou")
+    rule = pack.rules["rx.not_uploaded"]
+    params = {**rule.params, "trigger_min_needing": 1, "trigger_below_coverage": 1.0}
+    rules = {**pack.rules, "rx.not_uploaded": rule.model_copy(update={"params": params})}
+    return pack.model_copy(update={"rules": rules})
+
+
+def run(items: list[tuple[str, dict[str, Any]]], as_of: str = "2026-01-20 00:00:00",
+        pack: Pack | None = None) -> tuple[list[Alert], list[Ticket]]:
+    engine = Engine(pack or ladder_pack())
     out: list[Alert | Ticket] = []
-    items = [("institutions", institution(PHARMACY)), *items]
+    items = [("institutions", institution(PHARMACY)), ("institutions", institution(CLINIC)), *items]
     for stream, raw in sorted(items, key=lambda it: it[1].get("inf_time", "")):
         for rec in parse_value(stream, json.dumps(raw, ensure_ascii=False).encode()):
             assert not hasattr(rec, "reason"), rec
@@ -135,7 +146,7 @@ def _evidence() -> list[tuple[str, dict[str, Any]]]:
     out = []
     for i, day in enumerate(("2026-02-08", "2026-02-09")):
         when = f"{day} 10:00:00"
-        out.append(("inventory", sale(f"EV{i}", when, f"{day} 10:01:00")))
+        out.append(("inventory", sale(f"EV{i}", when, f"{day} 10:01:00", code=CLINIC)))
     return out
 
 
@@ -183,3 +194,56 @@ def test_over_12_weeks(days: int, flagged: bool) -> None:
         assert long[0].fixmedins_code == "H42070200002" and long[0].severity == "warning"
         assert long[0].evidence["longest_medc_days"] == 85 and long[0].basis == "EZ-CONV 五"
         assert PSN not in json.dumps(long[0].model_dump(mode="json"))
+
+
+# ------------------------------------------------------------------ proportionate triggers (issue 12.4)
+def _day(n: int, uncovered: int, code: str = CLINIC, hi_rxno: bool = True,
+         rx_lag: timedelta = timedelta(hours=-1), issuer: str = CLINIC) -> list[tuple[str, dict[str, Any]]]:
+    """``n`` 门诊统筹 settlements at ``code`` on 01-10; the first ``uncovered`` without hi_rxno (or, with
+    ``hi_rxno``, citing a prescription of ``issuer`` uploaded ``rx_lag`` after the settlement)."""
+    items: list[tuple[str, dict[str, Any]]] = []
+    for i in range(n):
+        when = T0 + timedelta(minutes=i)
+        bad = i < uncovered
+        if bad and not hi_rxno:
+            items.append(pooling(f"S{i}", when, hi_rxno=None, code=code))
+            continue
+        lag = rx_lag if bad else timedelta(hours=-1)
+        item = rx(f"RX{i}", when + lag, prsc=T0 - timedelta(hours=2))
+        item[1]["fixmedins_code"] = issuer
+        items += [item, pooling(f"S{i}", when, hi_rxno=f"RX{i}", code=code)]
+    return items
+
+
+def test_ez_dm_2_3_one_settlement_without_hi_rxno_does_not_suspend() -> None:
+    """EZ-DM 二(三) 中止协议 is for a practice, not one slip (ezhou: ≥ 10 settlements needing a
+    prescription and < 90 % coverage): 1 of 1 uncovered → a warning alert, no ticket; 2 of 12
+    uncovered (83 %) → critical alert and SUSPEND_AGREEMENT; 1 of 12 (92 %) → warning only."""
+    alerts, tickets = run(_day(1, 1, hi_rxno=False), pack=load_pack("ezhou"))
+    assert [(a.severity, a.evidence["uncovered"]) for a in alerts] == [("warning", 1)] and tickets == []
+    alerts, tickets = run(_day(12, 2, hi_rxno=False), pack=load_pack("ezhou"))
+    assert [(a.severity, a.evidence["uncovered"]) for a in alerts] == [("critical", 2)]
+    assert [t.action for t in tickets] == ["SUSPEND_AGREEMENT"]
+    alerts, tickets = run(_day(12, 1, hi_rxno=False), pack=load_pack("ezhou"))
+    assert [a.severity for a in alerts] == ["warning"] and tickets == []
+
+
+def test_ez_dm_2_3_external_prescription_not_uploaded_charges_the_issuer() -> None:
+    """外配处方 (EZ-CONV 二): 12 pharmacy settlements citing clinic prescriptions uploaded 25 h late.
+    The clinic (issuer) is charged — its day has 12 issued prescriptions not uploaded in time → critical
+    alert and SUSPEND_AGREEMENT; the pharmacy cited a prescription each time: a warning, no ticket."""
+    items = _day(12, 12, code=PHARMACY, rx_lag=timedelta(hours=25), issuer=CLINIC)
+    alerts, tickets = run(items, pack=load_pack("ezhou"), as_of="2026-01-20 00:00:00")
+    by_inst = sorted((a.fixmedins_code, a.severity) for a in alerts if a.rule_id == "rx.not_uploaded")
+    assert by_inst == [(CLINIC, "critical"), (PHARMACY, "warning")]
+    clinic = next(a for a in alerts if a.fixmedins_code == CLINIC)
+    assert clinic.evidence["uncovered_by_reason"] == {"issued_uploaded_late": 12}
+    assert [(t.fixmedins_code, t.action) for t in tickets] == [(CLINIC, "SUSPEND_AGREEMENT")]
+
+
+def test_ez_dm_2_3_pharmacy_settling_without_any_reference_is_charged() -> None:
+    """The same 3 settlements without any hi_rxno: the pharmacy itself is charged (25 % uncovered)."""
+    items = _day(12, 3, code=PHARMACY, hi_rxno=False)
+    alerts, tickets = run(items, pack=load_pack("ezhou"))
+    assert [(a.fixmedins_code, a.severity) for a in alerts] == [(PHARMACY, "critical")]
+    assert [(t.fixmedins_code, t.action) for t in tickets] == [(PHARMACY, "SUSPEND_AGREEMENT")]

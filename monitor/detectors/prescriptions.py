@@ -18,6 +18,15 @@
   alert and triggers the ladder: in the ezhou pack ``SUSPEND_AGREEMENT`` with one calendar month to
   rectify; at that deadline any uncovered day in the last 7 → ``CANCEL_OUTPATIENT_POOLING``, else
   ``REINSTATE`` (the ledger's ``suspend_then_review``).
+  Proportionate trigger: the alert is raised below ``min_coverage``, but the ladder is fed only when
+  the day has at least ``trigger_min_needing`` prescription-requiring settlements and its coverage is
+  below ``trigger_below_coverage`` (the pack says why); a smaller failure is a warning alert only.
+  外配处方 (EZ-CONV 二 allows them; EZ-DM 二(三) binds the issuer to upload): a prescription issued by
+  another institution that did not reach the platform in time (``not_uploaded``/``uploaded_late``) is
+  the *issuer's* failure — it counts on the issuer's institution-day (when the issuer is known: the
+  prescription arrived, late); the dispensing pharmacy, which did cite a ``hi_rxno``, gets a warning
+  alert (``subject`` ``day:issuer``) and no trigger. A pharmacy that settled *without any* prescription
+  reference (``no_hi_rxno``), or against a revoked, expired or another person's prescription, is charged.
 * ``rx.over_12_weeks`` — an uploaded prescription with a line whose ``medc_days`` exceeds
   ``max_medc_days`` (84 = 12 weeks, EZ-CONV 五): a warning on the issuing institution, once per
   ``hi_rxno``.
@@ -55,6 +64,10 @@ class NotUploadedParams(Params):
     rx_memory_days: int = Field(default=10, ge=1)
     rejudge_horizon_days: int = Field(default=62, ge=1)
     max_samples: int = Field(default=10, ge=0)
+    #: the ladder is fed only from this many prescription-requiring settlements in the day …
+    trigger_min_needing: int = Field(default=1, ge=1)
+    #: … and a coverage below this (the alert itself uses min_coverage)
+    trigger_below_coverage: float = Field(default=1.0, gt=0, le=1)
 
 
 class Over12WeeksParams(Params):
@@ -70,10 +83,12 @@ class RxState:
     valid_end_time: datetime
     arrival: datetime | None  # upload arrival; None = only a revocation was seen
     revoked_at: datetime | None = None
+    issuer: str | None = None
 
 
 @dataclass(slots=True)
 class NeedRx:
+    code: str
     setl_id: str
     setl_time: datetime
     person: str | None
@@ -92,6 +107,10 @@ class DayTally:
     samples: list[str] = field(default_factory=list)
     judged: bool = False
     flagged: bool = False
+    #: 外配处方 that the issuer did not upload in time: warned here, charged to the issuer
+    issuer_failures: int = 0
+    issuer_samples: list[str] = field(default_factory=list)
+    warned: bool = False
 
 
 class Prescriptions(Detector):
@@ -114,6 +133,8 @@ class Prescriptions(Detector):
         self.rx_memory = timedelta(days=p.rx_memory_days)
         self.horizon = timedelta(days=p.rejudge_horizon_days)
         self.max_samples = p.max_samples
+        self.trigger_min_needing = p.trigger_min_needing
+        self.trigger_below = Decimal(str(p.trigger_below_coverage))
         self.check_upload = pack.enabled(NOT_UPLOADED)
         self.max_days: int | None = None
         if pack.enabled(OVER_12_WEEKS):
@@ -152,7 +173,7 @@ class Prescriptions(Detector):
 
     def _remember(self, rec: Prescription, arrival: datetime | None, ctx: Context) -> RxState:
         state = self.rx[rec.hi_rxno] = RxState(ctx.pseudo.person(rec.psn_no), rec.prsc_time,
-                                               rec.valid_end_time, arrival)
+                                               rec.valid_end_time, arrival, issuer=rec.fixmedins_code)
         forget = business_date(max(rec.valid_end_time, rec.prsc_time) + self.rx_memory)
         bucket = self.rx_by_day.get(forget)
         if bucket is None:
@@ -184,10 +205,10 @@ class Prescriptions(Detector):
         if tally is None:
             return
         amount = rec.fund_pay_sumamt if rec.fund_pay_sumamt is not None else rec.hifp_pay
-        need = NeedRx(rec.setl_id, rec.setl_time, ctx.pseudo.person(rec.psn_no), rec.hi_rxno or None,
+        need = NeedRx(code, rec.setl_id, rec.setl_time, ctx.pseudo.person(rec.psn_no), rec.hi_rxno or None,
                       amount, revoked=self.revoked_setl.pop(rec.setl_id, None) is not None)
         if tally.judged:
-            self._settle(need, tally)
+            self._settle(need, tally, ctx)
             self._judge(code, day, tally, ctx)
         else:
             self.need[rec.setl_id] = need
@@ -214,7 +235,7 @@ class Prescriptions(Detector):
         for setl_id in tally.pending:
             need = self.need.pop(setl_id, None)
             if need is not None:
-                self._settle(need, tally)
+                self._settle(need, tally, ctx)
         tally.pending = []
         tally.judged = True
         self._judge(code, day, tally, ctx)
@@ -237,7 +258,19 @@ class Prescriptions(Detector):
             return "outside_validity"
         return None
 
-    def _settle(self, need: NeedRx, tally: DayTally) -> None:
+    def _issuer(self, need: NeedRx, reason: str, ctx: Context) -> str | None:
+        """Whose failure an upload failure of a cited prescription is: the issuer when it is another
+        institution (known once its prescription arrived), else None (the settler's own)."""
+        if reason not in ("not_uploaded", "uploaded_late") or need.hi_rxno is None:
+            return None
+        rx = self.rx.get(need.hi_rxno)
+        if rx is not None and rx.issuer is not None:
+            return rx.issuer if rx.issuer != need.code else None
+        inst = ctx.registry.institution(need.code)
+        # a pharmacy does not issue prescriptions: the unseen issuer is someone else (外配处方)
+        return "?" if inst is not None and inst.is_pharmacy else None
+
+    def _settle(self, need: NeedRx, tally: DayTally, ctx: Context) -> None:
         if need.revoked:
             return
         tally.needing += 1
@@ -245,18 +278,63 @@ class Prescriptions(Detector):
         if reason is None:
             tally.covered += 1
             return
+        issuer = self._issuer(need, reason, ctx)
+        if issuer is not None:
+            # EZ-DM 二(三) binds the issuer; the dispensing pharmacy cited a prescription: warning only
+            tally.covered += 1
+            tally.issuer_failures += 1
+            if len(tally.issuer_samples) < self.max_samples:
+                tally.issuer_samples.append(f"setl_id={need.setl_id};hi_rxno={need.hi_rxno};reason={reason};"
+                                            f"issuer={issuer if issuer != '?' else 'unknown'}")
+            if issuer != "?":
+                self._charge_issuer(issuer, need, reason, ctx)
+            return
         tally.uncovered_amt += need.amount
         tally.reasons[reason] = tally.reasons.get(reason, 0) + 1
         if len(tally.samples) < self.max_samples:
             tally.samples.append(f"setl_id={need.setl_id};reason={reason}")
 
+    def _charge_issuer(self, issuer: str, need: NeedRx, reason: str, ctx: Context) -> None:
+        day = business_date(need.setl_time)
+        tally = self.open_day(self.days, issuer, day, self.window, self.horizon, DayTally, ctx,
+                              "prescriptions.settlement_beyond_rejudge_horizon")
+        if tally is None:
+            return
+        tally.needing += 1
+        tally.uncovered_amt += need.amount
+        key = f"issued_{reason}"
+        tally.reasons[key] = tally.reasons.get(key, 0) + 1
+        if len(tally.samples) < self.max_samples:
+            tally.samples.append(f"hi_rxno={need.hi_rxno};dispensed_by={need.code};reason={key}")
+        if tally.judged:
+            self._judge(issuer, day, tally, ctx)
+
+    def _warn_dispenser(self, code: str, day: date, tally: DayTally, ctx: Context) -> None:
+        if tally.warned or not tally.issuer_failures:
+            return
+        tally.warned = True
+        ctx.alert(
+            NOT_UPLOADED, code, subject="day:issuer", window_start=day_start(day), window_end=day_end(day),
+            severity="warning",
+            evidence={"business_date": day.isoformat(), "external_rx_not_uploaded": tally.issuer_failures,
+                      "samples": list(tally.issuer_samples),
+                      "charged_to": "issuer (EZ-DM 二(三)); 外配处方 allowed by EZ-CONV 二"},
+            vola_cont=(f"{day} 外配处方 {tally.issuer_failures} 张未按时上传电子处方平台（开方机构责任），"
+                       "调剂药店提示"),
+        )
+
     def _judge(self, code: str, day: date, tally: DayTally, ctx: Context) -> None:
+        if tally.judged:
+            self._warn_dispenser(code, day, tally, ctx)
         if tally.flagged or tally.needing == 0:
             return
         if Decimal(tally.covered) >= self.min_coverage * tally.needing:
             return
-        tally.flagged = True
         ratio = Decimal(tally.covered) / Decimal(tally.needing)
+        triggers = tally.needing >= self.trigger_min_needing and ratio < self.trigger_below
+        if not triggers and not tally.judged:
+            return  # a small day is judged once complete (it may still grow to the minimum)
+        tally.flagged = triggers
         evidence: dict[str, Any] = {
             "business_date": day.isoformat(),
             "settlements_needing_rx": tally.needing,
@@ -268,6 +346,18 @@ class Prescriptions(Detector):
             "uncovered_fund_amount": str(tally.uncovered_amt),
             "sample_uncovered": list(tally.samples),
         }
+        evidence["trigger_min_needing"] = self.trigger_min_needing
+        evidence["trigger_below_coverage"] = f"{self.trigger_below:.4f}"
+        if not triggers:
+            # proportionate: under the pack's minimum volume the day is reported, not sanctioned
+            ctx.alert(
+                NOT_UPLOADED, code, subject="day:minor", window_start=day_start(day), window_end=day_end(day),
+                evidence=evidence, vola_amt=tally.uncovered_amt, severity="warning",
+                vola_cont=(f"{day} 需处方的结算 {tally.needing} 笔，关联有效电子处方 {tally.covered} 笔"
+                           f"（{ratio:.2%}），未达处理起点"
+                           f"（≥{self.trigger_min_needing} 笔且 <{self.trigger_below:.0%}）"),
+            )
+            return
         alert = ctx.alert(
             NOT_UPLOADED, code, subject="day", window_start=day_start(day), window_end=day_end(day),
             evidence=evidence, vola_amt=tally.uncovered_amt,
