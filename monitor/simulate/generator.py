@@ -101,6 +101,7 @@ class DayMods:
     missing_sale_every: int = 0  # every n-th settlement line has no 3505 sale (data.incomplete)
     trace_missing_every: int = 0  # every n-th insured whole-pack sale has no trace codes
     no_rx_every: int = 0  # every n-th prescription-requiring settlement has no prescription uploaded
+    no_rx_kind: str = "none"  # "none": no hi_rxno at all (the settler's failure); "missing": cited, never uploaded
     counter: dict[str, int] = field(default_factory=dict)
 
     def hit(self, name: str, every: int) -> bool:
@@ -488,8 +489,10 @@ class City:
                 self.rng.randrange(len(self.clinics))]
             rx_lines = [(d, q) for d, q, *_ in taken]
             miss = opts.get("rx") or (
-                "missing" if mods is not None and mods.hit("no_rx", mods.no_rx_every) else None)
-            if miss == "missing":
+                mods.no_rx_kind if mods is not None and mods.hit("no_rx", mods.no_rx_every) else None)
+            if miss == "none":
+                hi_rxno = None  # settled without any prescription reference
+            elif miss == "missing":
                 issuer.rx_seq += 1
                 hi_rxno = f"RX{issuer.code}{issuer.rx_seq:07d}"  # never uploaded
             elif miss == "late":

@@ -266,17 +266,27 @@ class Planter:
         if self.fits(6):
             p = self.pharmacy("rx.not_uploaded")
             self.mods(p, 6).no_rx_every = 4
-            for minute in (5, 25):
-                self.force(p, 6, 15, minute, "settle", pooling=True, rx="missing",
+            # ≥ 10 prescription-requiring settlements that day (the pack's minimum volume), 3 more without
+            # any prescription reference: the pharmacy's own failure (EZ-DM 二(三))
+            for minute in range(0, 50, 5):
+                self.force(p, 6, 11, minute, "settle", pooling=True, person=self.person(retired=False))
+            for minute in (5, 25, 45):
+                self.force(p, 6, 15, minute, "settle", pooling=True, rx="none",
                            person=self.person(retired=False))
-            self.force(p, 6, 16, 10, "settle", pooling=True, rx="late", person=self.person(retired=False))
+            # 外配处方 its issuer uploaded 30 h late: charged to the issuer (a warning under the minimum
+            # volume); the pharmacy, which cited it, is not charged for it
+            issuer = self.clinic("rx.not_uploaded:issuer")
+            self.force(p, 6, 16, 10, "settle", pooling=True, rx="late", issuer=issuer,
+                       person=self.person(retired=False))
+            self.label("rx.not_uploaded", issuer, 6,
+                       note="issuer of a 外配处方 uploaded 30 h late (warning: under the minimum volume)")
             start = self.on(8)
             rectify = add_months(start, 1)
             tickets = [self.ticket("SUSPEND_AGREEMENT", start, GUESS, rectify_by=rectify),
                        self.ticket("REINSTATE", rectify, GUESS)]
             self.restrict(p, 7, self.day_of(rectify) + GUESS, "insured")
             self.label("rx.not_uploaded", p, 6, tickets=tickets,
-                       note="prescriptions never uploaded, and one uploaded 30 h after the settlement")
+                       note="settlements without any prescription reference on a day of ≥ 10 needing one")
         if self.fits(5):
             c = self.clinic("rx.over_12_weeks")
             drug = self.ordinary(c, rx="1")
