@@ -105,7 +105,8 @@ def test_read_only_and_login_cookie(app: InspectorApp) -> None:
     cookie = dict(ok.headers)["Set-Cookie"]
     assert TOKEN not in cookie and "HttpOnly" in cookie
     value = cookie.split(";")[0]
-    assert value == f"{COOKIE}={session_value(TOKEN)}"
+    expires = int(value.split("=", 1)[1].split(".")[0])
+    assert value == f"{COOKIE}={session_value(TOKEN, expires)}"
     assert get(app, "/", token=None, cookie=value).status == 200
     assert get(app, "/", token=None, cookie=f"{COOKIE}=forged").status == 401
     assert get(app, "/healthz", token=None).status == 200

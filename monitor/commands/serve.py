@@ -28,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     store, pack = opened
     settings = InspectSettings()
-    app = InspectorApp(store, pack, token=settings.ui_token, as_of=args.as_of)
+    app = InspectorApp(store, pack, token=settings.ui_token, as_of=args.as_of,
+                       session_hours=settings.ui_session_hours, cookie_secure=settings.ui_cookie_secure)
     server = make_server(app, args.host, args.port)
     host, port = str(server.server_address[0]), int(server.server_address[1])
     access = "bearer token required" if app.token else "no token configured (MONITOR_UI_TOKEN unset)"

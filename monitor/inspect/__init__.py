@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
 from monitor.settings import Settings
 
@@ -20,6 +20,12 @@ class InspectSettings(Settings):
 
     #: Bearer token the pages and API require when set (``MONITOR_UI_TOKEN``); never logged.
     ui_token: SecretStr | None = None
+    #: Lifetime of a ``/login`` session cookie, hours (``MONITOR_UI_SESSION_HOURS``); the cookie carries
+    #: its expiry inside its HMAC, so an old cookie is refused by the server, not only by the browser.
+    ui_session_hours: float = Field(default=8.0, gt=0, le=24 * 30)
+    #: Mark the session cookie ``Secure`` (``MONITOR_UI_COOKIE_SECURE``): set it when the pages are
+    #: served over HTTPS (behind a TLS proxy); the browser then never sends the cookie in clear.
+    ui_cookie_secure: bool = False
 
 
 def default_store() -> tuple[str | None, str | None]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal, Protocol
@@ -37,24 +38,19 @@ from pydantic import BaseModel, ConfigDict
 
 from monitor.clock import business_date, day_start
 from monitor.inspect.clauses import document, excerpt, normalize
+from monitor.inspect.evidence import EvidenceTable, evidence_table
+from monitor.inspect.names import action_name, rule_name, table
 from monitor.outputs import Alert, Ticket
-from monitor.policy.ledger import ACTION_TEXT, SUSPENSIONS, TERMINAL
+from monitor.policy.ledger import SUSPENSIONS, TERMINAL
 from monitor.policy.pack import Pack
 from monitor.privacy import mask_certno, mask_name
 from monitor.records import Institution
 
 State = Literal["normal", "suspended", "terminated"]
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
-STATE_TEXT: dict[str, tuple[str, str]] = {
-    "normal": ("正常", "normal"),
-    "suspended": ("中止中", "suspended"),
-    "terminated": ("已终止/取消", "terminated"),
-}
-SEVERITY_TEXT: dict[str, tuple[str, str]] = {
-    "info": ("提示", "info"),
-    "warning": ("警告", "warning"),
-    "critical": ("严重", "critical"),
-}
+#: (中文, English) of the states and severities, from ``names.toml`` (``monitor.inspect.names``).
+STATE_TEXT: dict[str, tuple[str, str]] = {k: table()["states"][k] for k in ("normal", "suspended", "terminated")}
+SEVERITY_TEXT: dict[str, tuple[str, str]] = {k: table()["severities"][k] for k in ("info", "warning", "critical")}
 TYPE_TEXT: dict[str, tuple[str, str]] = {
     "1": ("定点医疗机构（诊所）", "clinic"),
     "2": ("定点零售药店", "retail pharmacy"),
@@ -70,6 +66,21 @@ REGION_NAMES: dict[str, str] = {
 
 
 # ------------------------------------------------------------------------------------------ the store
+@dataclass(frozen=True)
+class RuleTally:
+    """Alerts of one institution and rule, aggregated (what the list and the case file's counts are
+    built from, so a 20 000-alert store is never read row by row for them)."""
+
+    code: str
+    rule_id: str
+    admdvs: str | None
+    alerts: int
+    max_severity: str
+    amount: Decimal
+    first: datetime
+    last: datetime
+
+
 class CaseStore(Protocol):
     """Read-only access to what the monitor wrote. Implementations: ``MemoryStore`` (tests, a replay's
     JSONL folder via ``FileStore``) and ``monitor.inspect.store.ClickHouseStore``. Rows are
@@ -77,7 +88,24 @@ class CaseStore(Protocol):
 
     def institutions(self) -> Mapping[str, Institution]: ...
 
-    def alerts(self, code: str | None = None) -> Sequence[Alert]: ...
+    def alerts(self, code: str | None = None, offset: int = 0, limit: int | None = None) -> Sequence[Alert]:
+        """Alerts (of ``code``), ordered by ``(detected_at, alert_id)`` when ``limit`` is given
+        (a page: ``offset``, ``limit``)."""
+        ...
+
+    def alert_tallies(self, code: str | None = None, since: datetime | None = None,
+                      until: datetime | None = None) -> Sequence[RuleTally]:
+        """Per institution and rule: count, worst severity, amount, first/last ``detected_at``
+        (``since <= detected_at < until`` when given)."""
+        ...
+
+    def alert_days(self, code: str) -> Sequence[tuple[str, date, int]]:
+        """``(rule_id, day, alerts)`` of one institution (``day`` = the window's calendar day)."""
+        ...
+
+    def horizon(self) -> datetime | None:
+        """The latest ``detected_at`` / ``issued_at`` in the store."""
+        ...
 
     def tickets(self, code: str | None = None) -> Sequence[Ticket]: ...
 
@@ -104,14 +132,49 @@ class MemoryStore:
     def institutions(self) -> Mapping[str, Institution]:
         return self._institutions
 
-    def alerts(self, code: str | None = None) -> Sequence[Alert]:
-        return [a for a in self._alerts if code is None or a.fixmedins_code == code]
+    def alerts(self, code: str | None = None, offset: int = 0, limit: int | None = None) -> Sequence[Alert]:
+        out = [a for a in self._alerts if code is None or a.fixmedins_code == code]
+        if limit is None:
+            return out
+        out.sort(key=lambda a: (a.detected_at, a.alert_id))
+        return out[offset:offset + limit]
+
+    def alert_tallies(self, code: str | None = None, since: datetime | None = None,
+                      until: datetime | None = None) -> Sequence[RuleTally]:
+        return tally_alerts(a for a in self.alerts(code) if (since is None or a.detected_at >= since)
+                            and (until is None or a.detected_at < until))
+
+    def alert_days(self, code: str) -> Sequence[tuple[str, date, int]]:
+        days = Counter((a.rule_id, a.window_start.date()) for a in self.alerts(code))
+        return [(r, d, n) for (r, d), n in sorted(days.items())]
+
+    def horizon(self) -> datetime | None:
+        times = [a.detected_at for a in self._alerts] + [t.issued_at for t in self._tickets]
+        return max(times) if times else None
 
     def tickets(self, code: str | None = None) -> Sequence[Ticket]:
         return [t for t in self._tickets if code is None or t.fixmedins_code == code]
 
     def daily(self, code: str) -> Sequence[Mapping[str, Any]]:
         return list(self._daily.get(code, ()))
+
+
+def tally_alerts(alerts: Iterable[Alert]) -> list[RuleTally]:
+    """``RuleTally`` rows of alerts in memory (the ClickHouse store computes the same with GROUP BY)."""
+    acc: dict[tuple[str, str], list[Any]] = {}
+    for a in alerts:
+        row = acc.get((a.fixmedins_code, a.rule_id))
+        if row is None:
+            acc[(a.fixmedins_code, a.rule_id)] = [a.admdvs, 1, a.severity, a.vola_amt, a.detected_at, a.detected_at]
+            continue
+        row[0] = row[0] or a.admdvs
+        row[1] += 1
+        if SEVERITY_RANK[a.severity] > SEVERITY_RANK[row[2]]:
+            row[2] = a.severity
+        row[3] += a.vola_amt
+        row[4] = min(row[4], a.detected_at)
+        row[5] = max(row[5], a.detected_at)
+    return [RuleTally(c, r, *v) for (c, r), v in sorted(acc.items())]
 
 
 # ------------------------------------------------------------------------------------------ privacy
@@ -181,6 +244,8 @@ class Event(_View):
     at: datetime
     rule_ids: list[str]
     rule_names: list[str]
+    #: the rules' names, Chinese and English, with their ids (``monitor.inspect.names``)
+    rules: list[dict[str, Any]] = []
     title_zh: str
     title_en: str
     severity: str | None = None
@@ -197,6 +262,7 @@ class Event(_View):
     text_en: str | None = None
     clauses: list[ClauseView]
     evidence: dict[str, Any] = {}
+    evidence_table: EvidenceTable | None = None
     alert_ids: list[str] = []
 
 
@@ -247,6 +313,19 @@ class CaseFile(_View):
     deadlines: list[Deadline]
     next_deadline: Deadline | None
     daily: list[dict[str, Any]] = []
+    #: the rules' and actions' names (id → {zh, en, known}) of the counts above
+    rule_names: dict[str, dict[str, Any]] = {}
+    action_names: dict[str, dict[str, Any]] = {}
+    #: sum of the alerts' amounts (vola_amt), the amount at stake
+    amount: Decimal = Decimal("0")
+    #: the timeline is paged: this page (1-based) of ``pages``, ``page_size`` alerts a page
+    page: int = 1
+    pages: int = 1
+    page_size: int = 0
+    #: ``(rule_id, day, alerts)``: the days that tripped a rule (chart marks)
+    tripped: list[tuple[str, date, int]] = []
+    #: every restricting ticket's ``[from, until)`` (chart shading): (action, from, until or None)
+    sanction_periods: list[tuple[str, date, date | None]] = []
 
 
 class CaseSummary(_View):
@@ -268,13 +347,16 @@ class CaseSummary(_View):
     last_activity: datetime | None
     next_due: date | None
     next_then: str | None
+    rule_names: list[dict[str, Any]] = []
+    action_names: list[dict[str, Any]] = []
+    amount: Decimal = Decimal("0")
+    first_activity: datetime | None = None
 
 
 # ------------------------------------------------------------------------------------------ building
 def store_as_of(store: CaseStore) -> datetime | None:
     """The store's event-time horizon: the latest ``detected_at`` / ``issued_at`` it holds."""
-    times = [a.detected_at for a in store.alerts()] + [t.issued_at for t in store.tickets()]
-    return max(times) if times else None
+    return store.horizon()
 
 
 def clause_view(clause: str) -> ClauseView:
@@ -300,12 +382,7 @@ def region_name(admdvs: str | None) -> str:
 
 
 def _rule_name(pack: Pack, rule_id: str) -> str:
-    spec = pack.rules.get(rule_id)
-    if spec is not None:
-        return f"{spec.name_zh} / {spec.name_en}"
-    if rule_id.startswith("finding:"):
-        return f"经查实的 {rule_id[8:]} / verified finding {rule_id[8:]}"
-    return rule_id
+    return rule_name(pack, rule_id).both
 
 
 def restricting(ticket: Ticket) -> tuple[date, date | None] | None:
@@ -332,7 +409,8 @@ def state_on(tickets: Iterable[Ticket], day: date) -> tuple[State, list[Ticket]]
 def _action_text(action: str | None) -> tuple[str, str]:
     if action is None:
         return "—", "—"
-    return ACTION_TEXT.get(action, (action, action))
+    name = action_name(action)
+    return name.zh, name.en
 
 
 def deadlines(tickets: Sequence[Ticket], pack: Pack, as_of: datetime) -> list[Deadline]:
@@ -386,13 +464,16 @@ def deadlines(tickets: Sequence[Ticket], pack: Pack, as_of: datetime) -> list[De
 
 
 def _alert_event(a: Alert, pack: Pack) -> Event:
+    evidence = mask_evidence(a.evidence)
     return Event(
         kind="alert", id=a.alert_id, at=a.detected_at, rule_ids=[a.rule_id], rule_names=[_rule_name(pack, a.rule_id)],
+        rules=[rule_name(pack, a.rule_id).as_json()],
         title_zh=mask_text(a.rule_name), title_en=a.rule_id, severity=a.severity,
         window_start=a.window_start, window_end=a.window_end,
         amount=a.vola_amt if a.vola_amt else None, text_zh=mask_text(a.vola_cont), text_en=None,
         clauses=[clause_view(c) for c in re.split(r"[;；]\s*", a.basis) if c.strip()],
-        evidence=mask_evidence(a.evidence),
+        evidence=evidence,
+        evidence_table=evidence_table(a.rule_id, evidence, a.fixmedins_code, a.vola_amt),
     )
 
 
@@ -401,6 +482,7 @@ def _ticket_event(t: Ticket, pack: Pack) -> Event:
     return Event(
         kind="ticket", id=t.ticket_id, at=t.issued_at, rule_ids=list(t.rule_ids),
         rule_names=[_rule_name(pack, r) for r in t.rule_ids], title_zh=zh, title_en=en, action=t.action,
+        rules=[rule_name(pack, r).as_json() for r in t.rule_ids],
         effective_from=t.effective_from, effective_until=t.effective_until, rectify_by=t.rectify_by,
         reapply_after=t.reapply_after, requires_verification=t.requires_verification,
         text_zh=mask_text(t.summary.zh), text_en=mask_text(t.summary.en),
@@ -413,17 +495,42 @@ def _max_severity(alerts: Iterable[Alert]) -> str | None:
     return max(sevs, key=lambda s: SEVERITY_RANK[s]) if sevs else None
 
 
-def build_case_file(store: CaseStore, code: str, pack: Pack, as_of: datetime | None = None) -> CaseFile | None:
+#: alerts per page of a case file's timeline (``build_case_file(page_size=…)``), and the most allowed
+PAGE_SIZE = 100
+MAX_PAGE_SIZE = 500
+
+
+def _names(ids: Iterable[str], lookup: Any) -> dict[str, dict[str, Any]]:
+    return {i: lookup(i).as_json() for i in ids}
+
+
+def build_case_file(store: CaseStore, code: str, pack: Pack, as_of: datetime | None = None,
+                    page: int = 1, page_size: int = PAGE_SIZE) -> CaseFile | None:
     """The case file of ``code`` on ``as_of`` (default: the store's horizon); ``None`` when the store
-    knows nothing of the institution."""
-    alerts = list(store.alerts(code))
+    knows nothing of the institution.
+
+    Counts, amounts and the tripped days come from aggregates (``alert_tallies``, ``alert_days``); the
+    timeline is paged: page ``page`` holds alerts ``[(page-1)·page_size, page·page_size)`` in
+    ``(detected_at, id)`` order and the tickets issued between that page's first alert and the next
+    page's first alert (the first page also every earlier ticket, the last page every later one).
+    Tickets are read whole: state and deadlines depend on all of them."""
+    page_size = max(1, min(page_size, MAX_PAGE_SIZE))
+    tallies = list(store.alert_tallies(code))
+    n_alerts = sum(t.alerts for t in tallies)
     tickets = list(store.tickets(code))
     inst = store.institutions().get(code)
-    if not alerts and not tickets and inst is None:
+    if not n_alerts and not tickets and inst is None:
         return None
+    pages = max(1, -(-n_alerts // page_size))
+    page = max(1, min(page, pages))
+    fetched = list(store.alerts(code, offset=(page - 1) * page_size, limit=page_size + 1)) if n_alerts else []
+    alerts, following = fetched[:page_size], fetched[page_size:]
+    lo = alerts[0].detected_at if alerts and page > 1 else None
+    hi = following[0].detected_at if following else None
+    page_tickets = [t for t in tickets if (lo is None or t.issued_at >= lo) and (hi is None or t.issued_at < hi)]
     when = as_of or store_as_of(store) or datetime.now().astimezone()
     state, active = state_on(tickets, business_date(when))
-    events = [_alert_event(a, pack) for a in alerts] + [_ticket_event(t, pack) for t in tickets]
+    events = [_alert_event(a, pack) for a in alerts] + [_ticket_event(t, pack) for t in page_tickets]
     # same instant: alerts before the tickets they caused, milder before graver (a late-upload alert
     # before the not-real-time day it adds up to), then rule and id — the same order from every store
     events.sort(key=lambda e: (e.at, 0 if e.kind == "alert" else 1, SEVERITY_RANK.get(e.severity or "", 0),
@@ -437,21 +544,61 @@ def build_case_file(store: CaseStore, code: str, pack: Pack, as_of: datetime | N
         a_zh, a_en = _action_text(t.action)
         in_force.append(SanctionView(ticket_id=t.ticket_id, action=t.action, action_zh=a_zh, action_en=a_en,
                                      effective_from=span[0], until=span[1]))
+    by_rule: Counter[str] = Counter()
+    for tl in tallies:
+        by_rule[tl.rule_id] += tl.alerts
+    times = [x for tl in tallies for x in (tl.first, tl.last)] + [t.issued_at for t in tickets]
+    periods = []
+    for t in sorted(tickets, key=lambda t: (t.effective_from, t.ticket_id)):
+        span = restricting(t)
+        if span is not None:
+            periods.append((t.action, span[0], span[1]))
     return CaseFile(
         code=code, as_of=when, policy=pack.label, institution=institution_view(inst) if inst else None,
         state=state, state_zh=zh, state_en=en, in_force=in_force,
-        alerts=len(alerts), tickets=len(tickets),
-        alerts_by_rule=dict(sorted(Counter(a.rule_id for a in alerts).items())),
+        alerts=n_alerts, tickets=len(tickets),
+        alerts_by_rule=dict(sorted(by_rule.items())),
         tickets_by_action=dict(sorted(Counter(t.action for t in tickets).items())),
-        max_severity=_max_severity(alerts),
-        first_activity=events[0].at if events else None, last_activity=events[-1].at if events else None,
+        max_severity=max((tl.max_severity for tl in tallies), key=lambda s: SEVERITY_RANK[s], default=None),
+        first_activity=min(times) if times else None, last_activity=max(times) if times else None,
         timeline=events, deadlines=dls, next_deadline=dls[0] if dls else None,
         daily=[mask_evidence(dict(row)) for row in store.daily(code)],
+        rule_names=_names(sorted(set(by_rule) | {r for t in tickets for r in t.rule_ids}),
+                          lambda r: rule_name(pack, r)),
+        action_names=_names(sorted({t.action for t in tickets}), action_name),
+        amount=sum((tl.amount for tl in tallies), Decimal("0")),
+        page=page, pages=pages, page_size=page_size,
+        tripped=list(store.alert_days(code)), sanction_periods=periods,
     )
 
 
+SortKey = Literal["severity", "recency", "amount", "alerts", "region", "code"]
+SORT_KEYS: tuple[str, ...] = ("severity", "recency", "amount", "alerts", "region", "code")
+LIST_PAGE_SIZE = 50
+MAX_LIST_PAGE_SIZE = 500
+
+
+def _parse_date(text: str) -> date | None:
+    try:
+        return date.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+
+
+def _parse_amount(text: str) -> Decimal | None:
+    try:
+        value = Decimal(text) if text else None
+    except ArithmeticError:
+        return None
+    return value if value is not None and value.is_finite() and abs(value) < Decimal("1e15") else None
+
+
 class ListQuery(BaseModel):
-    """Filters and order of the list page / ``/api/institutions``; empty filters match everything."""
+    """Filters and order of the list page / ``/api/institutions`` / the CSV export; empty filters match
+    everything. ``severity`` = at least this severe; ``min_amount`` = amount at stake (sum of the
+    alerts' ``vola_amt`` in the date range) at least this; ``date_from``/``date_to`` = business days
+    (Asia/Shanghai, inclusive) in which the institution had an alert or a ticket — counts and amounts
+    are then those of the range. ``page``/``per_page`` page the HTML and JSON lists (the CSV is whole)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -459,68 +606,138 @@ class ListQuery(BaseModel):
     rule: str = ""
     action: str = ""
     state: str = ""
-    sort: Literal["severity", "recency"] = "severity"
+    severity: str = ""
+    min_amount: Decimal | None = None
+    date_from: date | None = None
+    date_to: date | None = None
+    sort: SortKey = "severity"
+    #: ``None`` = the sort's natural order (largest/latest/most severe first; region and code A→Z)
+    descending: bool | None = None
+    page: int = 1
+    per_page: int = LIST_PAGE_SIZE
 
     @classmethod
     def from_query(cls, query: Mapping[str, Sequence[str]]) -> ListQuery:
+        """From a query string; a value that does not parse is ignored (the filter is off), never an error."""
         def one(name: str) -> str:
             vals = query.get(name) or [""]
-            return vals[0].strip()
+            return vals[0].strip()[:64]
+
+        def number(name: str, default: int, top: int) -> int:
+            text = one(name)
+            return max(1, min(int(text), top)) if text.isdigit() and len(text) < 9 else default
 
         sort = one("sort")
         return cls(region=one("region"), rule=one("rule"), action=one("action"), state=one("state"),
-                   sort="recency" if sort == "recency" else "severity")
+                   severity=one("severity") if one("severity") in SEVERITY_RANK else "",
+                   min_amount=_parse_amount(one("min_amount")),
+                   date_from=_parse_date(one("from")), date_to=_parse_date(one("to")),
+                   sort=sort if sort in SORT_KEYS else "severity",
+                   descending={"asc": False, "desc": True}.get(one("order")),
+                   page=number("page", 1, 1_000_000), per_page=number("per_page", LIST_PAGE_SIZE, MAX_LIST_PAGE_SIZE))
+
+    def as_params(self, **change: Any) -> dict[str, str]:
+        """The query string of this query (``change`` overrides), empty filters left out."""
+        q = self.model_copy(update=change)
+        out = {"region": q.region, "rule": q.rule, "action": q.action, "state": q.state, "severity": q.severity,
+               "min_amount": str(q.min_amount) if q.min_amount is not None else "",
+               "from": q.date_from.isoformat() if q.date_from else "",
+               "to": q.date_to.isoformat() if q.date_to else "",
+               "sort": q.sort if q.sort != "severity" else "",
+               "order": {None: "", True: "desc", False: "asc"}[q.descending],
+               "page": str(q.page) if q.page != 1 else "",
+               "per_page": str(q.per_page) if q.per_page != LIST_PAGE_SIZE else ""}
+        return {k: v for k, v in out.items() if v}
 
 
 def list_cases(store: CaseStore, pack: Pack, query: ListQuery | None = None,
                as_of: datetime | None = None) -> list[CaseSummary]:
-    """Flagged institutions (at least one alert or ticket), filtered and ordered by ``query``:
-    ``severity`` = most severe alert first, then more alerts, then most recent; ``recency`` = latest
-    activity first. Ties break on the institution code, so the order is deterministic."""
+    """Flagged institutions (at least one alert or ticket, in the date range when given), filtered and
+    ordered by ``query`` (not paged: ``page_of`` pages). Built from the alerts' aggregate
+    (``alert_tallies``) and the tickets, never from every alert row. Orders: ``severity`` = most severe
+    alert first, then more alerts, then most recent; ``recency`` = latest activity; ``amount`` = amount
+    at stake; ``alerts``; ``region``; ``code``. ``descending=False`` reverses it. Ties break on the
+    institution code, so the order is deterministic."""
     q = query or ListQuery()
     when = as_of or store_as_of(store)
     if when is None:
         return []
     today = business_date(when)
+    since = day_start(q.date_from) if q.date_from else None
+    until = day_start(q.date_to + timedelta(days=1)) if q.date_to else None
     insts = store.institutions()
-    by_code_alerts: dict[str, list[Alert]] = {}
-    by_code_tickets: dict[str, list[Ticket]] = {}
-    for a in store.alerts():
-        by_code_alerts.setdefault(a.fixmedins_code, []).append(a)
+    tallies: dict[str, list[RuleTally]] = {}
+    for tl in store.alert_tallies(since=since, until=until):
+        tallies.setdefault(tl.code, []).append(tl)
+    all_tickets: dict[str, list[Ticket]] = {}
     for t in store.tickets():
-        by_code_tickets.setdefault(t.fixmedins_code, []).append(t)
+        all_tickets.setdefault(t.fixmedins_code, []).append(t)
+
+    def in_range(t: Ticket) -> bool:
+        return (since is None or t.issued_at >= since) and (until is None or t.issued_at < until)
+
     rows: list[CaseSummary] = []
-    for code in sorted(set(by_code_alerts) | set(by_code_tickets)):
-        alerts = by_code_alerts.get(code, [])
-        tickets = by_code_tickets.get(code, [])
+    min_rank = SEVERITY_RANK.get(q.severity, -1)
+    for code in sorted(set(tallies) | {c for c, ts in all_tickets.items() if any(in_range(t) for t in ts)}):
+        tls = tallies.get(code, [])
+        tickets = all_tickets.get(code, [])
+        shown = [t for t in tickets if in_range(t)]
         inst = insts.get(code)
         admdvs = inst.admdvs if inst else next(
-            (x for x in [*(a.admdvs for a in alerts), *(t.admdvs for t in tickets)] if x), None)
-        state, _ = state_on(tickets, today)
-        rules = sorted({a.rule_id for a in alerts} | {r for t in tickets for r in t.rule_ids})
-        actions = sorted({t.action for t in tickets})
+            (x for x in [*(tl.admdvs for tl in tls), *(t.admdvs for t in tickets)] if x), None)
+        rules = sorted({tl.rule_id for tl in tls} | {r for t in shown for r in t.rule_ids})
+        actions = sorted({t.action for t in shown})
         if q.region and not (admdvs or "").startswith(q.region):
             continue
         if q.rule and q.rule not in rules:
             continue
         if q.action and q.action not in actions:
             continue
+        max_sev = max((tl.max_severity for tl in tls), key=lambda x: SEVERITY_RANK[x], default=None)
+        if min_rank >= 0 and SEVERITY_RANK.get(max_sev or "", -1) < min_rank:
+            continue
+        amount = sum((tl.amount for tl in tls), Decimal("0"))
+        if q.min_amount is not None and amount < q.min_amount:
+            continue
+        state, _ = state_on(tickets, today)
         if q.state and q.state != state:
             continue
-        times = [a.detected_at for a in alerts] + [t.issued_at for t in tickets]
+        times = [x for tl in tls for x in (tl.first, tl.last)] + [t.issued_at for t in shown]
         dls = deadlines(tickets, pack, when)
         zh, en = STATE_TEXT[state]
         rows.append(CaseSummary(
             code=code, name=inst.fixmedins_name if inst else None, type=inst.fixmedins_type if inst else None,
             admdvs=admdvs, region=region_name(admdvs) or None, state=state, state_zh=zh, state_en=en,
-            alerts=len(alerts), tickets=len(tickets), rules=rules, actions=actions,
-            max_severity=_max_severity(alerts), last_activity=max(times) if times else None,
+            alerts=sum(tl.alerts for tl in tls), tickets=len(shown), rules=rules, actions=actions,
+            max_severity=max_sev, last_activity=max(times) if times else None,
             next_due=dls[0].due if dls else None, next_then=dls[0].then_zh if dls else None,
+            rule_names=[rule_name(pack, r).as_json() for r in rules],
+            action_names=[action_name(a).as_json() for a in actions],
+            amount=amount, first_activity=min(times) if times else None,
         ))
     far_past = datetime(1970, 1, 1).astimezone()
-    if q.sort == "recency":
-        rows.sort(key=lambda r: (-(r.last_activity or far_past).timestamp(), r.code))
-    else:
-        rows.sort(key=lambda r: (-SEVERITY_RANK.get(r.max_severity or "", -1), -r.alerts,
-                                 -(r.last_activity or far_past).timestamp(), r.code))
+    natural_desc = q.sort not in ("region", "code")
+    desc = natural_desc if q.descending is None else q.descending
+    sign = -1 if desc else 1
+
+    def ts(r: CaseSummary) -> float:
+        return (r.last_activity or far_past).timestamp()
+
+    keys: dict[str, Any] = {
+        "recency": lambda r: (sign * ts(r), r.code),
+        "amount": lambda r: (sign * float(r.amount), r.code),
+        "alerts": lambda r: (sign * r.alerts, r.code),
+        "region": lambda r: (r.admdvs or "", r.code),
+        "code": lambda r: (r.code,),
+        "severity": lambda r: (sign * SEVERITY_RANK.get(r.max_severity or "", -1), sign * r.alerts, sign * ts(r),
+                               r.code),
+    }
+    rows.sort(key=keys[q.sort], reverse=not natural_desc and desc)
     return rows
+
+
+def page_of(rows: Sequence[CaseSummary], query: ListQuery) -> tuple[list[CaseSummary], int]:
+    """``(rows of query.page, number of pages)`` (at least one page)."""
+    pages = max(1, -(-len(rows) // query.per_page))
+    page = min(query.page, pages)
+    return list(rows[(page - 1) * query.per_page: page * query.per_page]), pages

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from monitor.clock import CST
-from monitor.inspect.model import MemoryStore
+from monitor.inspect.model import MemoryStore, RuleTally
 from monitor.outputs import Alert, Summary, Ticket
 from monitor.records import Institution, parse_value
 
@@ -92,15 +93,67 @@ class ClickHouseStore:
                                  parameters={"db": self.database}).result_rows
         return {r[0] for r in rows}
 
-    def _select(self, table: str, columns: Sequence[str], code: str | None) -> list[dict[str, Any]]:
+    def _has(self, table: str) -> bool:
         if table not in self._tables:
             self._tables = self._existing_tables()  # a store that was empty at open may have filled
-            if table not in self._tables:
-                return []
+        return table in self._tables
+
+    def _select(self, table: str, columns: Sequence[str], code: str | None,
+                page: tuple[int, int] | None = None, order: str = "") -> list[dict[str, Any]]:
+        """Rows of ``table`` (of ``code``); ``page`` = (offset, limit) in ``order`` (bounded reads)."""
+        if not self._has(table):
+            return []
         where = " WHERE fixmedins_code = {code:String}" if code is not None else ""
-        res = self.client.query(f"SELECT {', '.join(columns)} FROM {self.database}.{table} FINAL{where}",
+        tail = ""
+        if page is not None:
+            tail = f" ORDER BY {order} LIMIT {page[1]:d} OFFSET {page[0]:d}"
+        res = self.client.query(f"SELECT {', '.join(columns)} FROM {self.database}.{table} FINAL{where}{tail}",
                                 parameters={"code": code} if code is not None else None)
         return [dict(zip(columns, (_aware(v) for v in row), strict=True)) for row in res.result_rows]
+
+    def alert_tallies(self, code: str | None = None, since: datetime | None = None,
+                      until: datetime | None = None) -> Sequence[RuleTally]:
+        """One GROUP BY over ``alerts`` (the list never reads alert rows)."""
+        if not self._has("alerts"):
+            return []
+        conds: list[str] = []
+        params: dict[str, Any] = {}
+        if code is not None:
+            conds.append("fixmedins_code = {code:String}")
+            params["code"] = code
+        if since is not None:
+            conds.append("detected_at >= fromUnixTimestamp64Milli({since:Int64})")
+            params["since"] = int(since.timestamp() * 1000)
+        if until is not None:
+            conds.append("detected_at < fromUnixTimestamp64Milli({until:Int64})")
+            params["until"] = int(until.timestamp() * 1000)
+        where = f" WHERE {' AND '.join(conds)}" if conds else ""
+        res = self.client.query(
+            "SELECT fixmedins_code, rule_id, any(admdvs), count(), "
+            "max(multiIf(severity = 'critical', 2, severity = 'warning', 1, 0)), sum(vola_amt), "
+            f"min(detected_at), max(detected_at) FROM {self.database}.alerts FINAL{where} "
+            "GROUP BY fixmedins_code, rule_id ORDER BY fixmedins_code, rule_id", parameters=params or None)
+        sev = ("info", "warning", "critical")
+        return [RuleTally(c, r, adm or None, int(n), sev[int(rank)], Decimal(amt), _aware(first), _aware(last))
+                for c, r, adm, n, rank, amt, first, last in res.result_rows]
+
+    def alert_days(self, code: str) -> Sequence[tuple[str, date, int]]:
+        if not self._has("alerts"):
+            return []
+        res = self.client.query(
+            f"SELECT rule_id, day, count() FROM {self.database}.alerts FINAL WHERE fixmedins_code = {{code:String}} "
+            "GROUP BY rule_id, day ORDER BY rule_id, day", parameters={"code": code})
+        return [(r, d, int(n)) for r, d, n in res.result_rows]
+
+    def horizon(self) -> datetime | None:
+        times = []
+        for table, column in (("alerts", "detected_at"), ("tickets", "issued_at")):
+            if self._has(table):
+                res = self.client.query(f"SELECT count(), max({column}) FROM {self.database}.{table}")
+                n, latest = res.result_rows[0]
+                if n:
+                    times.append(_aware(latest))
+        return max(times) if times else None
 
     def institutions(self) -> Mapping[str, Institution]:
         from monitor.sinks.clickhouse import INSTITUTIONS
@@ -114,12 +167,13 @@ class ClickHouseStore:
                 out[inst.fixmedins_code] = inst
         return out
 
-    def alerts(self, code: str | None = None) -> Sequence[Alert]:
+    def alerts(self, code: str | None = None, offset: int = 0, limit: int | None = None) -> Sequence[Alert]:
         from monitor.sinks.clickhouse import ALERTS
 
         cols = [c for c in ALERTS.column_names if c != "day"]
         out = []
-        for row in self._select("alerts", cols, code):
+        page = None if limit is None else (max(0, int(offset)), max(0, int(limit)))
+        for row in self._select("alerts", cols, code, page=page, order="detected_at, alert_id"):
             row["evidence"] = json.loads(row["evidence"] or "{}")
             row["jr_id"] = row["alert_id"]
             row["admdvs"] = row["admdvs"] or None
@@ -127,6 +181,7 @@ class ClickHouseStore:
         return out
 
     def tickets(self, code: str | None = None) -> Sequence[Ticket]:
+        """Every ticket (of ``code``): state and deadlines need them all; tickets are few per institution."""
         from monitor.sinks.clickhouse import TICKETS
 
         out = []
