@@ -54,7 +54,8 @@ def upload_only(tmp_path: Path) -> Pack:
     lines = ['[pack]', 'name = "ezhou-upload"', 'version = "test"', 'title = "upload rules only"',
              'region = "4207"', 'includes = ["ezhou"]']
     for rule_id in base.rules:
-        if not rule_id.startswith("upload."):
+        # upload.silent_stream off too: these fixtures upload settlements only (no 3505 stream at all)
+        if not rule_id.startswith("upload.") or rule_id == "upload.silent_stream":
             lines += [f'[rules."{rule_id}"]', "enabled = false"]
     path = tmp_path / "upload-only.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -74,7 +75,9 @@ def replay(tmp_path: Path, records: list[dict[str, Any]], as_of: str,
 
 def full_ladder(tmp_path: Path, pack: Pack | None = None, sinks: Sequence[Sink] = ()) -> tuple[Path, ReplayResult]:
     """Both fail 01-10 → suspended 01-13..02-13; the pharmacy fails 02-10 (in the last 7 days) →
-    terminated 02-13; the clinic fails 02-01 only → reinstated 02-13 (review at 02-14 00:00)."""
+    terminated 02-13; the clinic fails 02-01 only and uploads nothing after → at the review (02-14 00:00) no positive evidence
+    of real-time uploads, so REVIEW (verification required) from 02-13 instead of REINSTATE (silence is not
+    compliance: sanctions-detect's review_evidence)."""
     recs = (day_records(PHARMACY, date(2026, 1, 10), 20, 10) + day_records(CLINIC, date(2026, 1, 10), 20, 10)
             + day_records(PHARMACY, date(2026, 2, 10), 20, 10) + day_records(CLINIC, date(2026, 2, 1), 20, 10))
     return replay(tmp_path, recs, "2026-03-01 00:00:00", pack, sinks)
@@ -124,7 +127,7 @@ def test_case_file_facts_match_the_replay(tmp_path: Path) -> None:
     clinic = build_case_file(store, CLINIC, pack)
     assert clinic is not None
     assert clinic.state == "normal" and clinic.in_force == []
-    assert clinic.tickets_by_action == {"REINSTATE": 1, "SUSPEND_OUTPATIENT_POOLING": 1}
+    assert clinic.tickets_by_action == {"REVIEW": 1, "SUSPEND_OUTPATIENT_POOLING": 1}
     assert clinic.institution is not None and clinic.institution.tier is None
 
 
@@ -187,7 +190,7 @@ def test_case_file_counts_equal_the_replay_outputs_with_every_rule_on(tmp_path: 
         # EZ-DM 二(一) facts hold whatever else fired
         realtime = [(t["action"], t["effective_from"]) for t in mine_t if t["ladder"] == "realtime"]
         assert realtime == [("SUSPEND_OUTPATIENT_POOLING", "2026-01-13"),
-                            ("TERMINATE_OUTPATIENT_POOLING" if code == PHARMACY else "REINSTATE", "2026-02-13")]
+                            ("TERMINATE_OUTPATIENT_POOLING" if code == PHARMACY else "REVIEW", "2026-02-13")]
         if code == PHARMACY:
             assert cf.state == "terminated"
 
@@ -197,10 +200,10 @@ def test_cli_inspect_prints_the_case_file_and_json(tmp_path: Path, capsys: pytes
     reg = str(tmp_path / "in" / "institutions.jsonl")
     assert main(["inspect", CLINIC, "--store", str(out), "--registry", reg]) == 0
     text = capsys.readouterr().out
-    assert "华容区社区诊所" in text and "REINSTATE" in text and "正常 / normal" in text
+    assert "华容区社区诊所" in text and "REVIEW" in text and "正常 / normal" in text
     assert main(["inspect", CLINIC, "--store", str(out), "--registry", reg, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["tickets_by_action"] == {"REINSTATE": 1, "SUSPEND_OUTPATIENT_POOLING": 1}
+    assert data["tickets_by_action"] == {"REVIEW": 1, "SUSPEND_OUTPATIENT_POOLING": 1}
     assert main(["inspect", "--list", "--store", str(out), "--registry", reg, "--json"]) == 0
     assert [r["code"] for r in json.loads(capsys.readouterr().out)] == [CLINIC, PHARMACY]
     assert main(["inspect", "H00000000000", "--store", str(out)]) == 1
@@ -221,7 +224,8 @@ def test_list_filters_and_sorting(tmp_path: Path) -> None:
     assert codes(state="terminated") == [PHARMACY]
     assert codes(state="normal") == [CLINIC]
     assert codes(state="suspended") == []
-    assert codes(action="REINSTATE") == [CLINIC]
+    assert codes(action="REVIEW") == [CLINIC]
+    assert codes(action="REINSTATE") == []
     assert codes(action="TERMINATE_OUTPATIENT_POOLING") == [PHARMACY]
     assert codes(region="420704") == [PHARMACY]
     assert codes(region="4207") == [CLINIC, PHARMACY]
