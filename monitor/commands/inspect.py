@@ -1,5 +1,6 @@
-"""``monitor inspect FIXMEDINS_CODE [--store DSN] [--registry FILE] [--as-of TIME] [--json]`` — print an
-institution's case file; ``monitor inspect --list`` prints the flagged institutions."""
+"""``monitor inspect FIXMEDINS_CODE [--store DSN] [--registry FILE] [--as-of TIME] [--json | --pdf FILE]`` —
+print an institution's case file (or write it as a printable PDF, CJK font embedded);
+``monitor inspect --list [--csv FILE]`` prints (or exports) the flagged institutions."""
 
 from __future__ import annotations
 
@@ -28,6 +29,10 @@ def register(sub: Any) -> None:
     p.add_argument("code", nargs="?", help="fixmedins_code of the institution")
     p.add_argument("--list", action="store_true", help="list the flagged institutions instead")
     p.add_argument("--json", action="store_true", help="print JSON (the API's format) instead of text")
+    p.add_argument("--pdf", type=Path, default=None, metavar="FILE",
+                   help="write the case file as a printable PDF (Chinese, CJK font embedded) to FILE")
+    p.add_argument("--csv", type=Path, default=None, metavar="FILE",
+                   help="with --list: write the list as CSV (the web page's export) to FILE")
     add_store_arguments(p)
     p.set_defaults(func=run)
 
@@ -58,8 +63,9 @@ def open_from_args(args: argparse.Namespace, prog: str) -> tuple[Any, Any] | Non
 
 
 def run(args: argparse.Namespace) -> int:
-    from monitor.inspect.model import build_case_file, list_cases
+    from monitor.inspect.model import PAGE_SIZE, build_case_file, list_cases
     from monitor.inspect.text import render_case_file, render_list
+    from monitor.inspect.web import PDF_EVENTS
 
     if not args.code and not args.list:
         print("monitor inspect: give a FIXMEDINS_CODE or --list", file=sys.stderr)
@@ -70,15 +76,38 @@ def run(args: argparse.Namespace) -> int:
     store, pack = opened
     if args.list:
         rows = list_cases(store, pack, as_of=args.as_of)
-        if args.json:
+        if args.csv is not None:
+            import csv
+
+            from monitor.inspect.model import mask_text
+            from monitor.inspect.web import CSV_COLUMNS, csv_row
+
+            with args.csv.open("w", encoding="utf-8", newline="") as fh:
+                writer = csv.writer(fh, lineterminator="\r\n")
+                writer.writerow(CSV_COLUMNS)
+                for r in rows:
+                    writer.writerow([mask_text(v) for v in csv_row(r)])
+            print(f"monitor inspect: {len(rows)} institutions → {args.csv}", file=sys.stderr)
+        elif args.json:
             print(json.dumps([r.model_dump(mode="json") for r in rows], ensure_ascii=False, indent=2))
         else:
             sys.stdout.write(render_list(rows))
         return 0
-    cf = build_case_file(store, args.code, pack, args.as_of)
+    page_size = PDF_EVENTS if args.pdf is not None else PAGE_SIZE
+    cf = build_case_file(store, args.code, pack, args.as_of, page_size=page_size)
     if cf is None:
         print(f"monitor inspect: no alerts, tickets or registry entry for {args.code}", file=sys.stderr)
         return 1
+    if args.pdf is not None:
+        from monitor.inspect.pdf import FontMissing, write_pdf
+
+        try:
+            size = write_pdf(cf, args.pdf)
+        except (FontMissing, OSError) as exc:
+            print(f"monitor inspect: {exc}", file=sys.stderr)
+            return 2
+        print(f"monitor inspect: case file of {args.code} → {args.pdf} ({size} bytes)", file=sys.stderr)
+        return 0
     if args.json:
         print(json.dumps(cf.model_dump(mode="json"), ensure_ascii=False, indent=2))
     else:

@@ -610,6 +610,9 @@ class InspectorApp:
         lag_h = float(self._param("upload.late", "max_lag_hours", 24))
         complete = float(self._param("data.incomplete", "min_complete_ratio", 0.98))
         coverage = float(self._param("trace.missing", "alert_below_coverage", 0.90))
+        # a ratio is drawn only on days it measured something (its denominator > 0): a day with no
+        # settlement lines has no completeness, not 0 % (silence is not shown as a value either way)
+        basis = {"completeness": "settlement_lines", "trace_coverage": "trace_packs"}
         specs = [
             ("chart-lag", "lag_p90_s", 1 / 3600, Series("上传延迟 p90", "Upload lag p90", "小时 hours", [], lag_h,
                                                       f"{lag_h:g} h 上限 limit", True), ("upload.",)),
@@ -626,6 +629,9 @@ class InspectorApp:
             points = []
             for row in cf.daily:
                 value, day = row.get(column), row.get("day")
+                denominator = basis.get(column)
+                if denominator is not None and not row.get(denominator):
+                    continue
                 if value is not None and day is not None:
                     points.append((day if isinstance(day, date) else date.fromisoformat(str(day)[:10]),
                                    float(value) * scale))
