@@ -75,9 +75,9 @@ def replay(tmp_path: Path, records: list[dict[str, Any]], as_of: str,
 
 def full_ladder(tmp_path: Path, pack: Pack | None = None, sinks: Sequence[Sink] = ()) -> tuple[Path, ReplayResult]:
     """Both fail 01-10 → suspended 01-13..02-13; the pharmacy fails 02-10 (in the last 7 days) →
-    terminated 02-13; the clinic fails 02-01 only and uploads nothing after → at the review (02-14 00:00) no positive evidence
-    of real-time uploads, so REVIEW (verification required) from 02-13 instead of REINSTATE (silence is not
-    compliance: sanctions-detect's review_evidence)."""
+    terminated 02-13; the clinic fails 02-01 only and uploads nothing after → at the review (02-14 00:00)
+    no positive evidence of real-time uploads, so REVIEW (verification required) from 02-13 instead of
+    REINSTATE (silence is not compliance: sanctions-detect's review_evidence)."""
     recs = (day_records(PHARMACY, date(2026, 1, 10), 20, 10) + day_records(CLINIC, date(2026, 1, 10), 20, 10)
             + day_records(PHARMACY, date(2026, 2, 10), 20, 10) + day_records(CLINIC, date(2026, 2, 1), 20, 10))
     return replay(tmp_path, recs, "2026-03-01 00:00:00", pack, sinks)
