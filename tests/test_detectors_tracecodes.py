@@ -272,3 +272,33 @@ def test_state_survives_a_checkpoint() -> None:
     out = restored.process(parse_value("tracecodes", json.dumps(scan(h(50), inst=OTHER)[1]).encode())[0])  # type: ignore[arg-type]
     assert [o.rule_id for o in out if isinstance(o, Alert) and o.rule_id == "trace.duplicate"] == [
         "trace.duplicate"]
+
+
+# --------------------------------------------------------------- proportionate trace.missing (issue 12.4)
+def test_ez_dm_2_1_one_uncoded_pack_is_an_alert_not_a_suspension() -> None:
+    """EZ-DM 二(一) via trace.missing: one insured whole pack without its code (coverage 0 %) is alerted,
+    but the day has fewer than ezhou's trigger_min_packs (10): no suspension. 10 packs with 2 uncoded
+    (80 %) do suspend (test_missing_day_coverage_threshold)."""
+    alerts, tickets, _ = run([insured_sale(0)])
+    (m,) = [a for a in alerts if a.rule_id == "trace.missing"]
+    assert (m.evidence["packs"], m.evidence["not_realtime"], m.evidence["trigger_min_packs"]) == ("1", False, "10")
+    assert [t for t in tickets if t.ladder == "realtime"] == []
+
+
+def test_ez_dm_2_1_codes_in_the_same_second_as_their_sale_count_for_it() -> None:
+    """Ten sales and their codes uploaded in one second, exactly when the day is judged (01-12 00:00:00,
+    day end + 24 h) or minutes after it: the judgment must not fall between the sales and their scans
+    (main counted each sale before its scan arrived: coverage 0 %). The day is fully coded: no alert."""
+    judge = datetime(2026, 1, 12, 0, 0, tzinfo=CST)
+    for upload in (judge, judge + timedelta(minutes=5)):
+        items = []
+        for i in range(10):
+            (stream, rec) = insured_sale(i)
+            rec["inf_time"] = ts(upload)
+            items.append((stream, rec))
+        for i in range(10):
+            items.append(scan(h(i / 60), code=f"8{i:09d}{0:010d}", doc=f"R{i}", setl_id=f"S{i}", arrival=upload))
+        alerts, tickets, _ = run(items, in_order=True)
+        assert [a for a in alerts if a.rule_id == "trace.missing"] == [], upload
+        # (these uploads are late for upload.not_realtime: 38 h after the sale; not under test here)
+        assert [t for t in tickets if "trace.missing" in t.rule_ids] == []

@@ -19,7 +19,11 @@
   (scans uploaded in time have all arrived): pack coverage = Σ min(codes, packs) / Σ packs. Below
   ``alert_below_coverage`` → alert; below ``not_realtime_below_coverage`` (90 %) the day is a
   not-real-time day of the trace stream and ``trace.missing`` is triggered into the EZ-DM 二(一)
-  ``realtime`` ladder.
+  ``realtime`` ladder — only when the day has at least ``trigger_min_packs`` insured whole packs
+  (proportionate: one uncoded pack is an alert, not a suspension; the pack says why).
+  The day is judged on its uploads, not between two records of one upload: a sale arriving after the
+  judgment is counted one second later (``("recount", code, day)``), so the sale scans uploaded in the
+  same second as their 3505 line count for it.
 * Malformed codes (not 1–100 letters/digits) never reach this detector: ``records.TraceScan`` rejects
   them and the shells dead-letter the record with the reason.
 
@@ -56,6 +60,7 @@ if TYPE_CHECKING:
 
 DUPLICATE = "trace.duplicate"
 MISSING = "trace.missing"
+_ONE_SECOND = timedelta(seconds=1)
 
 EPOCH = datetime(2000, 1, 1, tzinfo=CST)
 SOLD = 1
@@ -245,6 +250,8 @@ class MissingParams(Params):
     scan_memory_days: int = Field(default=3, ge=1)
     rejudge_horizon_days: int = Field(default=62, ge=1)
     max_samples: int = Field(default=10, ge=0)
+    #: the ladder is fed only from this many insured whole packs in the day (alerts from any number)
+    trigger_min_packs: int = Field(default=1, ge=1)
 
 
 #: (scan time, kind: 1 sale / 0 return / −1 a return known only to precede the next sale, institution,
@@ -278,6 +285,8 @@ class MissingDay:
     alert_id: str | None = None
     alerted: bool = False
     triggered: bool = False
+    #: arrival of the day's latest sale (a judgment due in that same second waits for it to end)
+    last_sale_at: datetime | None = None
 
 
 def _num(value: Decimal) -> str:
@@ -319,6 +328,7 @@ class TraceCodes(Detector):
             self.alert_below = Decimal(str(m.alert_below_coverage))
             self.realtime_below = Decimal(str(m.not_realtime_below_coverage))
             self.scan_memory = timedelta(days=m.scan_memory_days)
+            self.trigger_min_packs = Decimal(m.trigger_min_packs)
             self.rejudge = timedelta(days=m.rejudge_horizon_days)
             self.max_samples = m.max_samples
         #: institution key space: linked sale scans per document and drug, and day tallies.
@@ -517,11 +527,11 @@ class TraceCodes(Detector):
         item: PendingSale = (("S", setl_id, med) if setl_id else None,
                              ("R", code, docno, med) if docno else None,
                              rec.sel_retn_cnt, setl_id, docno, med)
+        tally.pending.append(item)
+        tally.last_sale_at = ctx.now
         if tally.judged:
-            self._count(item, tally)
-            self._judge(code, day, tally, ctx)
-        else:
-            tally.pending.append(item)
+            # after the judgment: counted once this upload second is over (its scans may follow it)
+            ctx.schedule(ctx.now + _ONE_SECOND, self, ("recount", code, day))
 
     def _count(self, item: PendingSale, tally: MissingDay) -> None:
         s_key, r_key, packs, setl_id, docno, med = item
@@ -553,6 +563,12 @@ class TraceCodes(Detector):
         if kind == "forget":
             del self.days[(code, day)]
             return
+        if kind == "recount" and not tally.judged:
+            return
+        if tally.last_sale_at is not None and tally.last_sale_at >= ctx.now:
+            # a sale of this upload second is in: its scans may follow it within the second
+            ctx.schedule(ctx.now + _ONE_SECOND, self, key)
+            return
         for item in tally.pending:
             self._count(item, tally)
         tally.pending = []
@@ -565,7 +581,8 @@ class TraceCodes(Detector):
         coverage = tally.coded / tally.packs
         if coverage >= self.alert_below:
             return
-        not_realtime = coverage < self.realtime_below
+        # proportionate: a day with fewer insured whole packs than trigger_min_packs is reported only
+        not_realtime = coverage < self.realtime_below and tally.packs >= self.trigger_min_packs
         if not tally.alerted:
             tally.alerted = True
             evidence: dict[str, Any] = {
@@ -577,6 +594,7 @@ class TraceCodes(Detector):
                 "coverage": f"{coverage:.4f}",
                 "not_realtime_below": f"{self.realtime_below:.4f}",
                 "not_realtime": not_realtime,
+                "trigger_min_packs": _num(self.trigger_min_packs),
                 "sample_short": list(tally.samples),
             }
             alert = ctx.alert(
