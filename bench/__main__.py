@@ -11,7 +11,9 @@ Cases (issue 8):
 * ``kafka``   — case 2: the Kafka shell on the local broker (when ``monitor worker`` exists);
 * ``memory``  — case 3: peak RSS of a city-month replay (fresh process);
 * ``trace``   — case 3: bytes per remembered trace code at 10⁶ and 10⁷ codes (``bench.trace_state``);
-* ``scaling`` — case 4: replay records/s at 1×, 4× and 16× input (flat = cost linear in input).
+* ``scaling`` — case 4: replay records/s at 1×, 4× and 16× input (flat = cost linear in input);
+* ``inspector`` — issue 17: ``monitor serve`` list and case-file latency p50/p99 at 20 000 alerts with 50
+  concurrent clients (target p99 ≤ 1 s; ``bench.inspector_case``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from bench.gen import CITY_MONTH, PROVINCE_DAY, InputInfo, load_or_generate, sim
 from bench.report import Row, meta, render, write_json
 
 HERE = Path(__file__).resolve().parent
-ALL_CASES = ("replay", "scaling", "memory", "trace", "kafka")
+ALL_CASES = ("replay", "scaling", "memory", "trace", "kafka", "inspector")
 
 #: design §6
 REPLAY_TARGET = 100_000.0
@@ -45,6 +47,7 @@ class Profile:
     memory_records: int
     trace_codes: tuple[int, ...]
     kafka_records: int
+    inspector_requests: int = 400
 
 
 PROFILES = {
@@ -176,6 +179,14 @@ def case_kafka(data: Path, prof: Profile) -> list[Row]:
     return kafka_case.run(data, prof.kafka_records, min(prof.runs, 2), _log)
 
 
+def case_inspector(prof: Profile) -> list[Row]:
+    from bench import inspector_case
+
+    # --records (the smoke test) shrinks the store too
+    alerts = inspector_case.ALERTS if prof.sim_scale else max(prof.slice_records, 500)
+    return inspector_case.run(min(prof.runs, 2), prof.inspector_requests, _log, alerts=alerts)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller inputs, 2 runs per case (~2 min)")
@@ -202,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             memory_records=args.records or prof.memory_records,
             trace_codes=tuple(int(x) for x in args.trace_codes.split(",")) if args.trace_codes else prof.trace_codes,
             kafka_records=args.records or prof.kafka_records,
+            inspector_requests=100 if args.records else prof.inspector_requests,
         )
     t0 = time.perf_counter()
     started = meta("", prof.runs)  # the commit measured is the one checked out when the run starts
@@ -217,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             rows += case_trace(prof)
         elif case == "kafka":
             rows += case_kafka(args.data, prof)
+        elif case == "inspector":
+            rows += case_inspector(prof)
     flags = "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     info = {**started, "args": flags}
     info["elapsed_s"] = round(time.perf_counter() - t0, 1)

@@ -64,3 +64,15 @@ def test_unknown_case_is_refused() -> None:
     proc = subprocess.run([sys.executable, "-m", "bench", "--cases", "replay,nope"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "unknown case(s): nope" in proc.stderr
+
+
+def test_bench_inspector_case_at_tiny_size(tmp_path: Path) -> None:
+    """The inspector row (issue 17): list and case-file p50/p99 from a real ``monitor serve`` over chDB."""
+    out = tmp_path / "r.json"
+    assert main(["--records", "600", "--runs", "1", "--cases", "inspector", "--json", str(out),
+                 "--data", str(tmp_path / "data")]) == 0
+    rows = {r["name"]: r for r in json.loads(out.read_text())["rows"] if r["case"] == "inspector"}
+    for name in ("list latency p50", "list latency p99", "case file latency p50", "case file latency p99"):
+        assert rows[name]["values"] and all(v > 0 for v in rows[name]["values"]), name
+    assert rows["list latency p99"]["target"] == 1.0 and not rows["list latency p99"]["higher_is_better"]
+    assert "600 alerts, 50 clients" in rows["case file latency p99"]["note"]

@@ -22,7 +22,7 @@ from pydantic import SecretStr
 
 from monitor.clock import CST
 from monitor.inspect.model import MemoryStore
-from monitor.inspect.web import COOKIE, InspectorApp, LoginLimiter, make_server
+from monitor.inspect.web import COOKIE, InspectorApp, LoginLimiter, ResponseCache, make_server
 from monitor.outputs import Alert
 from monitor.policy.pack import load_pack
 
@@ -172,3 +172,35 @@ def test_a_20000_alert_store_gives_paged_bounded_list_and_case_file() -> None:
     assert "第 150 / 150 页" in page.body.decode()
     # the amount at stake comes from the aggregate over all 15 000 alerts, not from the page
     assert Decimal(cf["amount"]) == Decimal("1.50") * 15_000
+
+
+def test_fifty_concurrent_requests_for_one_page_read_the_store_once() -> None:
+    """A crowd opening the same case file costs one store read (the cache's per-key lock), and the page
+    is read again once it is older than the cache's lifetime."""
+    mono = Clock(0.0)
+    calls: list[int] = []
+    store = MemoryStore(many_alerts(400))
+    original = store.alert_tallies
+
+    def counted(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    store.alert_tallies = counted  # type: ignore[method-assign]
+    app = InspectorApp(store, load_pack("ezhou"), cache=ResponseCache(ttl_s=5, clock=mono))
+    barrier = threading.Barrier(50)
+    sizes: list[int] = []
+
+    def one() -> None:
+        barrier.wait()
+        sizes.append(len(app("GET", "/institutions/P42070400001", {}, {}).body))
+
+    threads = [threading.Thread(target=one) for _ in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(sizes) == 50 and len(set(sizes)) == 1 and len(calls) == 1
+    mono.now += 6
+    app("GET", "/institutions/P42070400001", {}, {})
+    assert len(calls) == 2

@@ -21,7 +21,7 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from monitor.inspect import InspectSettings
-    from monitor.inspect.web import InspectorApp, make_server
+    from monitor.inspect.web import InspectorApp, ResponseCache, make_server
 
     opened = open_from_args(args, "monitor serve")
     if opened is None:
@@ -29,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
     store, pack = opened
     settings = InspectSettings()
     app = InspectorApp(store, pack, token=settings.ui_token, as_of=args.as_of,
-                       session_hours=settings.ui_session_hours, cookie_secure=settings.ui_cookie_secure)
+                       session_hours=settings.ui_session_hours, cookie_secure=settings.ui_cookie_secure,
+                       cache=ResponseCache(ttl_s=settings.ui_cache_seconds))
     server = make_server(app, args.host, args.port)
     host, port = str(server.server_address[0]), int(server.server_address[1])
     access = "bearer token required" if app.token else "no token configured (MONITOR_UI_TOKEN unset)"

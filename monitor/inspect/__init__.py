@@ -26,6 +26,9 @@ class InspectSettings(Settings):
     #: Mark the session cookie ``Secure`` (``MONITOR_UI_COOKIE_SECURE``): set it when the pages are
     #: served over HTTPS (behind a TLS proxy); the browser then never sends the cookie in clear.
     ui_cookie_secure: bool = False
+    #: Seconds ``monitor serve`` keeps a rendered list or case page (``MONITOR_UI_CACHE_SECONDS``; 0 = off):
+    #: concurrent inspectors opening the same page cost one store read; a page is at most this far behind.
+    ui_cache_seconds: float = Field(default=5.0, ge=0, le=3600)
 
 
 def default_store() -> tuple[str | None, str | None]:

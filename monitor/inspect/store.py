@@ -17,6 +17,7 @@ back as findings through ``medins.findings``).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
@@ -62,6 +63,9 @@ class FileStore(MemoryStore):
 
 
 # ------------------------------------------------------------------------------------------ ClickHouse
+HORIZON_MEMO_S = 1.0
+
+
 def _aware(value: Any) -> Any:
     if isinstance(value, datetime) and value.tzinfo is None:
         return value.replace(tzinfo=CST)
@@ -77,6 +81,7 @@ class ClickHouseStore:
         self.client = client
         self.database = database
         self._tables = self._existing_tables()
+        self._horizon_memo: tuple[float, datetime | None] | None = None
 
     @classmethod
     def open(cls, dsn: str, password: str | None = None) -> ClickHouseStore:
@@ -146,6 +151,16 @@ class ClickHouseStore:
         return [(r, d, int(n)) for r, d, n in res.result_rows]
 
     def horizon(self) -> datetime | None:
+        """Latest ``detected_at``/``issued_at``; remembered for ``HORIZON_MEMO_S`` (a page asks more than once)."""
+        now = time.monotonic()
+        memo = self._horizon_memo
+        if memo is not None and now - memo[0] < HORIZON_MEMO_S:
+            return memo[1]
+        value = self._read_horizon()
+        self._horizon_memo = (now, value)
+        return value
+
+    def _read_horizon(self) -> datetime | None:
         times = []
         for table, column in (("alerts", "detected_at"), ("tickets", "issued_at")):
             if self._has(table):
