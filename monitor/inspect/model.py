@@ -496,7 +496,7 @@ def _max_severity(alerts: Iterable[Alert]) -> str | None:
 
 
 #: alerts per page of a case file's timeline (``build_case_file(page_size=…)``), and the most allowed
-PAGE_SIZE = 100
+PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 
 

@@ -82,6 +82,7 @@ class ClickHouseStore:
         self.database = database
         self._tables = self._existing_tables()
         self._horizon_memo: tuple[float, datetime | None] | None = None
+        self._registry_memo: tuple[float, Mapping[str, Institution]] | None = None
 
     @classmethod
     def open(cls, dsn: str, password: str | None = None) -> ClickHouseStore:
@@ -171,6 +172,16 @@ class ClickHouseStore:
         return max(times) if times else None
 
     def institutions(self) -> Mapping[str, Institution]:
+        """The registry (latest ``valid_from`` per code); remembered for ``HORIZON_MEMO_S`` like the horizon."""
+        now = time.monotonic()
+        memo = self._registry_memo
+        if memo is not None and now - memo[0] < HORIZON_MEMO_S:
+            return memo[1]
+        value = self._read_institutions()
+        self._registry_memo = (now, value)
+        return value
+
+    def _read_institutions(self) -> Mapping[str, Institution]:
         from monitor.sinks.clickhouse import INSTITUTIONS
 
         cols = [c for c in INSTITUTIONS.column_names if c != "version"]
