@@ -360,6 +360,7 @@ FindingKind = Literal[
     "data_falsified_verified",
     "cloud_monitor_notice",
     "infostd_substandard",
+    "major_negative_impact",
     "interview",
     "payment_suspended",
     "payment_refused",

@@ -106,7 +106,7 @@ def test_own_suspension_tickets_count_and_their_execution_report_does_not_count_
     pack.write_text('[pack]\nname = "test-ar"\nversion = "1"\ntitle = "t"\nregion = ""\n'
                     'includes = ["autonomous-region"]\n'
                     '[ladders.test_suspend]\nkind = "immediate"\ntriggers = ["finding:payment_suspended"]\n'
-                    'basis = ["test"]\naction = "SUSPEND_AGREEMENT"\nduration_months = 1\n', encoding="utf-8")
+                    'basis = ["AR-AGR 三(二)2"]\naction = "SUSPEND_AGREEMENT"\nduration_months = 1\n', encoding="utf-8")
     base = [inst(), f("P1", "payment_suspended", "2026-02-01")]
     _, tickets = run_engine(base, policy=str(pack))
     assert summary(tickets) == [("SUSPEND_AGREEMENT", "2026-02-02", "2026-03-02", None)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -53,6 +54,10 @@ def ladder_text(spec: LadderSpec) -> str:
         parts.append(f"no reapplication for {spec.reapply_after_years} year(s)")
     if spec.requires_verification:
         parts.append("requires verification")
+    if spec.kind == "immediate" and spec.duration_months and spec.action.startswith("SUSPEND"):
+        parts.append("then REINSTATE when it ends")
+    if spec.on_approved:
+        parts.append(f"approved → {spec.on_approved}")
     parts.append(f"effective {spec.effective.replace('_', ' ')}")
     if spec.kind == "immediate":
         parts.append(f"once per {spec.once_per.replace('_', ' ')}")
@@ -61,7 +66,8 @@ def ladder_text(spec: LadderSpec) -> str:
                      f"{spec.on_violation}"
                      + (f" (no reapplication for {spec.on_violation_reapply_after_years} years)"
                         if spec.on_violation_reapply_after_years else "")
-                     + f", else {spec.on_clean}")
+                     + (f", else {spec.on_clean}" if spec.on_clean else ", else no ticket")
+                     + ("; a `rectified` finding ends it early" if spec.rectified_ends else ""))
     else:
         parts.append(f"again after it ends and within {spec.recurrence_within_months} months of the first → "
                      f"{spec.recurrence_action}"
@@ -88,7 +94,8 @@ def run_list(args: argparse.Namespace) -> int:
         if pack is None:
             return 1
         inc = f"  (includes {', '.join(pack.pack.includes)})" if pack.pack.includes else ""
-        print(f"{pack.label:<28} {pack.pack.title}{inc}")
+        status = "draft" if pack.pack.status == "draft" else "in force"
+        print(f"{pack.label:<28} {pack.pack.title} [{status}]{inc}")
     return 0
 
 
@@ -104,20 +111,28 @@ def run_show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(pack.model_dump(mode="json"), ensure_ascii=False, indent=2))
         return 0
+    from monitor.policy.pack import STATUS_TEXT
+
     have = implemented_rules()
-    inc = f" (includes {', '.join(pack.pack.includes)})" if pack.pack.includes else ""
-    print(f"{pack.label} — {pack.pack.title}{inc}; region {pack.pack.region or '(any)'}")
-    if pack.settings and args.rule is None:
-        print("settings: " + ", ".join(f"{k}={v}" for k, v in _flat("", pack.settings)))
+    info = pack.pack
+    inc = f" (includes {', '.join(info.includes)})" if info.includes else ""
+    print(f"{pack.label} — {info.title}{inc}; region {info.region or '(any)'}")
+    print(f"documents: {', '.join(info.documents) or '(not restricted)'}; status {STATUS_TEXT[info.status]}; "
+          f"{_dates(pack.pack.effective_from, None, info.effective_note)}")
+    if args.rule is None:
+        print("settings: " + ", ".join(f"{k}={v}" for k, v in _flat("", pack.settings.model_dump())))
     for rule_id, spec in pack.rules.items():
         if args.rule is not None and rule_id != args.rule:
+            continue
+        if not spec.adopted:
             continue
         state = "on" if spec.enabled else "OFF"
         impl = "" if rule_id in have else "  [not implemented]"
         print(f"\n{rule_id}  [{state}, {spec.severity}, {spec.grade}, sev_deg {spec.sev_deg}, "
               f"{spec.vola_bhvr_type}]{impl}")
         print(f"  {spec.name_zh} / {spec.name_en}")
-        print(f"  basis: {'; '.join(spec.basis)}")
+        print(f"  basis: {'; '.join(spec.basis)}" + _borrowed(spec.borrow))
+        print(f"  applies: {STATUS_TEXT[pack.status_of(spec)]}, {_applies(pack.rule_applies_from(rule_id), spec)}")
         print(f"  logic: {spec.logic}")
         if spec.indicators:
             print(f"  indicators: {'、'.join(spec.indicators)}")
@@ -125,13 +140,40 @@ def run_show(args: argparse.Namespace) -> int:
             print(f"  params.{key} = {value}")
         for name, ladder in pack.ladders_for(rule_id):
             print(f"  → ladder {name} [{'; '.join(ladder.basis)}]: {ladder_text(ladder)}")
+    if args.rule is None:
+        idle = [r for r, s in pack.rules.items() if not s.adopted]
+        if idle:
+            print(f"\nnot adopted (detection base rules this region does not judge): {', '.join(idle)}")
     for name, ladder in pack.ladders.items():
         if args.rule is not None and args.rule not in ladder.triggers:
             continue
-        print(f"\nladder {name} ({ladder.kind}) [{'; '.join(ladder.basis)}]")
+        print(f"\nladder {name} ({ladder.kind}) [{'; '.join(ladder.basis)}]" + _borrowed(ladder.borrow))
         print(f"  triggers: {', '.join(ladder.triggers)}")
+        print(f"  applies: {STATUS_TEXT[pack.status_of(ladder)]}, {_applies(pack.ladder_applies_from(name), ladder)}")
         print(f"  {ladder_text(ladder)}")
     return 0
+
+
+def _borrowed(lenders: list[str]) -> str:
+    return f"  (borrowed from {', '.join(lenders)})" if lenders else ""
+
+
+def _dates(start: date | None, transition: int | None, note: str) -> str:
+    if start is None:
+        text = "effective_from not dated in the text: every business date is judged"
+    else:
+        text = f"effective from {start.isoformat()}"
+    if transition:
+        text += f" + {transition}-month transition"
+    return text + (f" ({note})" if note else "")
+
+
+def _applies(start: date | None, spec: Any) -> str:
+    if start is None:
+        return "every business date (no date known)" + (
+            f"; {spec.transition_months}-month transition once the date is set" if spec.transition_months else "")
+    return f"from business date {start.isoformat()}" + (
+        f" ({spec.transition_months}-month transition included)" if spec.transition_months else "")
 
 
 def run_check(args: argparse.Namespace) -> int:

@@ -66,7 +66,7 @@ def validate_params(pack: Pack) -> None:
     for det in DETECTORS:
         for rule_id, model in det.params.items():
             spec = pack.rules.get(rule_id)
-            if spec is None:
+            if spec is None or not spec.adopted:  # a rule the region does not adopt is never judged
                 continue
             try:
                 model.model_validate(spec.params)

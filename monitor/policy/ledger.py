@@ -194,6 +194,9 @@ class Ledger:
         if new_tier is not None:
             zh += f"，降至{new_tier}级"
             en += f"; new tier {new_tier}"
+        if spec.borrow:  # a borrowed rule says whose it is (#12: borrowing only by naming)
+            zh += f"（借用 {'、'.join(spec.borrow)} 的规则：{basis}）"
+            en += f"; rule borrowed from {', '.join(spec.borrow)} ({'; '.join(spec.basis)})"
         if requires_verification:
             zh += "（须经核实后执行）"
             en += " (requires verification before execution)"
