@@ -166,7 +166,7 @@ def test_text_rendering_names_the_facts_and_masks_people(tmp_path: Path) -> None
     for fact in ("鄂城区惠民大药房", "零售药店", "鄂城区 (420704)", "2026-01-01 → 2026-12-31",
                  "已终止/取消 / terminated", "TERMINATE_OUTPATIENT_POOLING", "2026-01-13 → 2026-02-13",
                  "EZ-DM 二(一)", "未实现医保结算数据、进销存、药品耗材追溯码数据实时上传的中止门诊统筹服务 1 个月",
-                 "late=10", "无 none pending"):
+                 "迟报数=10", "结算流水号=P42070200001-0110-0", "数据未实时上传", "无 none pending"):
         assert fact in text, fact
     assert "王小明" not in text and "420702198001010000" not in text
 

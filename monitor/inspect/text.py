@@ -57,16 +57,25 @@ def _deadline(d: Deadline) -> list[str]:
 def _event(e: Event, seen: set[str]) -> list[str]:
     if e.kind == "alert":
         sev = SEVERITY_TEXT.get(e.severity or "", ("", ""))
-        lines = [f"  {_d(e.at)}  告警 ALERT [{sev[0]} {sev[1]}] {e.rule_ids[0]} — {e.rule_names[0]}"]
+        lines = [f"  {_d(e.at)}  告警 ALERT [{sev[0]} {sev[1]}] {e.rule_names[0]} ({e.rule_ids[0]})"]
         lines.append(f"    编号 Id: {e.id}; 窗口 Window: {_d(e.window_start)} → {_d(e.window_end)}")
         lines.append(f"    内容 What: {e.text_zh}")
         if e.amount is not None:
             lines.append(f"    金额 Amount: ¥{e.amount}")
         lines.extend(_clauses(e.clauses, seen, "    "))
-        if e.evidence:
+        tab = e.evidence_table
+        if tab is not None and tab.rows:
+            lines.append(f"    证据 Evidence ({len(tab.rows)} 条样本记录 sample records"
+                         + (f" / 共 {tab.records_total}" if tab.records_total is not None else "") + "):")
+            for row in tab.rows:
+                lines.append("      · " + "; ".join(f"{c.zh}={row[c.key]}" for c in tab.columns if row.get(c.key)))
+            facts = "; ".join(f"{f['zh']}={f['value']}" for f in tab.facts)
+            if facts:
+                lines.append(f"      {facts}")
+        elif e.evidence:
             lines.append(f"    证据 Evidence: {_evidence(e.evidence)}")
         return lines
-    lines = [f"  {_d(e.at)}  工单 TICKET {e.action} — {e.title_zh} / {e.title_en}"]
+    lines = [f"  {_d(e.at)}  工单 TICKET {e.title_zh} / {e.title_en} ({e.action})"]
     span = (f"{_d(e.effective_from)} → {_d(e.effective_until)}" if e.effective_until
             else f"自 from {_d(e.effective_from)}")
     extra = []
@@ -77,7 +86,8 @@ def _event(e: Event, seen: set[str]) -> list[str]:
     if e.requires_verification:
         extra.append("须经核实 requires verification")
     lines.append(f"    编号 Id: {e.id}; 生效 Effective: {span}" + (f"; {'; '.join(extra)}" if extra else ""))
-    lines.append(f"    规则 Rules: {', '.join(e.rule_ids) or '—'}")
+    rules = "、".join(f"{r['zh']} ({r['id']})" for r in e.rules) or "—"
+    lines.append(f"    规则 Rules: {rules}")
     lines.append(f"    摘要 Summary: {e.text_zh}")
     if e.text_en:
         lines.append(f"             {e.text_en}")
@@ -118,8 +128,10 @@ def render_case_file(cf: CaseFile) -> str:
     for d in cf.deadlines:
         out.extend(_deadline(d))
     out.append("")
-    by_rule = ", ".join(f"{k} ×{v}" for k, v in cf.alerts_by_rule.items()) or "—"
-    by_action = ", ".join(f"{k} ×{v}" for k, v in cf.tickets_by_action.items()) or "—"
+    by_rule = ", ".join(f"{cf.rule_names.get(k, {}).get('zh', k)} ({k}) ×{v}"
+                        for k, v in cf.alerts_by_rule.items()) or "—"
+    by_action = ", ".join(f"{cf.action_names.get(k, {}).get('zh', k)} ({k}) ×{v}"
+                          for k, v in cf.tickets_by_action.items()) or "—"
     out.append(f"概况 Summary: 告警 alerts {cf.alerts} ({by_rule}); 工单 tickets {cf.tickets} ({by_action})")
     out.append("")
     out.append("时间线 Timeline")
@@ -132,8 +144,10 @@ def render_case_file(cf: CaseFile) -> str:
 def render_list(rows: list[CaseSummary]) -> str:
     """The list of flagged institutions as a text table."""
     out = [f"{'机构 code':<16} {'名称 name':<14} {'区域 region':<18} {'状态 state':<12} {'告警':>4} {'工单':>4} "
-           f"{'最高 max':<9} {'下一节点 next':<11} 最近 last"]
+           f"{'最高 max':<9} {'金额 amount':>12} {'下一节点 next':<11} {'最近 last':<19} 措施 actions"]
     for r in rows:
-        out.append(f"{r.code:<16} {(r.name or '—'):<14} {(r.region or '—'):<18} {r.state:<12} {r.alerts:>4} "
-                   f"{r.tickets:>4} {(r.max_severity or '—'):<9} {_d(r.next_due):<11} {_d(r.last_activity)}")
+        actions = "、".join(n["zh"] for n in r.action_names) or "—"
+        out.append(f"{r.code:<16} {(r.name or '—'):<14} {(r.region or '—'):<18} {r.state_zh:<12} {r.alerts:>4} "
+                   f"{r.tickets:>4} {(r.max_severity or '—'):<9} {r.amount:>12,.2f} {_d(r.next_due):<11} "
+                   f"{_d(r.last_activity):<19} {actions}")
     return "\n".join(out) + "\n"
