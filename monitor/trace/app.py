@@ -40,6 +40,7 @@ from monitor.replay import dead_letter
 from monitor.settings import Settings
 from monitor.streams.topics import DLQ, TRACE_BY_CODE, TRACE_BY_PRODUCT, TRACE_FINDINGS
 from monitor.trace.rules import (
+    OUTBOX_PREFIX,
     STOCK_IN,
     CodeStage,
     ProductStage,
@@ -55,6 +56,29 @@ TICK_EVERY = 200  # forwarded records between busy ticks of a source partition
 TICK_SECONDS = 1.0  # idle/busy ticks of every assigned source partition
 ROCKS_OPTIONS = {"driver": "rocksdict", "write_buffer_size": 4 << 20, "max_write_buffer_number": 2,
                  "block_cache_size": 32 << 20, "block_cache_compressed_size": 8 << 20}
+
+
+def _trace_store() -> type:
+    """Faust's RocksDB store, except that it never offers a persisted changelog offset to recovery.
+
+    Faust stores the offset of each changelog record it wrote and, on an assignment, resumes recovery
+    from it — and stops with ConsistencyError when that offset is past the end that ListOffsets reports,
+    which tansu under-reports by its last record batch (seen: "persisted offset … is higher than the last
+    offset in that topic (120 > 119)"). Without the offset, recovery re-reads the changelog from its
+    start into the local database (idempotent) up to that under-reported end; what it misses is re-read
+    from the repartition topic by the stage's own offset (``catch_up``). Cost: a full changelog read per
+    assignment (measured in bench/trace_tier.py); on a broker whose ListOffsets is right, Faust's own
+    resumption could be restored by dropping this class."""
+    from faust.stores.rocksdb import Store
+
+    class TraceStore(Store):
+        def persisted_offset(self, tp: Any) -> int | None:
+            return None
+
+    return TraceStore
+
+
+TraceStore = _trace_store()
 
 
 class TableKV:
@@ -116,12 +140,16 @@ def create_trace_app(settings: Settings, sources: int, web_port: int = 6067) -> 
 
     pack = load_pack(settings.policy)
     params = TraceParams.from_pack(pack)
+    from faust.stores import STORES
+
+    STORES.data["tracerocks"] = "monitor.trace.app:TraceStore"
     session = settings.broker_session_timeout
+    (settings.data_dir / "trace").mkdir(parents=True, exist_ok=True)
     app = faust.App(
         f"{settings.app_id}-trace",
         broker=settings.broker,
         broker_credentials=faust_credentials(settings),
-        store="rocksdb://",
+        store="tracerocks://",
         datadir=str(settings.data_dir / "trace"),
         autodiscover=False,
         web_enabled=True,
@@ -134,7 +162,11 @@ def create_trace_app(settings: Settings, sources: int, web_port: int = 6067) -> 
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=False,
         producer_acks=-1,
-        table_standby_replicas=1,
+        # No standby replicas: a standby's persisted changelog offset (read by fetch) can be past the end
+        # that tansu's ListOffsets reports, and Faust's recovery then stops with ConsistencyError (seen
+        # here: "persisted offset … is higher than the last offset in that topic (41 > 40)"). The table's
+        # own input offset (meta key) and the catch-up below make recovery complete without it.
+        table_standby_replicas=0,
     )
     registry = CollectorRegistry()
     setup_prometheus_sensors(app, registry=registry, name_prefix=FAUST_PREFIX)
@@ -144,20 +176,28 @@ def create_trace_app(settings: Settings, sources: int, web_port: int = 6067) -> 
     by_product = app.topic(TRACE_BY_PRODUCT.name, partitions=settings.partitions, internal=True, **raw)
     findings = app.topic(TRACE_FINDINGS.name, **raw)
     dlq = app.topic(DLQ.name, **raw)
+    schema: Any = faust.Schema(**raw)
     tables = {
         TRACE_BY_CODE.name: app.Table("trace-codes", partitions=settings.partitions, options=dict(ROCKS_OPTIONS),
-                                      **raw),
+                                      schema=schema, key_type=bytes, value_type=bytes),
         TRACE_BY_PRODUCT.name: app.Table("trace-products", partitions=settings.partitions,
-                                         options=dict(ROCKS_OPTIONS), **raw),
+                                         options=dict(ROCKS_OPTIONS), schema=schema, key_type=bytes,
+                                         value_type=bytes),
     }
     stage_types: dict[str, type[Stage]] = {TRACE_BY_CODE.name: CodeStage, TRACE_BY_PRODUCT.name: ProductStage}
     stages: dict[tuple[str, int], Stage] = {}
     #: source partition → [latest arrival forwarded, last offset read, records since the last tick]
     source_state: dict[int, list[int]] = {}
 
+    #: source partition → the last (clock, idle) ticked: an unchanged idle source is not re-ticked
+    last_tick: dict[int, tuple[int, bool]] = {}
+
     async def send_ticks(partition: int, idle: bool) -> None:
         st = source_state.setdefault(partition, [0, -1, 0])
         st[2] = 0
+        if last_tick.get(partition) == (st[0], idle):
+            return
+        last_tick[partition] = (st[0], idle)
         value = encode_tick(str(partition), st[0], idle)
         for topic in (by_code, by_product):
             for p in range(settings.partitions):
@@ -194,7 +234,12 @@ def create_trace_app(settings: Settings, sources: int, web_port: int = 6067) -> 
                 continue
             st = source_state.setdefault(tp.partition, [0, -1, 0])
             highwater = app.consumer.highwater(tp)
-            idle = highwater is not None and st[1] + 1 >= highwater
+            done = st[1]
+            if done < 0:  # nothing read since the assignment: maybe everything was read before it
+                consumer: Any = app.consumer
+                committed = consumer._committed_offset.get(tp)  # the next offset to read (Kafka's sense)
+                done = committed - 1 if committed is not None else -1
+            idle = highwater is not None and done + 1 >= highwater
             await send_ticks(tp.partition, idle=idle)
 
     async def catch_up(topic: str, partition: int, stage: Stage, until: int) -> list[dict[str, Any]]:
@@ -224,23 +269,46 @@ def create_trace_app(settings: Settings, sources: int, web_port: int = 6067) -> 
             await consumer.stop()
         return out
 
+    #: stage partition → findings sent and not yet known delivered: (outbox key, delivery future)
+    in_flight: dict[tuple[str, int], list[tuple[bytes, Any]]] = {}
+
+    async def deliver(key: tuple[str, int], outbox_key: bytes, value: bytes) -> None:
+        inst = json.loads(value)["fixmedins_code"]
+        fut = await findings.send(key=inst.encode(), value=value)
+        in_flight.setdefault(key, []).append((outbox_key, fut))
+
+    def settle_outbox(key: tuple[str, int], kv: TableKV) -> None:
+        """Drop from the table's outbox the findings the broker has acknowledged."""
+        keep = []
+        for outbox_key, fut in in_flight.get(key, []):
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                kv.delete(outbox_key)
+            else:
+                keep.append((outbox_key, fut))
+        in_flight[key] = keep
+
     async def run_stage(stream: Any) -> None:
         async for event in stream.events():
             msg = event.message
             key = (msg.topic, msg.partition)
             stage = stages.get(key)
-            out: list[dict[str, Any]] = []
             if stage is None:
                 kv = TableKV(tables[msg.topic], msg.partition)
-                stage = stages[key] = stage_types[msg.topic](params, kv, sources)
+                stage = stages[key] = stage_types[msg.topic](params, kv, sources, outbox=True)
+                in_flight[key] = []
+                # findings the table made but whose delivery is not known (the previous owner may have
+                # died before its producer sent them): again, with the same ids
+                for outbox_key, value in list(kv.scan_prefix(OUTBOX_PREFIX)):
+                    await deliver(key, outbox_key, value)
                 if msg.offset > stage.applied_offset + 1:
-                    out.extend(await catch_up(msg.topic, msg.partition, stage, msg.offset))
-            if msg.offset <= stage.applied_offset:
-                continue  # already in the table (redelivered after a restart)
-            out.extend(apply_message(stage, msg.value, msg.offset))
-            for finding in out:
-                await findings.send(key=finding["fixmedins_code"].encode(),
-                                    value=json.dumps(finding, ensure_ascii=False, sort_keys=True).encode())
+                    await catch_up(msg.topic, msg.partition, stage, msg.offset)
+            assert isinstance(stage.kv, TableKV)
+            settle_outbox(key, stage.kv)
+            if msg.offset > stage.applied_offset:  # else already in the table (redelivered)
+                apply_message(stage, msg.value, msg.offset)
+            for outbox_key, value in list(stage.kv.scan_prefix(OUTBOX_PREFIX)):
+                if not any(k == outbox_key for k, _ in in_flight[key]):
+                    await deliver(key, outbox_key, value)
 
     app.agent(by_code, name="trace-codes")(run_stage)
     app.agent(by_product, name="trace-products")(run_stage)
@@ -249,8 +317,10 @@ def create_trace_app(settings: Settings, sources: int, web_port: int = 6067) -> 
     async def forget_stages(app_: Any, revoked: Any, **_: Any) -> None:
         for tp in revoked:
             stages.pop((tp.topic, tp.partition), None)
+            in_flight.pop((tp.topic, tp.partition), None)
             if tp.topic == source.get_topic_name():
                 source_state.pop(tp.partition, None)
+                last_tick.pop(tp.partition, None)
 
     app.trace_registry = registry  # type: ignore[attr-defined]
     return app

@@ -286,6 +286,7 @@ class DictKV:
             yield k, self.data[k]
 
 
+OUTBOX_PREFIX = b"o"
 CODE_PREFIX = b"c"
 PRODUCT_PREFIX = b"p"
 DUE_PREFIX = b"d"
@@ -346,9 +347,12 @@ class Stage:
 
     prefix: bytes = b""
 
-    def __init__(self, params: TraceParams, kv: KV, sources: int = 1) -> None:
+    def __init__(self, params: TraceParams, kv: KV, sources: int = 1, outbox: bool = False) -> None:
         self.params = params
         self.kv = kv
+        #: keep each finding under ``OUTBOX_PREFIX + finding_id`` (written before the meta key, so a
+        #: recovered table that reflects an event also holds its findings) until the shell has delivered it
+        self.outbox = outbox
         raw = kv.get(META_KEY)
         meta = json.loads(raw) if raw else {}
         self.clock = StageClock(sources, meta.get("clock"))
@@ -382,6 +386,10 @@ class Stage:
 
     def _after(self, offset: int | None) -> list[dict[str, Any]]:
         out = self._fire()
+        if self.outbox:
+            for f in out:
+                self.kv.put(OUTBOX_PREFIX + f["finding_id"].encode(),
+                            json.dumps(f, ensure_ascii=False, sort_keys=True).encode())
         if offset is not None:
             self.applied_offset = offset
         self.kv.put(META_KEY, json.dumps({"clock": self.clock.src, "offset": self.applied_offset,
