@@ -64,6 +64,11 @@ METRIC_SPECS: dict[str, tuple[str, tuple[str, ...]]] = {
 
 #: Sinks reporting health (bounded label values of ``sink``).
 SINKS: tuple[str, ...] = ("clickhouse", "casesystem")
+#: ``stream`` label values of ``monitor_outputs``.
+OUTPUT_STREAMS: tuple[str, ...] = ("alerts", "tickets", "dlq")
+#: ``stream`` label values of ``monitor_dead_letters``: the input streams and ``other`` (``stream_of``).
+DEAD_LETTER_STREAMS: tuple[str, ...] = ("institutions", "drugs", "settlements", "inventory", "tracecodes",
+                                        "prescriptions", "findings", "other")
 
 
 def stream_of(source: str) -> str:
@@ -112,6 +117,17 @@ class Metrics:
             self.sink_rows.labels(sink)
             self.sink_failures.labels(sink)
             self.sink_pending.labels(sink)
+        # Every bounded label value of the counters the alert rules take rates of and divide by starts
+        # at 0 (MonitorDeadLetterRate: dead letters / (records + dead letters)): a series born with the
+        # first burst has no earlier sample, so rate() would miss that burst.
+        for stream in DEAD_LETTER_STREAMS:
+            self.dead_letters.labels(stream)
+        for stream in OUTPUT_STREAMS:
+            self.outputs.labels(stream)
+        from monitor.records import STREAMS
+
+        for stream in STREAMS:
+            self.duplicates.labels(stream)
 
 
 def serve_metrics(registry: CollectorRegistry, port: int, addr: str = "127.0.0.1") -> Any:

@@ -182,3 +182,71 @@ def test_collector_folds_dual_price_alerts_and_versions_rows() -> None:
 def test_nearest_rank_quantiles() -> None:
     assert [nearest_rank([1.0, 2.0, 3.0, 4.0], q) for q in (0.25, 0.5, 0.9, 1.0)] == [1.0, 2.0, 4.0, 4.0]
     assert nearest_rank([], 0.5) == 0.0
+
+
+def test_every_dead_letter_stream_and_output_counter_starts_at_zero() -> None:
+    from monitor.metrics import DEAD_LETTER_STREAMS
+    from monitor.records import STREAMS
+
+    assert DEAD_LETTER_STREAMS == (*STREAMS, "other")
+    registry = CollectorRegistry()
+    Metrics(registry)
+    for stream in DEAD_LETTER_STREAMS:
+        assert registry.get_sample_value("monitor_dead_letters_total", {"stream": stream}) == 0
+    for stream in ("alerts", "tickets", "dlq"):
+        assert registry.get_sample_value("monitor_outputs_total", {"stream": stream}) == 0
+
+
+def _exposition_series(text: str) -> dict[str, float]:
+    """``series → value`` of a Prometheus text exposition (counters' ``_total`` samples only)."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("#") or "_total" not in line.split(" ", 1)[0].split("{", 1)[0]:
+            continue
+        series, value = line.rsplit(" ", 1)
+        out[series] = float(value)
+    return out
+
+
+def test_attack_first_burst_of_dead_letters_fires_MonitorDeadLetterRate(tmp_path: Path) -> None:
+    """A producer starts sending the wrong format: from the first minute every input value is a dead
+    letter and no valid record was ever counted. The series a real MetricsSink exposes minute by minute
+    (scraped as text, absent samples as promtool's ``_``) go through the real alert rule with
+    ``promtool test rules``: MonitorDeadLetterRate fires after its 10 minutes instead of evaluating to
+    nothing (no dead-letter sample before the burst, no records series to divide by)."""
+    import shutil
+    import subprocess
+
+    import yaml
+    from prometheus_client import generate_latest
+
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool (Debian package prometheus) is installed by deploy/ensure-tools.sh"
+    registry = CollectorRegistry()
+    sink = MetricsSink(Metrics(registry))
+    scrapes = [_exposition_series(generate_latest(registry).decode())]  # the worker is up, nothing yet
+    for minute in range(1, 31):
+        letters = [DeadLetter(source="medins.settlements", partition=0, offset=minute * 100 + i, value="{oops",
+                              error="not JSON") for i in range(40)]
+        sink.write([], letters)
+        scrapes.append(_exposition_series(generate_latest(registry).decode()))
+    names = sorted({s for scrape in scrapes for s in scrape})
+    series = [{"series": name, "values": " ".join(
+        str(int(scrape[name])) if name in scrape else "_" for scrape in scrapes)} for name in names]
+    rules = Path(__file__).resolve().parent.parent / "deploy/prometheus/rules/monitor.rules.yml"
+    test_file = tmp_path / "burst.test.yml"
+    test_file.write_text(yaml.safe_dump({
+        "rule_files": [str(rules)],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": series,
+            "alert_rule_test": [{
+                "eval_time": "20m", "alertname": "MonitorDeadLetterRate",
+                "exp_alerts": [{"exp_labels": {"severity": "warning", "team": "ops"},
+                                "exp_annotations": {"summary": "100% of input is dead-lettered"}}],
+            }],
+        }],
+    }))
+    proc = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True, text=True)
+    assert proc.returncode == 0 and "SUCCESS" in proc.stdout, proc.stdout + proc.stderr

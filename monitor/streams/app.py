@@ -32,6 +32,8 @@ engine's keyed state is checkpointed whole instead of split into changelog-backe
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import logging
 import os
 import ssl
@@ -58,6 +60,7 @@ from monitor.sinks.config import SinkSettings, bind_all, build_sinks
 from monitor.streams import batch as batch_intake
 from monitor.streams.checkpoint import CheckpointStore
 from monitor.streams.core import TP, DeadLetterLimit, DeadLetterLimitExceeded, Inbound, ShellCore
+from monitor.streams.quarantine import STRIKES, open_journal
 from monitor.streams.topics import ALERTS, DLQ, INPUTS, STREAM_OF_TOPIC, TICKETS, UPLOADS
 
 log = logging.getLogger("monitor.worker")
@@ -73,12 +76,41 @@ EXIT_DLQ_LIMIT = 3
 #: per-batch work, small enough that a batch holds the engine for well under a second (ticks, reports
 #: and checkpoints wait for it).
 BATCH_MAX = 2000
+#: Largest ``monitor.dlq`` message (bytes), well under the producer's 1 MB request size (Faust's
+#: ``producer_max_request_size`` default, which Apache Kafka's ``message.max.bytes`` matches).
+DLQ_MESSAGE_MAX = 256 * 1024
+#: Bytes of the value a cut dead letter keeps (``dead_letter_message``).
+DLQ_VALUE_PREFIX = 4096
 #: Faust web server port when ``MONITOR_METRICS_PORT`` is unset (docker-compose.yml, deploy/prometheus).
 WEB_PORT = 6066
 #: The inspector routes mounted on the Faust web server (``monitor.inspect.web``); registered before
 #: Faust's own blueprints, so ``/`` is the inspectors' list, not Faust's status index.
 INSPECTOR_ROUTES: tuple[str, ...] = ("/", "/healthz", "/login", "/static/style.css", "/institutions/{code}",
                                      "/api/institutions", "/api/institutions/{code}")
+
+
+def dead_letter_message(letter: DeadLetter) -> bytes:
+    """The ``monitor.dlq`` message of ``letter``, never longer than ``DLQ_MESSAGE_MAX`` bytes.
+
+    The dead-letter builder keeps a bounded copy of the value already; this is the worker's last guard:
+    a letter whose JSON would still exceed the bound (the producer refuses messages over its request
+    size, and the worker would die on that letter on every restart) keeps the first
+    ``DLQ_VALUE_PREFIX`` bytes of the value, its length and its SHA-256, so the original can be found
+    at its topic, partition and offset."""
+    body = letter.model_dump_json().encode()
+    if len(body) <= DLQ_MESSAGE_MAX:
+        return body
+    if letter.value is not None:
+        raw = letter.value.encode()
+    else:
+        raw = base64.b64decode(letter.value_b64 or "")
+    note = (f" [value of {len(raw)} bytes cut to its first {DLQ_VALUE_PREFIX}; "
+            f"sha256 {hashlib.sha256(raw).hexdigest()}]")
+    cut = letter.model_copy(update={
+        "value": raw[:DLQ_VALUE_PREFIX].decode("utf-8", "ignore") if letter.value is not None else None,
+        "value_b64": base64.b64encode(raw[:DLQ_VALUE_PREFIX]).decode() if letter.value is None else None,
+        "error": letter.error[:DLQ_VALUE_PREFIX] + note})
+    return cut.model_dump_json().encode()
 
 
 def faust_credentials(settings: Settings) -> Any:
@@ -212,6 +244,7 @@ class WorkerShell:
         elif not self.core.queued:
             self._last_progress = time.monotonic()
         await self._send(out)
+        await self._send_letters(self.core.take_letters())
         return self.core.applied - before
 
     # ---------------------------------------------------------------------------------------- outputs
@@ -228,7 +261,7 @@ class WorkerShell:
     async def _send_letters(self, letters: Sequence[DeadLetter]) -> None:
         for letter in letters:
             self._pending.append(await self.app.producer.send(
-                DLQ.name, letter.key.encode() if letter.key else None, letter.model_dump_json().encode(),
+                DLQ.name, letter.key.encode() if letter.key else None, dead_letter_message(letter),
                 None, None, None))
         if letters:
             self._batch_dead.extend(letters)
@@ -320,15 +353,24 @@ class WorkerShell:
 
 
 def build_core(settings: Settings, store: CheckpointStore) -> ShellCore:
-    """The engine from the last checkpoint (its policy must match ``MONITOR_POLICY``), else a new one."""
+    """The engine from the last checkpoint (its policy must match ``MONITOR_POLICY``), else a new one,
+    with the crash journal of ``monitor.streams.quarantine`` beside the checkpoint."""
     pack = load_pack(settings.policy)
     limit = DeadLetterLimit(settings.dlq_window, settings.dlq_max_ratio)
     skew = timedelta(seconds=settings.clock_skew_seconds)
+    journal = open_journal(store.folder, settings.app_id)
+    if journal.died_on is not None:
+        topic, partition, offset, index = journal.died_on
+        strikes = journal.strikes_of(journal.died_on)
+        log.error("the previous run died while applying %s[%d] offset %d record %d (%d of %d deaths on it%s)",
+                  topic, partition, offset, index, strikes, STRIKES,
+                  ": it is dead-lettered instead of applied" if strikes >= STRIKES else "")
     ckpt = store.load()
     if ckpt is None:
         log.info("no checkpoint in %s: starting from the beginning of the input topics", store.path)
-        return ShellCore(Engine(pack, settings.pseudonymizer()), clock_skew=skew, dlq_limit=limit)
-    core = ShellCore.from_checkpoint(ckpt, clock_skew=skew, dlq_limit=limit)
+        return ShellCore(Engine(pack, settings.pseudonymizer()), clock_skew=skew, dlq_limit=limit,
+                         journal=journal)
+    core = ShellCore.from_checkpoint(ckpt, clock_skew=skew, dlq_limit=limit, journal=journal)
     if core.engine.pack.label != pack.label:
         raise ValueError(f"checkpoint {store.path} was made with policy {core.engine.pack.label}, "
                          f"not {pack.label}")

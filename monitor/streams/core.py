@@ -21,8 +21,17 @@ Contract
   reflects — plus the message handles that become safe to acknowledge once that checkpoint (and the
   outputs emitted before it) are durable. Acknowledging before that would let the consumer group commit
   past state that a crash loses.
-* ``tick()`` moves event time to the latest broker timestamp seen on the business streams (never the
-  wall clock), so due windows and deadlines fire while partitions are idle.
+* ``release`` applies each record inside a guard: a record whose processing raises is dead-lettered
+  (reason ``engine failed on this record: …``, with its message's position and original value) and the
+  merge goes on — the data failed, not the monitor. A record the process died on twice (a crash no
+  exception reports) is dead-lettered by position on the next start (``monitor.streams.quarantine``).
+  Dead letters made while releasing are taken with ``take_letters()``.
+* ``tick()`` moves event time, while nothing is queued, to what the broker's clock says now *minus how
+  far that clock runs ahead of the records' own arrival times* (``BrokerClock``: a high quantile of
+  recent broker timestamps minus the median lag over the last ``BrokerClock.WINDOW`` records). So idle
+  windows and deadlines fire as broker time passes, but a producer that stamps messages with its wall
+  clock (kcat, aiokafka and kafka-python do when no timestamp is given; a historical load is then
+  months "late") or one message with a broken timestamp never drags event time to today.
 
 Positions are ``(offset, done)``: the next message to apply and how many of its records were already
 applied (a JSON-array value may be cut by a checkpoint). The engine itself de-duplicates records
@@ -48,6 +57,7 @@ from monitor.nhsa.items import Pending
 from monitor.outputs import DeadLetter
 from monitor.records import InvalidRecord, Record
 from monitor.replay import dead_letter
+from monitor.streams.quarantine import CrashJournal
 from monitor.streams.topics import STREAM_OF_TOPIC, STREAM_ORDER
 
 TP = tuple[str, int]
@@ -113,6 +123,10 @@ class _Message:
     pending: int  # records of this message not yet applied
     applied: int  # records of this message applied
     handles: list[Any] = field(default_factory=list)
+    #: the original value and key, for the dead letter of a record the engine fails on (the bytes are
+    #: the consumer message's own, already held by its handle: no copy)
+    value: bytes | None = None
+    key: str | None = None
 
 
 @dataclass
@@ -122,6 +136,8 @@ class _Item:
     arrival: datetime | None  # override for the engine (clock-skew clamp), else None
     message: _Message
     last_after: datetime  # the partition's carried-forward arrival once this record is applied
+    stream: str = ""
+    index: int = 0  # position of the record in its message's value (0 for a single-record value)
 
 
 class DeadLetterLimit:
@@ -148,12 +164,64 @@ class DeadLetterLimit:
         return f"{self._bad} of the last {len(self._marks)} input records were dead letters"
 
 
+class BrokerClock:
+    """What the broker's clock says about event time, robust to producers that stamp messages with
+    their own wall clock and to single broken timestamps (module docstring, ``tick``).
+
+    ``observe(broker_time, inf_time)`` takes one sample per valid business record: its Kafka timestamp
+    and its own upload time (``None`` when it has none). ``lead()`` is the median of how far the broker
+    timestamps run ahead of the uploads' own ``inf_time`` over the last ``WINDOW`` records that have one
+    (never below zero; zero while none has). ``now()`` is the ``QUANTILE`` of the recent
+    broker timestamps minus ``lead()``, or ``None`` before ``MIN_SAMPLES`` timestamps: event time moves
+    only on evidence from many records.
+    """
+
+    WINDOW = 1001
+    MIN_SAMPLES = 5
+    QUANTILE = 0.9
+
+    def __init__(self) -> None:
+        self._stamps: deque[float] = deque(maxlen=self.WINDOW)
+        self._lags: deque[float] = deque(maxlen=self.WINDOW)
+        self._lead: timedelta | None = timedelta(0)
+        self._now: datetime | None = None
+        self._changed = False
+
+    def observe(self, broker_time: datetime, inf_time: datetime | None) -> None:
+        stamp = broker_time.timestamp()
+        self._stamps.append(stamp)
+        if inf_time is not None:
+            self._lags.append(stamp - inf_time.timestamp())
+            self._lead = None
+        self._changed = True
+
+    def lead(self) -> timedelta:
+        if self._lead is None:
+            ordered = sorted(self._lags) or [0.0]
+            self._lead = timedelta(seconds=max(0.0, ordered[len(ordered) // 2]))
+        return self._lead
+
+    def now(self) -> datetime | None:
+        if len(self._stamps) < self.MIN_SAMPLES:
+            return None
+        if self._changed:
+            stamps = sorted(self._stamps)
+            self._now = datetime.fromtimestamp(stamps[int(self.QUANTILE * (len(stamps) - 1))], CST) - self.lead()
+            self._changed = False
+        return self._now
+
+
 class ShellCore:
     """See the module docstring."""
 
     def __init__(self, engine: Engine, *, clock_skew: timedelta = timedelta(minutes=5),
-                 dlq_limit: DeadLetterLimit | None = None, checkpoint: Checkpoint | None = None) -> None:
+                 dlq_limit: DeadLetterLimit | None = None, checkpoint: Checkpoint | None = None,
+                 journal: CrashJournal | None = None) -> None:
         self.engine = engine
+        self.journal = journal
+        self.broker_clock = BrokerClock()
+        self.letters: list[DeadLetter] = []  # made while releasing (engine failures, quarantine)
+        self.engine_failures = 0
         self.clock_skew = clock_skew
         self.dlq_limit = dlq_limit or DeadLetterLimit(1000, 0.5)
         self.positions: dict[TP, tuple[int, int]] = dict(checkpoint.positions) if checkpoint else {}
@@ -190,7 +258,8 @@ class ShellCore:
         else:
             parsed = self._decode(stream, msg.value)
         skip = pos_done if msg.offset == pos_offset else 0
-        entry = _Message(msg.offset, 0, skip, [msg.handle] if msg.handle is not None else [])
+        entry = _Message(msg.offset, 0, skip, [msg.handle] if msg.handle is not None else [],
+                         value=msg.value, key=key_text)
         queue = self._queues.setdefault(tp, deque())
         valid_index = 0
         for position, item in enumerate(parsed):
@@ -205,7 +274,9 @@ class ShellCore:
             if valid_index <= skip:
                 continue  # applied before the checkpoint this run resumed from
             seq = msg.seq[min(position, len(msg.seq) - 1)] if msg.seq else -1
-            queue.append(self._item(tp, stream, msg, item, entry, seq))
+            if msg.timestamp is not None and item.STREAM in ACTIVITY_STREAMS:
+                self.broker_clock.observe(msg.timestamp, item.inf_time)
+            queue.append(self._item(tp, stream, msg, item, entry, seq, position))
             entry.pending += 1
         if msg.timestamp is not None and stream in ACTIVITY_STREAMS and (
                 self.max_broker_time is None or msg.timestamp > self.max_broker_time):
@@ -216,16 +287,20 @@ class ShellCore:
             raise DeadLetterLimitExceeded(self.dlq_limit.describe())
         return letters
 
-    def _item(self, tp: TP, stream: str, msg: Inbound, rec: Record | Pending, entry: _Message, seq: int) -> _Item:
+    def _item(self, tp: TP, stream: str, msg: Inbound, rec: Record | Pending, entry: _Message, seq: int,
+              index: int = 0) -> _Item:
         # As the replay shell: a record without its own arrival time sorts at the latest arrival seen
         # before it in the same source (file there, partition here).
         last = self.last_arrival.get(tp, _EARLIEST)
         own = rec.arrival_time
         override = None
-        if rec.inf_time is None and msg.timestamp is not None:
+        if rec.inf_time is None and msg.timestamp is not None and rec.STREAM in ACTIVITY_STREAMS:
             # no upload time of its own: the Kafka timestamp is its upload time (design §3), never its
-            # business time (which would read every such record as uploaded on time)
-            own = override = msg.timestamp
+            # business time (which would read every such record as uploaded on time) — read on the
+            # records' clock: minus the broker clock's usual lead over the uploads' own inf_time, so a
+            # producer stamping its wall clock (kcat) onto a historical load does not date it today.
+            # Registry records (institutions, drugs) are not uploads: their Kafka timestamp never moves time.
+            own = override = msg.timestamp - self.broker_clock.lead()
         sort_time = own if own is not None else last
         self.last_arrival[tp] = max(last, sort_time)
         if rec.inf_time is not None and msg.timestamp is not None and (
@@ -235,7 +310,7 @@ class ShellCore:
             sort_time = msg.timestamp
             self.engine.stats.quality[f"{rec.STREAM}.clock_skew"] += 1
         key = (sort_time, STREAM_ORDER[rec.STREAM], seq, msg.partition, msg.offset, entry.pending)
-        return _Item(key, rec, override, entry, self.last_arrival[tp])
+        return _Item(key, rec, override, entry, self.last_arrival[tp], rec.STREAM, index)
 
     def _duplicate(self, tp: TP, msg: Inbound) -> None:
         """A message delivered again (restart, rebalance): never applied twice; acked with the original."""
@@ -293,7 +368,7 @@ class ShellCore:
             queue = queues[tp]
             item = queue.popleft()
             self._applied_last[tp] = item.last_after
-            out.extend(nhsa_apply(self.engine, item.record, item.arrival))
+            out.extend(self._apply(tp, item))
             self.applied += 1
             n += 1
             item.message.pending -= 1
@@ -305,12 +380,50 @@ class ShellCore:
                 break  # this partition may still hold records older than the other heads
         return out
 
-    def tick(self) -> list[Output]:
-        """Advance event time to the latest broker timestamp seen; only when nothing is queued, so the
-        clock never overtakes a record waiting in the merge."""
-        if self.queued or self.max_broker_time is None or self.engine.watermark.value is None:
+    def _apply(self, tp: TP, item: _Item) -> list[Output]:
+        """One record into the engine, guarded (module docstring): a failure of the record becomes its
+        dead letter; a record the process died on twice is dead-lettered without being applied."""
+        journal = self.journal
+        message = item.message
+        if journal is not None:
+            pos = (tp[0], tp[1], message.offset, item.index)
+            if journal.is_quarantined(pos):
+                self._engine_letter(tp, item, f"quarantined: the worker died {journal.strikes_of(pos)} times "
+                                              "while applying this record")
+                return []
+            journal.begin(*pos)
+        try:
+            return nhsa_apply(self.engine, item.record, item.arrival)
+        except Exception as exc:  # the record failed, not the monitor: dead-letter it and go on
+            self._engine_letter(tp, item, f"engine failed on this record: {type(exc).__name__}: {exc}"[:500])
             return []
-        return nhsa_advance(self.engine, self.max_broker_time)
+        finally:
+            if journal is not None:
+                journal.end()
+
+    def _engine_letter(self, tp: TP, item: _Item, reason: str) -> None:
+        message = item.message
+        self.engine_failures += 1
+        self.engine.stats.quality[f"{item.stream}.engine_failed"] += 1
+        self.letters.append(dead_letter(tp[0], message.value or b"", reason, partition=tp[1],
+                                        offset=message.offset, key=message.key,
+                                        index=item.index if (message.value or b"").lstrip()[:1] == b"[" else None))
+
+    def take_letters(self) -> list[DeadLetter]:
+        """The dead letters made while releasing since the last call."""
+        letters, self.letters = self.letters, []
+        self.dead_letters += len(letters)
+        return letters
+
+    def tick(self) -> list[Output]:
+        """Advance event time to ``BrokerClock.now()`` (module docstring); only when nothing is queued,
+        so the clock never overtakes a record waiting in the merge."""
+        if self.queued or self.engine.watermark.value is None:
+            return []
+        now = self.broker_clock.now()
+        if now is None or now <= self.engine.watermark.value:
+            return []
+        return nhsa_advance(self.engine, now)
 
     # -------------------------------------------------------------------------------------- checkpoints
     def checkpoint(self) -> tuple[Checkpoint, list[Any]]:

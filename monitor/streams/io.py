@@ -107,6 +107,12 @@ def _lines(path: Path, nhsa: bool = False) -> Iterator[_Line]:
                         arrival > _EARLIEST, raw.lstrip()[:1] == b"[")
 
 
+def arrival_ordered_lines(input_dir: Path, nhsa: bool = False) -> Iterator[_Line]:
+    """The non-blank lines of ``input_dir``'s JSONL files in the replay shell's arrival order, each with
+    its stream, design §3 key, original bytes and arrival (what ``produce_dir`` sends, for other clients)."""
+    return heapq.merge(*(_lines(p, nhsa) for p in input_files(input_dir)))
+
+
 @dataclass
 class ProduceStats:
     messages: int = 0
@@ -175,7 +181,7 @@ def produce_dir(input_dir: Path, settings: Settings, rate: float | None = None, 
         ts = max((g.arrival for g in lines if g.timestamped), default=None)
         send(stream, value, lines[0].key, ts, len(lines), [n for n, _ in group], partition)
 
-    merged = heapq.merge(*(_lines(p, nhsa) for p in input_files(input_dir)))
+    merged = arrival_ordered_lines(input_dir, nhsa)
     try:
         for seq, line in enumerate(merged):
             part = partition_of(line.stream, line.key) if arrays > 1 and not line.is_array else None

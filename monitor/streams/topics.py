@@ -9,6 +9,7 @@ otherwise auto-create them with broker defaults.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,8 @@ from monitor.records import STREAMS
 
 if TYPE_CHECKING:
     from monitor.settings import Settings
+
+log = logging.getLogger("monitor.topics")
 
 
 @dataclass(frozen=True)
@@ -98,8 +101,11 @@ def kafka_python_security(settings: Settings) -> dict[str, Any]:
 def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = ALL_TOPICS) -> list[str]:
     """Create the topics that do not exist yet (explicit partition counts); returns the created names.
 
-    An existing topic is left as it is (its partition count is not changed: re-partitioning a keyed
-    topic would move institutions between partitions).
+    An existing topic keeps its partition count (re-partitioning a keyed topic would move institutions
+    between partitions), but a registry topic (``compacted``) that someone else created first — a
+    producer's auto-create uses the broker default ``cleanup.policy=delete``, which would expire the
+    institution and drug registry after the retention time — is switched to ``compact``; when the
+    broker does not allow that, the monitor logs an error naming the topic (``compaction_problems``).
     """
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
@@ -118,6 +124,56 @@ def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = ALL_TOPICS)
                 admin.create_topics(new)
             except TopicAlreadyExistsError:
                 pass  # another process created it between list and create
+        for problem in compaction_problems(admin, [s.name for s in specs if s.compacted and s.name in existing]):
+            log.error("%s", problem)
         return [t.name for t in new]
     finally:
         admin.close()
+
+
+def cleanup_policy(admin: Any, topic: str) -> str | None:
+    """The topic's ``cleanup.policy`` as the broker reports it (``None`` if it reports none)."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    resource = ConfigResource(ConfigResourceType.TOPIC, topic, configs=None)
+    try:
+        described = admin.describe_configs([resource], config_filter="all")
+    except TypeError:  # kafka-python 2.x: no filter, a list of responses
+        described = admin.describe_configs([resource])
+    if isinstance(described, dict):
+        entry = described.get("topic", {}).get(topic, {}).get("cleanup.policy")
+        return str(entry["value"]) if entry else None
+    for response in described:
+        for res in getattr(response, "resources", ()):
+            for config in res[4]:
+                if config[0] == "cleanup.policy":
+                    return str(config[1])
+    return None
+
+
+def compaction_problems(admin: Any, topics: list[str]) -> list[str]:
+    """Make each of ``topics`` compacted; return one message per topic that is not and could not be."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    problems: list[str] = []
+    for topic in topics:
+        try:
+            policy = cleanup_policy(admin, topic)
+            if policy is not None and "compact" in policy:
+                continue
+            log.warning("registry topic %s has cleanup.policy=%s (created before the monitor?): "
+                        "setting it to compact", topic, policy)
+            resource = ConfigResource(ConfigResourceType.TOPIC, topic, configs={"cleanup.policy": "compact"})
+            try:
+                admin.alter_configs([resource], raise_on_unknown=False)
+            except TypeError:  # kafka-python 2.x
+                admin.alter_configs([resource])
+            policy = cleanup_policy(admin, topic)
+            if policy is None or "compact" not in policy:
+                problems.append(f"registry topic {topic} is not compacted (cleanup.policy={policy}) and the "
+                                "broker did not change it: set cleanup.policy=compact on it, or the "
+                                "institution and drug registry expire with the topic's retention")
+        except Exception as exc:  # a broker without the config APIs: say so, do not stop
+            problems.append(f"registry topic {topic}: cannot check or set cleanup.policy=compact "
+                            f"({type(exc).__name__}: {exc}); make sure it is compacted")
+    return problems

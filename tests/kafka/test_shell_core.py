@@ -198,14 +198,142 @@ def test_upload_clock_ahead_of_the_broker_is_clamped() -> None:
     assert engine.stats.quality["settlements.clock_skew"] == 1
 
 
-def test_tick_moves_event_time_to_the_latest_broker_time_when_nothing_waits() -> None:
+def test_tick_moves_event_time_as_broker_time_passes_beyond_the_usual_lag() -> None:
+    """Records whose broker timestamps run 30 s after their upload times (the usual lag), then a few
+    records a gateway held back (uploaded 10:20:30, on the broker at 12:00–12:04): idle event time moves
+    to the broker's clock minus the usual lag, once nothing is queued."""
     c, engine = core()
-    later = datetime(2026, 1, 11, 0, 0, tzinfo=CST)
-    c.receive(msg(S, 0, 0, setl("A1", 0), timestamp=later))
-    assert c.tick() == [] and engine.advanced == []  # a record is still queued
+    base = datetime(2026, 1, 10, 10, 0, 30, tzinfo=CST)  # setl(.., 0) is uploaded at 10:00:30
+    for i in range(15):
+        c.receive(msg(S, 0, i, setl(f"A{i}", i), timestamp=base + timedelta(minutes=i, seconds=30)))
+    for i in range(5):
+        late = settlement(f"B{i}", "2026-01-10 10:20:00", "2026-01-10 10:20:30")
+        c.receive(msg(S, 1, i, json.dumps(late).encode(), timestamp=datetime(2026, 1, 10, 12, i, tzinfo=CST)))
+    assert c.tick() == [] and engine.advanced == []  # records are still queued
+    c.release([(S, 0), (S, 1)], never_waiting)
+    c.tick()
+    # the 0.9 quantile of the 20 broker stamps is the 18th (12:02), minus the median lag (30 s)
+    assert engine.advanced == [datetime(2026, 1, 10, 12, 1, 30, tzinfo=CST)]
+
+
+def test_attack_wall_clock_producer_stamps_do_not_move_event_time_to_today() -> None:
+    """kcat (like aiokafka and kafka-python without an explicit timestamp) stamps every message with the
+    producer's wall clock: loading January's uploads in December must not move event time to December
+    (which would judge every pending day and fire every deadline at once)."""
+    c, engine = core()
+    today = datetime(2026, 12, 1, 22, 0, tzinfo=CST)
+    for i in range(30):
+        c.receive(msg(S, 0, i, setl(f"A{i}", i), timestamp=today + timedelta(milliseconds=i)))
     c.release([(S, 0)], never_waiting)
     c.tick()
-    assert engine.advanced == [later]
+    assert engine.advanced == []
+    assert engine.watermark.value == datetime(2026, 1, 10, 10, 29, 30, tzinfo=CST)
+
+
+def test_attack_wall_clock_stamps_on_records_without_inf_time_do_not_date_them_today() -> None:
+    """A record without ``inf_time`` takes its Kafka timestamp as upload time — on the records' clock:
+    minus the broker clock's usual lead over the uploads' own ``inf_time``, so a wall-clock producer's
+    stamp (December) on a January record does not make it arrive in December."""
+    c, engine = core()
+    today = datetime(2026, 12, 1, 22, 0, tzinfo=CST)
+    for i in range(30):
+        c.receive(msg(S, 0, i, setl(f"A{i}", i), timestamp=today + timedelta(seconds=i)))
+    bare = settlement("N1", "2026-01-10 10:31:00")  # no inf_time
+    c.receive(msg(S, 0, 30, json.dumps(bare).encode(), timestamp=today + timedelta(seconds=31)))
+    c.release([(S, 0)], never_waiting)
+    # lead = median of (stamp − inf_time) over A0…A29 = sample A14's: (22:00:14 Dec 1) − (10:14:30 Jan 10);
+    # N1's stamp 22:00:31 minus it is 10:14:47 Jan 10
+    assert engine.seen[-1] == ("N1", datetime(2026, 1, 10, 10, 14, 47, tzinfo=CST))
+    assert engine.watermark.value < datetime(2026, 1, 11, tzinfo=CST)
+
+
+def test_attack_one_message_with_a_far_future_broker_timestamp_does_not_move_event_time() -> None:
+    c, engine = core()
+    for i in range(30):
+        t = datetime(2026, 1, 10, 10, i, 30, tzinfo=CST)
+        c.receive(msg(S, 0, i, setl(f"A{i}", i), timestamp=t if i != 7 else datetime(2099, 1, 1, tzinfo=CST)))
+    c.release([(S, 0)], never_waiting)
+    c.tick()
+    assert engine.advanced == []
+
+
+class FailingEngine(FakeEngine):
+    """Raises on the record ``BOOM`` (a rule that cannot compute on what the models accepted)."""
+
+    def process(self, rec: Record, arrival: datetime | None = None) -> list[Any]:
+        if getattr(rec, "setl_id", None) == "BOOM":
+            raise ArithmeticError("decimal overflow")
+        return super().process(rec, arrival)
+
+
+def test_attack_record_the_engine_fails_on_is_dead_lettered_and_the_rest_flows() -> None:
+    """Issue 17: a worker that fails on a record dead-letters that record and goes on."""
+    engine = FailingEngine()
+    c = ShellCore(engine)  # type: ignore[arg-type]
+    value = b"[" + setl("A1", 0) + b"," + setl("BOOM", 1) + b"," + setl("A2", 2) + b"]"
+    assert c.receive(msg(S, 0, 7, value, handle="m7")) == []
+    c.receive(msg(S, 0, 8, setl("A3", 3), handle="m8"))
+    c.release([(S, 0)], never_waiting)
+    assert [s for s, _ in engine.seen] == ["A1", "A2", "A3"]
+    letters = c.take_letters()
+    assert len(letters) == 1
+    d = letters[0]
+    assert (d.source, d.partition, d.offset, d.index) == (S, 0, 7, 1)
+    assert d.error.startswith("engine failed on this record: ArithmeticError: decimal overflow")
+    assert engine.stats.quality["settlements.engine_failed"] == 1
+    ckpt, handles = c.checkpoint()
+    assert handles == ["m7", "m8"] and ckpt.positions[(S, 0)] == (9, 0)  # the message is done, not stuck
+
+
+CRASH_CHILD = """
+import json, os, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from test_shell_core import FakeEngine, msg, setl, S, never_waiting
+from monitor.streams.core import ShellCore
+from monitor.streams.quarantine import open_journal
+
+class DiesOnBoom(FakeEngine):  # a crash no exception reports (a C extension's segfault, the OOM killer)
+    def process(self, rec, arrival=None):
+        if getattr(rec, "setl_id", None) == "BOOM":
+            os.abort()
+        return super().process(rec, arrival)
+
+engine = DiesOnBoom()
+core = ShellCore(engine, journal=open_journal(Path(sys.argv[1]), "app"))
+for offset, sid in enumerate(["A1", "A2", "BOOM", "A3"]):
+    core.receive(msg(S, 0, offset, setl(sid, offset)))
+core.release([(S, 0)], never_waiting)
+print(json.dumps({"seen": [s for s, _ in engine.seen], "letters": [l.model_dump() for l in core.take_letters()]}))
+"""
+
+
+def test_attack_record_that_kills_the_process_is_quarantined_by_position_on_restart(tmp_path: Any) -> None:
+    """A record that kills the worker outright (no exception to catch): the first restart applies it again
+    (an operator's kill -9 also lands inside some record, which must not be lost); after the second
+    death on the same record, the next start dead-letters it by position and goes on."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "child.py"
+    script.write_text(CRASH_CHILD)
+    here = str(Path(__file__).parent)
+    env = {**__import__("os").environ, "PYTHONPATH": here + ":" + str(Path(here).parent)}
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(script), str(tmp_path / "ckpt"), here], capture_output=True,
+                              text=True, env=env, timeout=120)
+
+    first, second, third = run(), run(), run()
+    assert first.returncode != 0 and second.returncode != 0, (first.stderr, second.stderr)
+    assert third.returncode == 0, third.stderr
+    result = json.loads(third.stdout)
+    assert result["seen"] == ["A1", "A2", "A3"]
+    [letter] = result["letters"]
+    assert (letter["source"], letter["partition"], letter["offset"]) == (S, 0, 2)
+    assert letter["error"].startswith("quarantined: the worker died 2 times")
+    assert json.loads(letter["value"])["setl_id"] == "BOOM"
 
 
 def test_names_are_pinned() -> None:
