@@ -19,6 +19,7 @@ shells use to checkpoint it together with the input positions it reflects.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import pickle
 from collections import Counter, defaultdict
@@ -51,6 +52,23 @@ class Registry:
         old = self.institutions.get(inst.fixmedins_code)
         if old is None or inst.valid_from >= old.valid_from:
             self.institutions[inst.fixmedins_code] = inst
+        # every entry by its valid_from, for judgments on a business date (XY-TIER 第四条: a tier
+        # applies from the date it takes effect, not from its upload)
+        history = self.__dict__.setdefault("history", {}).setdefault(inst.fixmedins_code, [])
+        at = bisect.bisect_left([h.valid_from for h in history], inst.valid_from)
+        if at < len(history) and history[at].valid_from == inst.valid_from:
+            history[at] = inst
+        else:
+            history.insert(at, inst)
+
+    def institution_on(self, code: str, moment: datetime) -> Institution | None:
+        """The registry entry in effect at ``moment``: the one with the latest ``valid_from`` ≤ it (None
+        when no entry applies yet)."""
+        history = self.__dict__.get("history", {}).get(code)
+        if not history:
+            return None
+        at = bisect.bisect_right([h.valid_from for h in history], moment)
+        return history[at - 1] if at else None
 
     def institution(self, code: str) -> Institution | None:
         return self.institutions.get(code)

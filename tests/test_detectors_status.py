@@ -127,3 +127,57 @@ def test_renewal_grounds_at_year_end_and_the_report(tmp_path: Any, capsys: Any) 
     assert [(r["fixmedins_code"], r["grounds"]) for r in rows] == [
         ("P42070200021", ["3"]), ("P42070200022", ["8"]), ("P42070200024", ["13"])]
     assert rows[1]["evidence"]["trace_coverage"] == "0.8000"
+
+
+# ------------------------------------------------------------- settling without the right (issue 12.5)
+def acct_only(setl_id: str, day: str) -> tuple[str, dict[str, Any]]:
+    return pooled(setl_id, day, hifp_pay="0.00", acct_pay="30.00", med_type="11")
+
+
+def grounds(alerts: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
+    return [(a["evidence"]["business_date"], sorted(g["ground"] for g in a["evidence"]["grounds"]))
+            for a in hits(alerts)]
+
+
+def test_ez_dm_2_pooling_settled_without_the_registry_designation() -> None:
+    """门诊统筹 settled by a pharmacy whose registry says outpatient_pooling = false (no ticket of ours):
+    settling without the right; its personal-account settlements are allowed; 门诊慢特病 is another
+    designation and not judged on this flag."""
+    reg = ("institutions", institution(PHARMACY, outpatient_pooling=False, agreement_end="2027-12-31"))
+    items = [reg, pooled("S1", "2026-03-02"), acct_only("S2", "2026-03-03"),
+             pooled("S3", "2026-03-04", med_type="14")]
+    alerts, _ = run_engine(items)
+    assert grounds(alerts) == [("2026-03-02", ["registry"])]
+
+
+def test_ez_dm_2_insured_settlement_after_agreement_end() -> None:
+    """After agreement_end (2026-03-01) there is no agreement: every insured settlement counts,
+    personal account included; the last day of the agreement does not."""
+    reg = ("institutions", institution(PHARMACY, agreement_end="2026-03-01"))
+    alerts, _ = run_engine([reg, acct_only("S1", "2026-03-01"), acct_only("S2", "2026-03-02")])
+    assert grounds(alerts) == [("2026-03-02", ["registry"])]
+
+
+@pytest.mark.parametrize(("kind"), ["agreement_suspended", "payment_suspended"])
+def test_ar_agr_3_2_agency_suspension_in_force_stops_every_insured_settlement(kind: str) -> None:
+    """An agency finding (暂停协议 / 暂停结算, AR-AGR 三(二)) on 03-05: in force from that day for one
+    calendar month (ezhou: agency_in_force_months = 1) or until a `rectified` finding — a
+    personal-account settlement on 03-06 counts; after `rectified` on 03-10 nothing counts."""
+    items = [REG, ("findings", finding("A1", kind, "2026-03-05 09:00:00")), acct_only("S1", "2026-03-06"),
+             ("findings", finding("A2", "rectified", "2026-03-10 09:00:00")), acct_only("S2", "2026-03-11")]
+    alerts, _ = run_engine(items)
+    assert grounds(alerts) == [("2026-03-06", ["finding"])]
+    items = [REG, ("findings", finding("A1", kind, "2026-03-05 09:00:00")), acct_only("S1", "2026-04-04"),
+             acct_only("S2", "2026-04-05")]
+    alerts, _ = run_engine(items)
+    assert grounds(alerts) == [("2026-04-04", ["finding"])]  # [03-05, 04-05)
+
+
+def test_xy_tier_4_a_lost_right_applies_from_its_valid_from_not_its_arrival() -> None:
+    """A registry entry uploaded on 03-01 that takes pooling away from 03-10 (valid_from): 门诊统筹 on
+    03-05 is still within the right, on 03-10 it is not."""
+    later = institution(PHARMACY, outpatient_pooling=False, agreement_end="2027-12-31",
+                        valid_from="2026-03-10 00:00:00", inf_time="2026-03-01 08:00:00")
+    items = [REG, ("institutions", later), pooled("S1", "2026-03-05"), pooled("S2", "2026-03-10")]
+    alerts, _ = run_engine(items)
+    assert grounds(alerts) == [("2026-03-10", ["registry"])]

@@ -170,3 +170,19 @@ def test_downgrade_replayed_twice_is_issued_once() -> None:
     twice = run_engine(recs + recs[1:], policy="liaoning")
     assert once == twice
     assert downgrades(once[1]) == [("DOWNGRADE_TIER", "I", "2026-02-02")]
+
+
+def test_xy_tier_4_promotion_applies_from_its_valid_from_not_its_arrival() -> None:
+    """XY-TIER 第四条: a B-tier pharmacy (account + 门诊慢特病 only) whose promotion to C (adds 门诊统筹) is
+    uploaded on 03-01 but takes effect 03-10 is still judged as B until then: 门诊统筹 on 03-05 is
+    not entitled, on 03-10 it is."""
+    base = institution(PHARMACY, tier="B", tier_scheme="XY", agreement_end="2027-12-31")
+    promo = institution(PHARMACY, tier="C", tier_scheme="XY", agreement_end="2027-12-31",
+                        valid_from="2026-03-10 00:00:00", inf_time="2026-03-01 08:00:00")
+    money = {"hifp_pay": "18.00", "acct_pay": "12.00"}
+    items = [("institutions", base), ("institutions", promo),
+             ("settlements", settlement("S1", "2026-03-05 10:00:00", "2026-03-05 10:01:00", **money)),
+             ("settlements", settlement("S2", "2026-03-10 10:00:00", "2026-03-10 10:01:00", **money))]
+    alerts, _ = run_engine(items, policy="xianyang")
+    got = [(a["evidence"]["setl_id"], a["evidence"]["tier"]) for a in alerts if a["rule_id"] == "tier.not_entitled"]
+    assert got == [("S1", "B")]

@@ -6,6 +6,18 @@
   source of truth (``Ledger.in_force``): a suspension covers ``[effective_from, effective_until)``; a
   terminal action covers every day from its ``effective_from``. One critical alert per institution-day,
   naming the tickets in force and a few settlement ids.
+  Settling without the right to settle is wider than this monitor's tickets; a settlement counts when,
+  on its business date:
+  - a ticket of this monitor in force restricts 门诊统筹 (suspended/terminated/cancelled pooling) and it
+    is a 门诊统筹 settlement — or the ticket restricts the *agreement* (``SUSPEND_AGREEMENT``,
+    ``TERMINATE_AGREEMENT``) and it is any insured settlement, personal-account ones included;
+  - the registry entry *in effect* (the one with the latest ``valid_from`` ≤ ``setl_time``, not the
+    latest arrival — XY-TIER 第四条) says ``outpatient_pooling = false`` and it is 门诊统筹, or the date
+    is after its ``agreement_end`` and it is any insured settlement;
+  - an agency finding in ``agency_kinds`` (``agreement_suspended``, ``payment_suspended``) is in force:
+    from its ``occurred_at`` for ``agency_in_force_months`` (the finding carries no end; reading in the
+    pack) or until a later ``rectified`` finding of the institution; any insured settlement counts.
+  The alert's evidence lists each ground (``grounds``).
 * ``renewal.grounds`` — AR-AGR 二(二) "不再签订的情形" the data can show, judged per institution once the
   calendar year is over (event time past 31 December + ``judge_after_hours``): (3) no settlement in the
   year ("上年度协议期内未发生医保结算费用"; institutions whose agreement covers part of the year);
@@ -22,13 +34,13 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
-from monitor.clock import business_date, day_end, day_start
+from monitor.clock import add_months, business_date, day_end, day_start
 from monitor.detectors.base import Detector, Params
-from monitor.records import Settlement, TraceScan
+from monitor.records import Finding, Settlement, TraceScan
 
 if TYPE_CHECKING:
     from monitor.engine import Context
@@ -39,6 +51,27 @@ if TYPE_CHECKING:
 
 class SuspendedParams(Params):
     med_types: list[str] = Field(min_length=1)
+    #: agency findings that stop every insured settlement while in force
+    agency_kinds: list[str] = Field(default=["agreement_suspended", "payment_suspended"])
+    agency_in_force_months: int = Field(default=1, ge=1)
+    #: findings that end the agency suspensions in force for the institution
+    agency_lifted_by: list[str] = Field(default=["rectified"])
+    #: the registry's outpatient_pooling / agreement_end are checked too
+    check_registry: bool = True
+    #: med_types of 普通门诊统筹 proper (the registry flag is that designation; 门诊慢特病 is another one)
+    registry_pooling_med_types: list[str] = Field(default=["11", "41"])
+
+
+#: this monitor's actions that restrict the whole agreement (every insured settlement counts)
+AGREEMENT_LEVEL = frozenset({"SUSPEND_AGREEMENT", "TERMINATE_AGREEMENT"})
+
+
+@dataclass(slots=True)
+class AgencyStop:
+    kind: str
+    finding_id: str
+    start: date
+    until: date  # exclusive
 
 
 class RenewalParams(Params):
@@ -63,6 +96,8 @@ class YearTally:
     dual_tickets: list[str] = field(default_factory=list)
 
 
+GROUND_ZH: dict[str, str] = {"ticket": "处理单执行期间", "registry": "定点登记无此资格", "finding": "经办机构暂停期间"}
+
 GROUND_TEXT: dict[str, str] = {
     "3": "上年度协议期内未发生医保结算费用",
     "8": "未落实追溯码扫码和上传，未实现“依码结算、依码支付”",
@@ -73,7 +108,7 @@ GROUND_TEXT: dict[str, str] = {
 class Status(Detector):
     name: ClassVar[str] = "status"
     rule_ids: ClassVar[tuple[str, ...]] = ("status.settled_while_suspended", "renewal.grounds")
-    streams: ClassVar[tuple[str, ...]] = ("settlements", "tracecodes")
+    streams: ClassVar[tuple[str, ...]] = ("settlements", "tracecodes", "findings")
     params: ClassVar[dict[str, type[Params]]] = {
         "status.settled_while_suspended": SuspendedParams,
         "renewal.grounds": RenewalParams,
@@ -88,6 +123,7 @@ class Status(Detector):
         self.renew: RenewalParams | None = (
             self.param_model("renewal.grounds") if pack.enabled("renewal.grounds") else None)
         self.hits: dict[str, DayHit] = {}  # institution → its last day settled while sanctioned
+        self.agency: dict[str, list[AgencyStop]] = {}  # institution → agency suspensions (findings)
         self.years: dict[int, dict[str, YearTally]] = {}
 
     # ------------------------------------------------------------------------------------- inputs
@@ -97,6 +133,9 @@ class Status(Detector):
                 self._suspended(rec, ctx, self.susp)
             if self.renew is not None:
                 self._tally_settlement(rec, ctx)
+        elif isinstance(rec, Finding):
+            if self.susp is not None:
+                self._agency_finding(rec, self.susp)
         elif isinstance(rec, TraceScan) and self.renew is not None:
             if rec.trdn_flag != "1" and rec.setl_id:
                 tally = self._tally(rec.fixmedins_code, business_date(rec.scan_time).year, ctx)
@@ -113,18 +152,61 @@ class Status(Detector):
             tally.dual_tickets.append(ticket.ticket_id)
 
     # ------------------------------------------------------------------ status.settled_while_suspended
+    def _agency_finding(self, f: Finding, p: SuspendedParams) -> None:
+        day = business_date(f.occurred_at)
+        stops = self.agency.get(f.fixmedins_code)
+        if f.kind in p.agency_kinds:
+            stops = self.agency.setdefault(f.fixmedins_code, [])
+            if all(s.finding_id != f.finding_id for s in stops):
+                stops.append(AgencyStop(f.kind, f.finding_id, day, add_months(day, p.agency_in_force_months)))
+                stops.sort(key=lambda s: (s.start, s.finding_id))
+        elif f.kind in p.agency_lifted_by and stops:
+            for stop in stops:
+                if stop.start <= day < stop.until:
+                    stop.until = day  # lifted from that day (findings may arrive out of order: by date)
+        if stops:
+            horizon = day - timedelta(days=400)
+            self.agency[f.fixmedins_code] = [s for s in stops if s.until >= horizon]
+
+    def _grounds(self, st: Settlement, day: date, ctx: Context, p: SuspendedParams) -> list[dict[str, Any]]:
+        code = st.fixmedins_code
+        pooling = st.hifp_pay > 0 and st.med_type in p.med_types
+        insured = st.hifp_pay > 0 or st.acct_pay > 0
+        grounds: list[dict[str, Any]] = []
+        for s in ctx.ledger.in_force(code, day):
+            if pooling or (insured and s.action in AGREEMENT_LEVEL):
+                grounds.append({"ground": "ticket", "action": s.action, "ticket_id": s.ticket_id,
+                                "effective_from": s.effective_from.isoformat(),
+                                "until": s.until.isoformat() if s.until else None})
+        if p.check_registry:
+            inst = ctx.registry.institution_on(code, st.setl_time)
+            if inst is not None:
+                if pooling and not inst.outpatient_pooling and st.med_type in p.registry_pooling_med_types:
+                    grounds.append({"ground": "registry", "outpatient_pooling": False,
+                                    "valid_from": inst.valid_from.isoformat()})
+                if insured and day > inst.agreement_end:
+                    grounds.append({"ground": "registry", "agreement_end": inst.agreement_end.isoformat(),
+                                    "valid_from": inst.valid_from.isoformat()})
+        if insured:
+            for stop in self.agency.get(code, ()):
+                if stop.start <= day < stop.until:
+                    grounds.append({"ground": "finding", "kind": stop.kind, "finding_id": stop.finding_id,
+                                    "from": stop.start.isoformat(), "until": stop.until.isoformat()})
+        return grounds
+
     def _suspended(self, st: Settlement, ctx: Context, p: SuspendedParams) -> None:
-        if st.hifp_pay <= 0 or st.med_type not in p.med_types:
+        if st.hifp_pay <= 0 and st.acct_pay <= 0:
             return
         day = business_date(st.setl_time)
-        in_force = ctx.ledger.in_force(st.fixmedins_code, day)
-        if not in_force:
+        grounds = self._grounds(st, day, ctx, p)
+        if not grounds:
             return
         hit = self.hits.get(st.fixmedins_code)
         if hit is not None and hit.day == day:
             hit.settlements += 1
             return
         hit = self.hits[st.fixmedins_code] = DayHit(day, 1, [f"setl_id={st.setl_id}"])
+        in_force = [g for g in grounds if g["ground"] == "ticket"]
         state = ctx.ledger.state(st.fixmedins_code, day)
         ctx.alert(
             "status.settled_while_suspended", st.fixmedins_code, subject="day",
@@ -132,17 +214,16 @@ class Status(Detector):
             evidence={
                 "business_date": day.isoformat(),
                 "state": state,
-                "in_force": [
-                    {"action": s.action, "ticket_id": s.ticket_id, "effective_from": s.effective_from.isoformat(),
-                     "until": s.until.isoformat() if s.until else None}
-                    for s in in_force
-                ],
+                "in_force": [{k: v for k, v in g.items() if k != "ground"} for g in in_force],
+                "grounds": grounds,
                 "sample_records": hit.samples,
                 "med_type": st.med_type,
                 "hifp_pay": str(st.hifp_pay),
+                "acct_pay": str(st.acct_pay),
             },
-            vola_cont=f"{day} 处于{'终止/取消' if state == 'terminated' else '中止'}期间仍发生门诊统筹结算",
-            vola_amt=st.hifp_pay,
+            vola_cont=(f"{day} 无结算资格（{'、'.join(sorted({GROUND_ZH[g['ground']] for g in grounds}))}）"
+                       "仍发生医保结算"),
+            vola_amt=st.hifp_pay + st.acct_pay,
         )
 
     # ----------------------------------------------------------------------------- renewal.grounds

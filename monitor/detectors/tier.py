@@ -167,7 +167,9 @@ class TierRules(Detector):
 
     # ---------------------------------------------------------------------------- tier.not_entitled
     def _entitlement(self, st: Settlement, ctx: Context, p: NotEntitledParams) -> None:
-        inst = ctx.registry.institution(st.fixmedins_code)
+        # the entry in effect when it settled (XY-TIER 第四条): a promotion uploaded before it takes
+        # effect does not apply yet, nor does a lost right before its date
+        inst = ctx.registry.institution_on(st.fixmedins_code, st.setl_time)
         if inst is None or inst.tier is None or inst.tier_scheme is None:
             return
         scheme = p.schemes.get(inst.tier_scheme)

@@ -385,6 +385,10 @@ class Planter:
                            person=self.person(retired=False, remote=remote), **kw)
             self.label("tier.not_entitled", p, day, tickets=[self.ticket("REVIEW", self.on(day), GUESS)],
                        note=note)
+            if kw.get("pooling") and not p.pooling:
+                # its registry entry says outpatient_pooling = false: settling without the right (issue 12.5)
+                self.label("status.settled_while_suspended", p, day,
+                           note="门诊统筹 settled by an institution whose registry has outpatient_pooling=false")
         if self.fits(9):
             c = self.pharmacy("tier.not_entitled:lookalike")
             c.scheme, c.tier, c.pooling = "XY", "C", True
