@@ -6,7 +6,9 @@ Contract
 the outputs (alerts and tickets) they caused, in a deterministic order. For every record:
 
 1. the watermark advances to the record's arrival time and every timer due at or before it fires
-   (in ``(due, sequence)`` order) — so windows of idle institutions close as time moves on;
+   (in ``(due, sequence)`` order) — so windows of idle institutions close as time moves on; registry
+   records (institutions, drugs) never move it (a future ``valid_from`` is not "now"). Which arrival
+   a shell may pass is decided before the engine, by ``monitor.watermark.EventClock``;
 2. a record already seen (same identity, design §3 "duplicates happen") is counted and dropped;
 3. registry records (institutions, drugs) update the registry; findings feed the ledger as
    ``finding:KIND`` triggers; every record goes to the detectors subscribed to its stream;
@@ -15,12 +17,21 @@ the outputs (alerts and tickets) they caused, in a deterministic order. For ever
 The engine does no I/O and never reads the wall clock: the same records in the same order give the
 same outputs, byte for byte. Its whole state pickles (``Engine.snapshot``/``Engine.restore``), which the
 shells use to checkpoint it together with the input positions it reflects.
+
+Checkpoints (``seal``/``unseal``, ``load_state``): the state holds no secret (the pseudonymizer keeps only
+its key's fingerprint); a checkpoint file is ``MAGIC | key fingerprint | HMAC-SHA256 | pickle``, signed
+with a subkey of ``MONITOR_PII_KEY``, verified *before* anything is unpickled, and unpickled with an
+allow-list of state types (no function or foreign class can be named). A checkpoint made under another
+key is refused with ``KeyMismatch`` (a rotated key: the person tokens in state would no longer match).
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
 import heapq
+import hmac
+import io
 import pickle
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable
@@ -35,7 +46,7 @@ from monitor.detectors.base import Detector
 from monitor.outputs import Alert, Severity, Ticket, make_id
 from monitor.policy.ledger import Ledger, Trigger
 from monitor.policy.pack import Pack
-from monitor.privacy import Pseudonymizer
+from monitor.privacy import KeyMismatch, Pseudonymizer
 from monitor.records import Drug, Finding, Institution, Record
 
 Output = Alert | Ticket
@@ -360,7 +371,10 @@ class Engine:
         stream = rec.STREAM
         btime = rec.business_time
         when = arrival or rec.arrival_time
-        if when is not None:
+        registry = isinstance(rec, (Institution, Drug))
+        if registry and when is not None and self.watermark.value is not None:
+            when = min(when, self.watermark.value)  # a registry upload (a future valid_from) never moves time
+        elif when is not None and not registry:
             self.watermark.observe(when)
             self._fire_due()
         self.stats.records[stream] += 1
@@ -414,10 +428,21 @@ class Engine:
         return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
 
     @staticmethod
-    def restore(blob: bytes) -> Engine:
-        engine = pickle.loads(blob)
+    def restore(blob: bytes, pseudo: Pseudonymizer | None = None) -> Engine:
+        """The engine of a snapshot, keyed with ``pseudo`` (the current ``MONITOR_PII_KEY``): it must be
+        the key the snapshot was made under (``KeyMismatch``). Without ``pseudo`` only a dev-key snapshot
+        (demo, tests) is usable. Unpickled with the state allow-list (``load_state``)."""
+        engine = load_state(blob)
         if not isinstance(engine, Engine):
             raise TypeError("checkpoint does not hold an Engine")
+        if pseudo is not None:
+            if pseudo.fingerprint != engine.pseudo.fingerprint:
+                raise KeyMismatch(
+                    f"the checkpoint was made under another MONITOR_PII_KEY (key {engine.pseudo.fingerprint}, "
+                    f"now {pseudo.fingerprint}): its person tokens would not match new ones. Restore the "
+                    "previous key, or start a new state (replay the input again under the new key)")
+            engine.pseudo = pseudo
+            engine.ctx = Context(engine)
         return engine
 
     def __getstate__(self) -> dict[str, Any]:
@@ -428,6 +453,65 @@ class Engine:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.ctx = Context(self)
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+CHECKPOINT_MAGIC = b"MEDINS-CKPT-3\n"
+
+#: What a checkpoint may name when unpickled: state types only. ``monitor.*`` names must be classes.
+_SAFE_GLOBALS: dict[str, frozenset[str] | None] = {
+    "builtins": frozenset({"list", "dict", "set", "frozenset", "tuple", "bytearray", "int", "float", "str",
+                           "bytes", "bool", "complex", "slice", "range", "getattr"}),
+    "collections": frozenset({"Counter", "defaultdict", "deque", "OrderedDict"}),
+    "datetime": frozenset({"date", "datetime", "timedelta", "time", "timezone"}),
+    "decimal": frozenset({"Decimal"}),
+    "zoneinfo": frozenset({"ZoneInfo"}),
+    "array": frozenset({"array", "_array_reconstructor"}),
+    "copyreg": frozenset({"_reconstructor"}),
+}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is not one of ours, was changed after it was written, or names a foreign type."""
+
+
+class _StateUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        allowed = _SAFE_GLOBALS.get(module)
+        if allowed is not None and name in allowed:
+            return super().find_class(module, name)
+        if module == "monitor" or module.startswith("monitor."):
+            obj = super().find_class(module, name)
+            if isinstance(obj, type):
+                return obj
+        raise CheckpointError(f"checkpoint names {module}.{name}: not a state type")
+
+
+def load_state(blob: bytes) -> Any:
+    """Unpickle engine state with the allow-list above (never a function, never a foreign class)."""
+    return _StateUnpickler(io.BytesIO(blob)).load()
+
+
+def seal(payload: bytes, pseudo: Pseudonymizer) -> bytes:
+    """``payload`` signed for a checkpoint file: magic, key fingerprint, HMAC-SHA256, payload."""
+    mac = hmac.new(pseudo.derive("checkpoint"), payload, hashlib.sha256).digest()
+    return CHECKPOINT_MAGIC + pseudo.fingerprint.encode("ascii") + mac + payload
+
+
+def unseal(blob: bytes, pseudo: Pseudonymizer) -> bytes:
+    """The payload of a sealed checkpoint, verified before anything reads it."""
+    head = len(CHECKPOINT_MAGIC)
+    if not blob.startswith(CHECKPOINT_MAGIC) or len(blob) < head + 16 + 32:
+        raise CheckpointError("not a signed monitor checkpoint (an older or foreign file): start a new state")
+    fingerprint = blob[head:head + 16].decode("ascii", "replace")
+    mac, payload = blob[head + 16:head + 48], blob[head + 48:]
+    if fingerprint != pseudo.fingerprint:
+        raise KeyMismatch(f"the checkpoint was made under another MONITOR_PII_KEY (key {fingerprint}, now "
+                          f"{pseudo.fingerprint}): restore the previous key, or start a new state")
+    want = hmac.new(pseudo.derive("checkpoint"), payload, hashlib.sha256).digest()
+    if not hmac.compare_digest(mac, want):
+        raise CheckpointError("checkpoint signature does not match: the file was changed after it was written")
+    return payload
 
 
 def next_day(moment: datetime) -> date:

@@ -115,6 +115,13 @@ class DeadLetter(_Out):
     line: int | None = None
     index: int | None = Field(default=None, description="element of a JSON-array value")
     key: str | None = None
-    value: str | None = Field(default=None, description="original value, when it is UTF-8")
-    value_b64: str | None = Field(default=None, description="original bytes, base64, when not UTF-8")
+    value: str | None = Field(default=None, description="bounded prefix of the value, personal fields masked, "
+                              "when it is UTF-8 (only on the first dead letter of a value)")
+    value_b64: str | None = Field(default=None, description="bounded prefix of the bytes, masked, base64, when not "
+                                  "UTF-8 (only on the first dead letter of a value)")
+    value_sha256: str | None = Field(default=None, description="SHA-256 of the whole original value")
+    value_bytes: int | None = Field(default=None, description="length of the whole original value")
+    value_truncated: bool = Field(default=False, description="the prefix is shorter than the value")
+    quarantined: bool = Field(default=False, description="raw bytes kept in the operator's quarantine as "
+                              "<value_sha256>.bin")
     error: str

@@ -12,32 +12,67 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-#: Used only when no key is configured (demo, tests). Production sets MONITOR_PII_KEY.
+#: Public, for ``monitor demo`` and tests only (library default of ``Pseudonymizer()``). The shells never
+#: fall back to it: ``Settings.pseudonymizer`` takes ``MONITOR_PII_KEY`` or a generated, stored key.
 DEV_KEY = b"medins-monitor-dev-key-not-secret"
 
 
-class Pseudonymizer:
-    """Keyed hashing and masking of personal identifiers."""
+class KeyMismatch(ValueError):
+    """State made under another ``MONITOR_PII_KEY`` (a rotated key): its person tokens would not match."""
 
-    __slots__ = ("_key",)
+
+def key_fingerprint(key: bytes) -> str:
+    """A public name of a key (16 hex chars of HMAC(key, "fingerprint")): reveals nothing about it."""
+    return hmac.new(key, b"medins-monitor key fingerprint", hashlib.sha256).hexdigest()[:16]
+
+
+class Pseudonymizer:
+    """Keyed hashing and masking of personal identifiers.
+
+    Pickling keeps only the key's fingerprint, never the key (checkpoints hold no secret): a restored
+    pseudonymizer is *unkeyed* until ``Engine.restore`` hands it the current key, which must have the
+    same fingerprint (``KeyMismatch`` otherwise). An unpickled dev-key pseudonymizer re-keys itself
+    (the dev key is public; demo and tests)."""
+
+    __slots__ = ("_key", "fingerprint")
 
     def __init__(self, key: bytes | str = DEV_KEY) -> None:
-        self._key = key.encode() if isinstance(key, str) else key
+        self._key: bytes | None = key.encode() if isinstance(key, str) else key
+        if not self._key:
+            raise ValueError("empty MONITOR_PII_KEY")
+        self.fingerprint = key_fingerprint(self._key)
 
     def __repr__(self) -> str:  # never print the key
-        return "Pseudonymizer(<key>)"
+        return f"Pseudonymizer(<key {self.fingerprint}>)"
 
-    def __getstate__(self) -> bytes:
+    def __getstate__(self) -> str:
+        return self.fingerprint
+
+    def __setstate__(self, state: str) -> None:
+        if not isinstance(state, str):
+            raise TypeError("a checkpoint from before keys were kept out of state: start a new state")
+        self.fingerprint = state
+        self._key = DEV_KEY if state == key_fingerprint(DEV_KEY) else None
+
+    @property
+    def keyed(self) -> bool:
+        return self._key is not None
+
+    def derive(self, purpose: str) -> bytes:
+        """A subkey for another use of the same secret (e.g. signing checkpoints)."""
+        return hmac.new(self._require(), f"medins-monitor {purpose}".encode(), hashlib.sha256).digest()
+
+    def _require(self) -> bytes:
+        if self._key is None:
+            raise KeyMismatch("this pseudonymizer was restored without its key: pass the current "
+                              "MONITOR_PII_KEY to Engine.restore")
         return self._key
-
-    def __setstate__(self, state: bytes) -> None:
-        self._key = state
 
     def token(self, kind: str, value: str | None) -> str | None:
         """``kind:`` + 16 hex chars of HMAC-SHA256(key, kind|value); ``None`` stays ``None``."""
         if value is None or value == "":
             return None
-        digest = hmac.new(self._key, f"{kind}|{value}".encode(), hashlib.sha256).hexdigest()
+        digest = hmac.new(self._require(), f"{kind}|{value}".encode(), hashlib.sha256).hexdigest()
         return f"{kind}:{digest[:16]}"
 
     def person(self, psn_no: str | None) -> str | None:

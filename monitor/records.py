@@ -42,12 +42,30 @@ _CST_MEMO: dict[datetime, datetime] = {}
 _CST_MEMO_MAX = 1 << 16
 
 
+#: Plausible business dates (issue #17): designated institutions exist since the 1998 reform; nothing a
+#: pharmacy uploads is dated in the next century. Outside this window a record is dead-lettered (dates at
+#: the calendar's edges, 0001-01-01 / 9999-12-31, overflow date arithmetic in every rule).
+EARLIEST_DATE = date(1990, 1, 1)
+LATEST_DATE = date(2099, 12, 31)
+_EARLIEST_TIME = datetime(1990, 1, 1, tzinfo=CST)
+_LATEST_TIME = datetime(2100, 1, 1, tzinfo=CST)
+_WINDOW = f"outside the plausible window {EARLIEST_DATE} – {LATEST_DATE}"
+
+
 def _to_cst(value: datetime) -> datetime:
-    """``clock.as_cst`` (same result), faster for the common naive ``yyyy-MM-dd HH:mm:ss`` form."""
+    """``clock.as_cst`` (same result), faster for the common naive ``yyyy-MM-dd HH:mm:ss`` form; a time
+    outside ``EARLIEST_DATE``–``LATEST_DATE`` is refused."""
     if value.tzinfo is not None or value.fold:
-        return as_cst(value)
+        if not EARLIEST_DATE <= value.date() <= LATEST_DATE:
+            raise ValueError(f"{value.date()} is {_WINDOW}")
+        aware = as_cst(value)
+        if not _EARLIEST_TIME <= aware < _LATEST_TIME:
+            raise ValueError(f"{value} is {_WINDOW}")
+        return aware
     hit = _CST_MEMO.get(value)
     if hit is None:
+        if not EARLIEST_DATE <= value.date() <= LATEST_DATE:
+            raise ValueError(f"{value.date()} is {_WINDOW}")
         if len(_CST_MEMO) >= _CST_MEMO_MAX:
             _CST_MEMO.clear()
         hit = _CST_MEMO[value] = datetime(value.year, value.month, value.day, value.hour, value.minute,
@@ -55,7 +73,22 @@ def _to_cst(value: datetime) -> datetime:
     return hit
 
 
+def _plausible_date(value: date) -> date:
+    if not EARLIEST_DATE <= value <= LATEST_DATE:
+        raise ValueError(f"{value} is {_WINDOW}")
+    return value
+
+
 CstDateTime = Annotated[datetime, AfterValidator(_to_cst)]
+BizDate = Annotated[date, AfterValidator(_plausible_date)]
+#: Money in yuan (NHSA decimal(16,2)), |x| ≤ 10^10, at most 24 digits (a double written out by a gateway,
+#: 31.989999999999995, still fits): "1e30", "1E+999999999" or "1E-999999999" are refused here instead of
+#: overflowing the benefit and pricing arithmetic (issue #17).
+Money = Annotated[Decimal, Field(max_digits=24, ge=Decimal("-1e10"), le=Decimal("1e10"))]
+#: Unit prices (NHSA decimal(16,6)), 0 ≤ x ≤ 10^8.
+Price = Annotated[Decimal, Field(max_digits=24, ge=0, le=Decimal("1e8"))]
+#: Quantities (NHSA decimal(16,4)), 0 ≤ x ≤ 10^8.
+Quantity = Annotated[Decimal, Field(max_digits=24, ge=0, le=Decimal("1e8"))]
 Code = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 Flag = Literal["0", "1", "2"]
 #: 药品追溯码: usually 20 digits; other schemes exist, so 1–100 letters/digits are accepted.
@@ -111,9 +144,9 @@ class DrugDetail(BaseModel):
 
     feedetl_sn: str | None = None
     med_list_codg: Code
-    cnt: Decimal = Field(gt=0)
-    pric: Decimal | None = Field(default=None, ge=0)
-    det_item_fee_sumamt: Decimal | None = None
+    cnt: Quantity = Field(gt=0)
+    pric: Price | None = None
+    det_item_fee_sumamt: Money | None = None
     rx_flag: Flag | None = None
     trdn_flag: Flag | None = None
 
@@ -131,16 +164,16 @@ class Settlement(_Record):
     psn_type: Code
     med_type: Code
     setl_time: CstDateTime
-    medfee_sumamt: Decimal
-    inscp_scp_amt: Decimal
-    hifp_pay: Decimal
-    acct_pay: Decimal
-    psn_cash_pay: Decimal
+    medfee_sumamt: Money
+    inscp_scp_amt: Money
+    hifp_pay: Money
+    acct_pay: Money
+    psn_cash_pay: Money
     setl_status: Literal["settled", "revoked"]
     drugdetail: list[DrugDetail]
     certno: str | None = None
     psn_name: str | None = None
-    fund_pay_sumamt: Decimal | None = None
+    fund_pay_sumamt: Money | None = None
     insuplc_admdvs: str | None = None
     hi_rxno: str | None = None
 
@@ -163,8 +196,8 @@ class _Movement(_Record):
     med_list_codg: Code
     fixmedins_hilist_id: Code
     fixmedins_bchno: Code
-    finl_trns_pric: Decimal | None = None
-    pric: Decimal | None = None
+    finl_trns_pric: Price | None = None
+    pric: Price | None = None
     mdtrt_setl_type: Literal["1", "2"] | None = None
     setl_id: str | None = None
     psn_no: str | None = None
@@ -196,8 +229,8 @@ class _Movement(_Record):
 class Stocktake(_Movement):
     """3501 商品盘存: the counted stock of a batch on ``invdate`` (a balance baseline)."""
 
-    invdate: date
-    inv_cnt: Decimal = Field(ge=0)
+    invdate: BizDate
+    inv_cnt: Quantity
 
     @property
     def quantity(self) -> Decimal:
@@ -219,7 +252,7 @@ class StockChange(_Movement):
     """3502 商品库存变更: a signed change by ``inv_chg_type``."""
 
     inv_chg_time: CstDateTime
-    cnt: Decimal = Field(ge=0)
+    cnt: Quantity
     inv_chg_type: str
 
     @model_validator(mode="after")
@@ -241,7 +274,7 @@ class PurchaseMovement(_Movement):
     """3503 商品采购 (stock in) and 3504 采购退货 (stock out)."""
 
     purc_retn_stoin_time: CstDateTime
-    purc_retn_cnt: Decimal = Field(ge=0)
+    purc_retn_cnt: Quantity
 
     @property
     def quantity(self) -> Decimal:
@@ -256,7 +289,7 @@ class SaleMovement(_Movement):
     """3505 商品销售 (stock out) and 3506 销售退货 (stock in)."""
 
     sel_retn_time: CstDateTime
-    sel_retn_cnt: Decimal = Field(ge=0)
+    sel_retn_cnt: Quantity
 
     @property
     def quantity(self) -> Decimal:
@@ -324,9 +357,9 @@ class RxDrugDetail(BaseModel):
     model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True, frozen=True)
 
     med_list_codg: Code
-    drug_cnt: Decimal = Field(gt=0)
+    drug_cnt: Quantity = Field(gt=0)
     #: num(8,2) on the platform (7.5 days occurs); whole days stay ``int``.
-    medc_days: int | Decimal = Field(ge=0)
+    medc_days: int | Decimal = Field(ge=0, le=36500)
 
 
 class Prescription(_Record):
@@ -404,9 +437,9 @@ class Institution(_Record):
     fixmedins_type: Literal["1", "2"]
     admdvs: Code
     outpatient_pooling: bool
-    agreement_start: date
-    agreement_end: date
-    designated_since: date
+    agreement_start: BizDate
+    agreement_end: BizDate
+    designated_since: BizDate
     tier: str | None = None
     tier_scheme: Literal["XY", "LN"] | None = None
     valid_from: CstDateTime
@@ -429,7 +462,7 @@ class Drug(_Record):
     name: str
     spec: str | None = None
     prodentp_name: str | None = None
-    listed_price: Decimal | None = Field(default=None, ge=0)
+    listed_price: Price | None = None
     rx_flag: Flag | None = None
     high_value: bool = False
 
@@ -495,6 +528,8 @@ def parse_value(stream: str, raw: bytes) -> list[Record | InvalidRecord]:
     if body[:1] == b"[":
         try:
             items = json.loads(raw)
+        except RecursionError:  # "[" × 100 000: nesting deeper than the parser's stack (issue #17)
+            return [InvalidRecord("malformed JSON: nested too deeply")]
         except UnicodeDecodeError:
             return [InvalidRecord(_utf8_problem(raw) or "not UTF-8")]
         except ValueError as exc:

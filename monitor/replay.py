@@ -9,20 +9,33 @@ arrives at its business time; catalogue records without either come first), stre
 once, in order. A line out of arrival order inside its file is judged by its own arrival time, but the
 clock never runs backwards (as in the Kafka shell).
 
+Event time moves only on evidence (``monitor.watermark.EventClock``): a line more than the pack's
+``max_clock_skew_minutes`` ahead of any of the next ``LOOKAHEAD`` lines of its file is clamped; a claim
+that far ahead of event time waits until ``MONITOR_CLOCK_QUORUM`` institutions agree, else is clamped.
+
 ``--as-of`` moves event time past the last record so that due deadlines fire. ``--state FILE`` resumes
-from and saves a checkpoint, appending to the outputs: replaying part 1 then part 2 of an input gives
-the same files as replaying it whole.
+from and saves a checkpoint (signed, 0600, no secret; with the output sizes it covers), appending to the
+outputs: replaying part 1 then part 2 of an input gives the same files as replaying it whole, and a
+run killed before it saved its state is resumed exactly (outputs are cut back to the checkpoint).
+
+Dead letters carry a bounded prefix of the value (personal fields masked) and its SHA-256; all dead
+letters of one line share that one copy (only the first carries it). The raw bytes are kept only in the
+operator's quarantine folder (``MONITOR_QUARANTINE_DIR``), never in ``dlq.jsonl``.
 """
 
 from __future__ import annotations
 
 import base64
 import gc
+import hashlib
 import heapq
 import json
 import operator
+import os
+import pickle
+import re
 import sys
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -31,32 +44,95 @@ from typing import Any
 
 from monitor.clock import CST
 from monitor.detectors import unimplemented_rules
-from monitor.engine import Engine, Output
+from monitor.engine import CheckpointError, Engine, Output, load_state, seal, unseal
 from monitor.nhsa import UPLOADS, stream_decoder
 from monitor.nhsa import advance as nhsa_advance
 from monitor.nhsa import apply as nhsa_apply
 from monitor.nhsa.items import Pending
 from monitor.outputs import DeadLetter
 from monitor.policy.pack import Pack
-from monitor.privacy import Pseudonymizer
+from monitor.privacy import Pseudonymizer, mask_certno, mask_name
 from monitor.records import STREAMS, InvalidRecord, Record, parse_value
 from monitor.sinks import Sink
 from monitor.sinks.config import bind_all
-from monitor.sinks.files import FileSink
+from monitor.sinks.files import FileSink, Quarantine
+from monitor.watermark import DEFAULT_QUORUM, EventClock, Released
 
 _EARLIEST = datetime(1970, 1, 1, tzinfo=CST)
 
+#: Bytes of a dead-lettered value kept in the dead letter (the rest is named by its SHA-256).
+DEAD_LETTER_PREFIX_BYTES = 1024
+#: Personal fields masked in dead-letter copies (design §6; notes/nhsa-fields.md).
+_PERSONAL_FIELDS = ("certno", "psn_no", "psn_name", "mdtrt_cert_no", "psn_cert_no", "tel", "addr")
+_FIELD_RE = re.compile(rb'("(?:' + b"|".join(f.encode() for f in _PERSONAL_FIELDS) + rb')"\s*:\s*)("?)([^",}\]]*)')
+#: A citizen ID number (15 or 18 characters) anywhere, even under a wrong key or cut by the prefix.
+_ID_RE = re.compile(rb"(?<![0-9A-Za-z])\d{14}(?:\d{3}[0-9Xx]|\d)?(?![0-9A-Za-z])")
+
+
+def _mask_value(field: bytes, value: bytes) -> bytes:
+    text = value.decode("utf-8", "replace")
+    if field == b"certno" or field.endswith(b"cert_no"):
+        masked = mask_certno(text) or ""
+    elif field == b"psn_name":
+        masked = mask_name(text) or ""
+    else:
+        masked = "***" if text else ""
+    return masked.encode("utf-8")
+
+
+def mask_personal(raw: bytes) -> bytes:
+    """Personal fields of a (possibly invalid or cut) JSON value replaced by masks, ID numbers masked."""
+    def field(m: re.Match[bytes]) -> bytes:
+        name = m.group(1).split(b'"')[1]
+        return m.group(1) + m.group(2) + _mask_value(name, m.group(3))
+
+    out = _FIELD_RE.sub(field, raw)
+    return _ID_RE.sub(lambda m: m.group(0)[:4] + b"*" * (len(m.group(0)) - 6) + m.group(0)[-2:], out)
+
+
+@dataclass(frozen=True)
+class ValueCopy:
+    """The one bounded, masked copy of a dead-lettered value that all its dead letters share."""
+
+    text: str | None
+    b64: str | None
+    sha256: str
+    size: int
+    truncated: bool
+    quarantined: bool = False
+
+    @classmethod
+    def of(cls, raw: bytes, quarantine: Quarantine | None = None) -> ValueCopy:
+        digest = hashlib.sha256(raw).hexdigest()
+        head = raw[:DEAD_LETTER_PREFIX_BYTES + 64]  # a margin so that a field cut at the edge is still masked
+        masked = mask_personal(head)[:DEAD_LETTER_PREFIX_BYTES]
+        if _is_utf8(raw):  # masks are UTF-8 too: only a character cut by the prefix can be dropped
+            text: str | None = masked.decode("utf-8", "ignore")
+            b64 = None
+        else:
+            text, b64 = None, base64.b64encode(masked).decode("ascii")
+        kept = quarantine.keep(digest, raw) if quarantine is not None else False
+        return cls(text, b64, digest, len(raw), len(raw) > len(masked), kept)
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
 
 def dead_letter(source: str, raw: bytes, error: str, *, line: int | None = None, index: int | None = None,
-                partition: int | None = None, offset: int | None = None, key: str | None = None) -> DeadLetter:
-    """A dead letter with the original value (as text when UTF-8, else base64)."""
-    try:
-        text: str | None = raw.decode("utf-8")
-        b64 = None
-    except UnicodeDecodeError:
-        text, b64 = None, base64.b64encode(raw).decode("ascii")
+                partition: int | None = None, offset: int | None = None, key: str | None = None,
+                copy: ValueCopy | None = None, first: bool = True) -> DeadLetter:
+    """A dead letter with a bounded, masked copy of the value (text when UTF-8, else base64) and its
+    SHA-256. Pass the value's ``copy`` to share it; ``first=False`` leaves the prefix to the first letter."""
+    copy = copy or ValueCopy.of(raw)
     return DeadLetter(source=source, line=line, index=index, partition=partition, offset=offset, key=key,
-                      value=text, value_b64=b64, error=error)
+                      value=copy.text if first else None, value_b64=copy.b64 if first else None,
+                      value_sha256=copy.sha256, value_bytes=copy.size, value_truncated=copy.truncated,
+                      quarantined=copy.quarantined, error=error)
 
 
 @dataclass(order=True)
@@ -69,52 +145,65 @@ class _Item:
     skewed: bool = field(default=False, compare=False)
 
 
-def _parse_lines(path: Path, order: int, decode: Any = parse_value) -> Iterator[_Item]:
+#: Lines of its own file a line's arrival is checked against (files are written in upload order).
+LOOKAHEAD = 8
+
+
+def _parse_lines(path: Path, order: int, quarantine: Quarantine | None = None,
+                 decode: Any = parse_value) -> Iterator[_Item]:
     stream = path.stem
     with path.open("rb") as fh:
         for line_no, raw_line in enumerate(fh, start=1):
             raw = raw_line.rstrip(b"\r\n")
             if not raw.strip():
                 continue
+            copy: ValueCopy | None = None  # one bounded copy per line, shared by its dead letters
             for parsed in decode(stream, raw):
                 if isinstance(parsed, InvalidRecord):
+                    first = copy is None
+                    copy = copy or ValueCopy.of(raw, quarantine)
                     yield _Item(_EARLIEST, order, line_no, None,
-                                dead_letter(path.name, raw, parsed.reason, line=line_no, index=parsed.index))
+                                dead_letter(path.name, raw, parsed.reason, line=line_no, index=parsed.index,
+                                            copy=copy, first=first))
                 else:
                     yield _Item(parsed.arrival_time or _EARLIEST, order, line_no, parsed, None)
 
 
-def _read_stream(path: Path, order: int, max_skew: timedelta, decode: Any = parse_value) -> Iterator[_Item]:
+def _read_stream(path: Path, order: int, max_skew: timedelta, quarantine: Quarantine | None = None,
+                 decode: Any = parse_value) -> Iterator[_Item]:
     """Items of one file in file order, with arrival times made usable for the merge:
 
-    * a record whose ``inf_time`` is more than ``max_skew`` ahead of the next record's in the same file
-      (files are written in upload order) has a wrong clock: its arrival is clamped to the next
-      record's and it is counted as clock skew, so one institution's clock never moves time forward
-      for the others (design §2);
+    * a record whose ``inf_time`` is more than ``max_skew`` ahead of the earliest of the next
+      ``LOOKAHEAD`` records in the same file (files are written in upload order) has a wrong clock: its
+      arrival is clamped to that one's and it is counted as clock skew — several consecutive future
+      lines included — so one institution's clock never moves time forward for the others (design §2).
+      A future line with no later line to contradict it (the end of a file) is left to ``EventClock``;
     * a dead letter or a record without a time takes the arrival of the record before it.
     """
     last = _EARLIEST
-    pending: _Item | None = None
+    pending: deque[_Item] = deque()
 
-    def settle(item: _Item, nxt: _Item | None) -> _Item:
+    def settle(item: _Item) -> _Item:
         nonlocal last
         if item.arrival == _EARLIEST:
             item.arrival = last
-        elif nxt is not None and nxt.arrival != _EARLIEST and item.arrival - nxt.arrival > max_skew:
-            item.arrival, item.skewed = max(nxt.arrival, last), True
+        else:
+            later = [p.arrival for p in pending if p.arrival != _EARLIEST]
+            if later and item.arrival - min(later) > max_skew:
+                item.arrival, item.skewed = max(min(later), last), True
         last = max(last, item.arrival)
         return item
 
-    for item in _parse_lines(path, order, decode):
+    for item in _parse_lines(path, order, quarantine, decode):
         if item.record is None:
             item.arrival = last
             yield item
             continue
-        if pending is not None:
-            yield settle(pending, item)
-        pending = item
-    if pending is not None:
-        yield settle(pending, None)
+        pending.append(item)
+        if len(pending) > LOOKAHEAD:
+            yield settle(pending.popleft())
+    while pending:
+        yield settle(pending.popleft())
 
 
 _MERGE_KEY = operator.attrgetter("arrival", "order", "line")
@@ -129,6 +218,7 @@ class ReplayResult:
     engine: Engine
     dead_letters: Counter[str]
     outputs: int
+    clock: EventClock[_Item] | None = None
 
     def summary(self) -> dict[str, Any]:
         st = self.engine.stats
@@ -144,6 +234,11 @@ class ReplayResult:
             "quality": dict(sorted(st.quality.items())),
             "unimplemented_rules": unimplemented_rules(self.engine.pack),
         }
+
+
+def new_clock(pack: Pack, quorum: int = DEFAULT_QUORUM) -> EventClock[_Item]:
+    """Replay's event clock: tolerance = the pack's ``max_clock_skew_minutes``."""
+    return EventClock(timedelta(minutes=float(pack.setting("max_clock_skew_minutes", 60))), quorum=quorum)
 
 
 class _Progress:
@@ -172,17 +267,26 @@ def run_replay(
     as_of: datetime | None = None,
     progress: bool = False,
     batch: int = 2000,
+    clock: EventClock[_Item] | None = None,
+    keep_held: bool = False,
+    quarantine: Quarantine | None = None,
     interleave: Iterator[tuple[datetime, Callable[[], list[Output]]]] | None = None,
 ) -> ReplayResult:
     """Drive ``engine`` over the files of ``input_dir`` in arrival order, writing to ``sinks``.
     ``interleave``: (instant, action) in instant order, each run before the first record arriving after
-    it (the national trace tier's findings, ``monitor.trace.multicity``)."""
+    it (the national trace tier's findings, ``monitor.trace.multicity``).
+
+    Records pass ``clock`` (``new_clock(engine.pack)`` by default) before the engine. At the end, what
+    it still holds is released — accepted up to ``as_of``, else clamped — unless ``keep_held`` (a
+    ``--state`` run without ``--as-of``: the next part may corroborate it)."""
     files = input_files(input_dir)
-    max_skew = timedelta(minutes=float(engine.pack.setting("max_clock_skew_minutes", 60)))
+    clock = clock if clock is not None else new_clock(engine.pack)
+    max_skew = clock.tolerance
     # Ordered by (arrival, file, line) as ``_Item``'s own ordering, but compared as plain tuples: the
     # dataclass's generated ``__lt__``/``__eq__`` cost ~1 µs per record in the merge (bench/).
     decode = stream_decoder(engine)  # platform envelopes and field variance (monitor.nhsa)
-    merged = heapq.merge(*(_read_stream(p, i, max_skew, decode) for i, p in enumerate(files)), key=_MERGE_KEY)
+    merged = heapq.merge(*(_read_stream(p, i, max_skew, quarantine, decode) for i, p in enumerate(files)),
+                         key=_MERGE_KEY)
     # The engine's state is many long-lived small objects: with the default thresholds the cyclic
     # collector re-scans it every few hundred allocations (~8 % of a replay, bench/). Nothing in the
     # engine relies on cycles being collected promptly, so collect young objects less often.
@@ -193,6 +297,7 @@ def run_replay(
     letters: list[DeadLetter] = []
     total = 0
     bar = _Progress(progress)
+    quality = engine.stats.quality
 
     def flush_batch() -> None:
         nonlocal out, letters, total
@@ -201,6 +306,18 @@ def run_replay(
                 sink.write(out, letters)
             total += len(out)
             out, letters = [], []
+
+    def apply(released: list[Released[_Item]]) -> None:
+        for rel in released:
+            item = rel.item
+            rec = item.record
+            assert rec is not None
+            if item.skewed or rel.skewed:
+                quality[f"{rec.STREAM}.clock_skew"] += 1
+                out.extend(nhsa_apply(engine, rec, rel.arrival))
+            else:
+                out.extend(nhsa_apply(engine, rec, None))
+            bar.tick(engine)
 
     pending = next(interleave, None) if interleave is not None else None
     try:
@@ -212,13 +329,17 @@ def run_replay(
                 letters.append(item.letter)
                 dead[item.letter.source] += 1
             else:
-                assert item.record is not None
-                if item.skewed:
-                    engine.stats.quality[f"{item.record.STREAM}.clock_skew"] += 1
-                out.extend(nhsa_apply(engine, item.record, item.arrival if item.skewed else None))
-                bar.tick(engine)
+                rec = item.record
+                assert rec is not None
+                if rec.STREAM in _REGISTRY_STREAMS:  # never held, never moves time (engine contract)
+                    out.extend(nhsa_apply(engine, rec, None))
+                    bar.tick(engine)
+                else:
+                    apply(clock.offer(item, item.arrival, _source(rec)))
             if len(out) + len(letters) >= batch:
                 flush_batch()
+        if as_of is not None or not keep_held:
+            apply(clock.close(as_of))
         while pending is not None and (as_of is None or pending[0] <= as_of):
             out.extend(pending[1]())
             pending = next(interleave, None) if interleave is not None else None
@@ -230,7 +351,47 @@ def run_replay(
     finally:
         gc.set_threshold(*previous)
     bar.done()
-    return ReplayResult(engine, dead, total)
+    return ReplayResult(engine, dead, total, clock)
+
+
+_REGISTRY_STREAMS = frozenset({"institutions", "drugs"})
+
+
+def _source(rec: Record | Pending) -> str:
+    """Whose clock made a record's arrival claim: its institution (else its stream)."""
+    code = getattr(rec, "fixmedins_code", None)
+    if code is None:
+        inner = getattr(rec, "settlement", None)
+        code = getattr(inner, "fixmedins_code", None)
+    return code if isinstance(code, str) and code else rec.STREAM
+#: Version of the replay state file (``--state``): engine + event clock + output sizes, sealed.
+REPLAY_STATE_VERSION = 3
+
+
+def save_state(path: Path, engine: Engine, clock: EventClock[_Item], sizes: dict[str, int]) -> None:
+    """The replay checkpoint: signed (``engine.seal``), written 0600 atomically (tmp, fsync, rename)."""
+    payload = pickle.dumps({"version": REPLAY_STATE_VERSION, "engine": engine.snapshot(), "clock": clock,
+                            "outputs": sizes}, protocol=pickle.HIGHEST_PROTOCOL)
+    blob = seal(payload, engine.pseudo)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(blob)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.chmod(tmp, 0o600)
+    tmp.replace(path)
+
+
+def load_replay_state(path: Path, pseudo: Pseudonymizer) -> tuple[Engine, EventClock[_Item], dict[str, int]]:
+    """Verify and read a replay checkpoint (``CheckpointError``/``KeyMismatch`` when it cannot be used)."""
+    state = load_state(unseal(path.read_bytes(), pseudo))
+    if not isinstance(state, dict) or state.get("version") != REPLAY_STATE_VERSION:
+        raise CheckpointError(f"{path} is not a replay state of version {REPLAY_STATE_VERSION}")
+    clock = state["clock"]
+    if not isinstance(clock, EventClock):
+        raise CheckpointError(f"{path} holds no event clock")
+    return Engine.restore(state["engine"], pseudo), clock, dict(state["outputs"])
 
 
 def replay_dir(
@@ -242,32 +403,41 @@ def replay_dir(
     progress: bool = False,
     pseudo: Pseudonymizer | None = None,
     extra_sinks: Sequence[Sink] = (),
+    quorum: int = DEFAULT_QUORUM,
+    quarantine: Path | None = None,
     trace_findings: list[dict[str, Any]] | None = None,
 ) -> ReplayResult:
-    """The whole ``monitor replay`` job: files in, ``alerts/tickets/dlq.jsonl`` + ``summary.json`` out."""
+    """The whole ``monitor replay`` job: files in, ``alerts/tickets/dlq.jsonl`` + ``summary.json`` out.
+
+    With ``state``: resume from it when it exists (outputs cut back to the sizes it covers, then
+    appended: a run killed before it saved is redone exactly), save it at the end."""
+    pseudo = pseudo or Pseudonymizer()
     resume = state is not None and state.exists()
-    engine = Engine.restore(state.read_bytes()) if resume and state else Engine(pack, pseudo)
-    if resume and engine.pack.label != pack.label:
-        raise ValueError(f"checkpoint {state} was made with policy {engine.pack.label}, not {pack.label}")
+    sizes: dict[str, int] | None = None
+    if resume and state is not None:
+        engine, clock, sizes = load_replay_state(state, pseudo)
+        if engine.pack.label != pack.label:
+            raise ValueError(f"checkpoint {state} was made with policy {engine.pack.label}, not {pack.label}")
+    else:
+        engine, clock = Engine(pack, pseudo), new_clock(pack, quorum)
     bind_all(extra_sinks, engine)  # sinks that observe the engine (ClickHouse institution_daily, metrics)
-    files = FileSink(out_dir, append=resume)
+    files = FileSink(out_dir, append=resume, truncate_to=sizes)
     try:
         feed = None
         if trace_findings is not None:  # several cities: the national trace tier's findings (monitor.trace)
             from monitor.trace.multicity import feed_for
             feed = feed_for(lambda: engine, trace_findings)
         result = run_replay(input_dir, engine, [files, *extra_sinks], as_of=as_of, progress=progress,
+                            clock=clock, keep_held=state is not None,
+                            quarantine=Quarantine(quarantine) if quarantine is not None else None,
                             interleave=feed)
     finally:
         files.close()
         for sink in extra_sinks:
             sink.close()
     if state is not None:
-        tmp = state.with_suffix(state.suffix + ".tmp")
-        tmp.write_bytes(engine.snapshot())
-        tmp.replace(state)
+        save_state(state, engine, clock, files.sizes())
     (out_dir / "summary.json").write_text(
         json.dumps(result.summary(), ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8"
     )
     return result
-

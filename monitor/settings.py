@@ -3,20 +3,33 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import secrets
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from monitor.privacy import DEV_KEY, Pseudonymizer
+from monitor.privacy import Pseudonymizer
+from monitor.watermark import DEFAULT_QUORUM
+
+log = logging.getLogger(__name__)
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MONITOR_", extra="ignore")
 
-    #: Key of the keyed hash that replaces personal identifiers in every output.
-    pii_key: SecretStr = SecretStr(DEV_KEY.decode())
+    #: Key of the keyed hash that replaces personal identifiers in every output. No default: when unset,
+    #: a random key is generated once and stored in ``DATA_DIR/pii.key`` (0600), with a warning.
+    pii_key: SecretStr | None = None
+    #: Distinct institutions whose upload clocks must agree before event time jumps ahead by more than
+    #: the clock-skew tolerance (``monitor.watermark.EventClock``); replay and worker.
+    clock_quorum: int = Field(default=DEFAULT_QUORUM, ge=1)
+    #: Folder for the raw bytes of dead-lettered values (``<sha256>.bin``, 0600). Unset: dead letters carry
+    #: only a bounded, masked prefix and the digest. Put it on encrypted, access-controlled storage.
+    quarantine_dir: Path | None = None
     #: Policy pack name or file.
     policy: str = "ezhou"
     #: Local state (checkpoints, embedded ClickHouse store, outbox).
@@ -83,4 +96,28 @@ class Settings(BaseSettings):
         return out
 
     def pseudonymizer(self) -> Pseudonymizer:
-        return Pseudonymizer(self.pii_key.get_secret_value())
+        """The deployment's key: ``MONITOR_PII_KEY``, else ``DATA_DIR/pii.key`` (generated once, 0600, with a
+        warning). Never the public dev key (that one is for ``monitor demo`` and tests)."""
+        if self.pii_key is not None:
+            return Pseudonymizer(self.pii_key.get_secret_value())
+        path = self.data_dir / "pii.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".pii.key.{os.getpid()}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(tmp, path)  # atomic and never overwrites: a second process uses the first one's key
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+            log.warning("MONITOR_PII_KEY is not set: generated a random key in %s (keep it secret, back it "
+                        "up: person tokens and checkpoints depend on it)", path)
+        key = path.read_text(encoding="utf-8").strip()
+        if not key:
+            raise ValueError(f"{path} is empty: set MONITOR_PII_KEY or remove the file")
+        return Pseudonymizer(key)

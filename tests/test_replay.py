@@ -89,7 +89,7 @@ def test_split_replay_equals_whole(tmp_path: Path, cut: str) -> None:
 def test_bad_input_is_dead_lettered_and_the_rest_processed(tmp_path: Path) -> None:
     inp = tmp_path / "in"
     write_jsonl(inp, "institutions", [institution()])
-    good = day_records(PHARMACY, date(2026, 1, 10), 10, 5)
+    good = sorted(day_records(PHARMACY, date(2026, 1, 10), 10, 5), key=lambda r: r["inf_time"])  # upload order
     bad_type = settlement("X1", "2026-01-10 10:00:00", "2026-01-10 10:01:00", hifp_pay={"yuan": 3})
     missing = {k: v for k, v in settlement("X2", "2026-01-10 10:00:00").items() if k != "setl_id"}
     write_jsonl(inp, "settlements", [

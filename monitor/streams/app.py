@@ -370,7 +370,8 @@ def build_core(settings: Settings, store: CheckpointStore) -> ShellCore:
         log.info("no checkpoint in %s: starting from the beginning of the input topics", store.path)
         return ShellCore(Engine(pack, settings.pseudonymizer()), clock_skew=skew, dlq_limit=limit,
                          journal=journal)
-    core = ShellCore.from_checkpoint(ckpt, clock_skew=skew, dlq_limit=limit, journal=journal)
+    core = ShellCore.from_checkpoint(ckpt, settings.pseudonymizer(), clock_skew=skew, dlq_limit=limit,
+                                     journal=journal)
     if core.engine.pack.label != pack.label:
         raise ValueError(f"checkpoint {store.path} was made with policy {core.engine.pack.label}, "
                          f"not {pack.label}")
@@ -446,7 +447,7 @@ def create_app(settings: Settings, sink_settings: SinkSettings | None = None) ->
         stream_wait_empty=False,
         producer_acks=-1,
     )
-    store = CheckpointStore(settings.data_dir, settings.app_id)
+    store = CheckpointStore(settings.data_dir, settings.app_id, settings.pseudonymizer())
     core = build_core(settings, store)
     # One registry for our metrics and Faust's sensor, both on the web server's /metrics.
     registry = CollectorRegistry()

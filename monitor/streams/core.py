@@ -55,6 +55,7 @@ from monitor.nhsa import apply as nhsa_apply
 from monitor.nhsa import stream_decoder
 from monitor.nhsa.items import Pending
 from monitor.outputs import DeadLetter
+from monitor.privacy import Pseudonymizer
 from monitor.records import InvalidRecord, Record
 from monitor.replay import dead_letter
 from monitor.streams.quarantine import CrashJournal
@@ -237,8 +238,9 @@ class ShellCore:
         self._decode = stream_decoder(engine)  # platform envelopes and field variance (monitor.nhsa)
 
     @classmethod
-    def from_checkpoint(cls, ckpt: Checkpoint, **kw: Any) -> ShellCore:
-        return cls(Engine.restore(ckpt.engine), checkpoint=ckpt, **kw)
+    def from_checkpoint(cls, ckpt: Checkpoint, pseudo: Pseudonymizer | None = None, **kw: Any) -> ShellCore:
+        """Restore; ``pseudo`` = the current MONITOR_PII_KEY (``Engine.restore``: a rotated key is refused)."""
+        return cls(Engine.restore(ckpt.engine, pseudo), checkpoint=ckpt, **kw)
 
     # ------------------------------------------------------------------------------------------ intake
     def receive(self, msg: Inbound) -> list[DeadLetter]:

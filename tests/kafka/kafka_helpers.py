@@ -22,6 +22,7 @@ from typing import Any
 
 from monitor.engine import Engine
 from monitor.settings import Settings
+from monitor.streams.checkpoint import read_checkpoint
 from monitor.streams.core import Checkpoint
 
 DEADLINE = 180.0  # seconds: overall limit of any wait (a shared 2-core machine can be slow)
@@ -122,7 +123,7 @@ class Worker:
     def checkpoint(self) -> Checkpoint | None:
         path = self.settings.data_dir / "checkpoints" / f"{self.settings.app_id}.ckpt"
         try:
-            return Checkpoint.loads(path.read_bytes())
+            return read_checkpoint(path.read_bytes(), self.settings.pseudonymizer())  # signed (harden-core)
         except FileNotFoundError:
             return None
 
@@ -133,7 +134,7 @@ class Worker:
 
     def checkpoint_engine(self) -> Engine | None:
         ckpt = self.checkpoint()
-        return Engine.restore(ckpt.engine) if ckpt else None
+        return Engine.restore(ckpt.engine, self.settings.pseudonymizer()) if ckpt else None
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""

@@ -4,6 +4,7 @@ worked out by hand from the contract in monitor/streams/core.py."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 from collections import Counter
@@ -146,7 +147,9 @@ def test_dead_letters_carry_source_position_and_reason() -> None:
     assert len(letters) == 1
     d = letters[0]
     assert (d.source, d.partition, d.offset, d.index, d.key) == (S, 2, 41, 1, "K")
-    assert d.value == value.decode()
+    # a bounded, masked copy and the digest of the whole value (issue #17: never the person in clear)
+    assert d.value_sha256 == hashlib.sha256(value).hexdigest() and d.value_bytes == len(value)
+    assert d.value is not None and d.value.startswith('[{"setl_id"') and "420702198001011234" not in d.value
     assert "mdtrt_id" in d.error  # a required field named
     c.release([(S, 2)], never_waiting)
     assert [s for s, _ in engine.seen] == ["A1"]  # the good element of the array still flows
