@@ -33,6 +33,7 @@ import heapq
 import hmac
 import io
 import pickle
+import sys
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
@@ -484,6 +485,10 @@ class _StateUnpickler(pickle.Unpickler):
             obj = super().find_class(module, name)
             if isinstance(obj, type):
                 return obj
+        loaded = sys.modules.get(module)  # an observer attached at run time: never imported from here
+        obj = getattr(loaded, name, None) if loaded is not None else None
+        if isinstance(obj, type) and issubclass(obj, Detector):
+            return obj
         raise CheckpointError(f"checkpoint names {module}.{name}: not a state type")
 
 
