@@ -35,7 +35,7 @@ def core_outputs(inp: Path, as_of: str | None) -> tuple[list[dict[str, Any]], li
     letters = 0
     for path in input_files(inp):
         topic = INPUTS[path.stem].name
-        for offset, line in enumerate(l for l in path.read_bytes().splitlines() if l.strip()):
+        for offset, line in enumerate(raw for raw in path.read_bytes().splitlines() if raw.strip()):
             letters += len(core.receive(Inbound(topic, 0, offset, None, line)))
     outputs = core.release([(INPUTS[p.stem].name, 0) for p in input_files(inp)], lambda tp: False)
     if as_of is not None:
