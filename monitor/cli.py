@@ -39,8 +39,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _setup_logging()
     code: int = args.func(args)
     return code
+
+
+def _setup_logging() -> None:
+    """Structured logs for every command: ``MONITOR_LOG_JSON=true`` → JSON lines (monitor.log)."""
+    import os
+
+    from monitor.log import setup_logging
+
+    flag = os.environ.get("MONITOR_LOG_JSON", "").strip().lower()
+    setup_logging(json_lines=flag in {"1", "true", "yes", "on"}, level=os.environ.get("MONITOR_LOG_LEVEL", "INFO"))
 
 
 if __name__ == "__main__":

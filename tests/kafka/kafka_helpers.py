@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from monitor.engine import Engine
+from monitor.privacy import DEV_KEY
 from monitor.settings import Settings
 from monitor.streams.checkpoint import read_checkpoint
 from monitor.streams.core import Checkpoint
@@ -145,6 +146,8 @@ def kafka_env(broker: Broker, data_dir: Path, **extra: str) -> dict[str, str]:
     env.update({
         "MONITOR_BROKER": f"kafka://127.0.0.1:{broker.port}",
         "MONITOR_DATA_DIR": str(data_dir),
+        # replay's library default (monitor demo/tests): the same person tokens, so the same alert ids
+        "MONITOR_PII_KEY": DEV_KEY.decode(),
         "MONITOR_PARTITIONS": "3",
         "MONITOR_BROKER_SESSION_TIMEOUT": "6",
         "MONITOR_BROKER_REBALANCE_TIMEOUT": "6",
