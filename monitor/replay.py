@@ -70,21 +70,29 @@ _ID_RE = re.compile(rb"(?<![0-9A-Za-z])\d{14}(?:\d{3}[0-9Xx]|\d)?(?![0-9A-Za-z])
 
 
 def _mask_value(field: bytes, value: bytes) -> bytes:
-    text = value.decode("utf-8", "replace")
+    """The mask of one field value as it stands in JSON text (escapes decoded first; the result stays
+    valid JSON string content)."""
+    try:
+        text = json.loads(b'"' + value + b'"')
+    except ValueError:
+        text = value.decode("utf-8", "replace").replace("\\", "")
+    if not isinstance(text, str):
+        text = str(text)
     if field == b"certno" or field.endswith(b"cert_no"):
         masked = mask_certno(text) or ""
     elif field == b"psn_name":
         masked = mask_name(text) or ""
     else:
         masked = "***" if text else ""
-    return masked.encode("utf-8")
+    return json.dumps(masked, ensure_ascii=False)[1:-1].encode("utf-8")
 
 
 def mask_personal(raw: bytes) -> bytes:
     """Personal fields of a (possibly invalid or cut) JSON value replaced by masks, ID numbers masked."""
     def field(m: re.Match[bytes]) -> bytes:
         name = m.group(1).split(b'"')[1]
-        return m.group(1) + m.group(2) + _mask_value(name, m.group(3))
+        masked = _mask_value(name, m.group(3))
+        return m.group(1) + (m.group(2) + masked if m.group(2) else b'"' + masked + b'"')  # a number → a string
 
     out = _FIELD_RE.sub(field, raw)
     return _ID_RE.sub(lambda m: m.group(0)[:4] + b"*" * (len(m.group(0)) - 6) + m.group(0)[-2:], out)
