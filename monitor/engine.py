@@ -245,8 +245,15 @@ class Context:
         severity: Severity | None = None,
         detected_at: datetime | None = None,
     ) -> Alert | None:
-        """Emit an alert; returns it, or ``None`` when this exact alert id was already emitted."""
+        """Emit an alert; returns it, or ``None`` when this exact alert id was already emitted, or when the
+        rule does not apply yet on the last business day of the window (pack ``effective_from``, #12)."""
         spec = self.pack.rule(rule_id)
+        last_day = min(business_date(window_end if window_end == window_start
+                                     else window_end - timedelta(microseconds=1)),
+                       business_date(detected_at or self.now))
+        if not self.pack.applies(rule_id, last_day):
+            self.count("alerts.rule_not_yet_in_force")
+            return None
         alert_id = make_id("AL", rule_id, fixmedins_code, subject, window_start.isoformat(),
                            window_end.isoformat())
         basis = "; ".join(spec.basis)
@@ -394,8 +401,8 @@ class Engine:
         elif isinstance(rec, Drug):
             self.registry.drugs[rec.med_list_codg] = rec
         elif isinstance(rec, Finding) and when is not None:
-            self.ctx.trigger(f"finding:{rec.kind}", rec.fixmedins_code, business_date(rec.occurred_at),
-                             cause=rec.finding_id, at=when)
+            for ticket in self.ledger.on_finding(rec, when, self.ctx):  # ledger state model (#12)
+                self.emit(ticket)
         if when is not None:
             self.ctx.upload_time_known = rec.inf_time is not None or arrival is not None
             for det in self._routes.get(stream, ()):

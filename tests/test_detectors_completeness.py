@@ -149,14 +149,18 @@ def finding(fid: str, when: str) -> tuple[str, dict[str, Any]]:
                          "occurred_at": when, "inf_time": when})
 
 
+#: the 6-month suspension ends with REINSTATE on its effective_until (#12 point 7)
+END = ("REINSTATE", "2026-07-11", None)
+
+
 @pytest.mark.parametrize(
     ("second", "expected"),
     [
         # first finding 2026-01-10: suspended 2026-01-11 .. 2026-07-11 (exclusive)
         ("2026-07-10 12:00:00", []),  # during the suspension: already in force
-        ("2026-07-11 12:00:00", [("CANCEL_OUTPATIENT_POOLING", "2026-07-12", None)]),  # the day it ends
-        ("2028-01-10 12:00:00", [("CANCEL_OUTPATIENT_POOLING", "2028-01-11", None)]),  # 2 years to the day
-        ("2028-01-11 12:00:00", [("SUSPEND_OUTPATIENT_POOLING", "2028-01-12", "2028-07-12")]),  # too late
+        ("2026-07-11 12:00:00", [END, ("CANCEL_OUTPATIENT_POOLING", "2026-07-12", None)]),  # the day it ends
+        ("2028-01-10 12:00:00", [END, ("CANCEL_OUTPATIENT_POOLING", "2028-01-11", None)]),  # 2 years to the day
+        ("2028-01-11 12:00:00", [END, ("SUSPEND_OUTPATIENT_POOLING", "2028-01-12", "2028-07-12")]),  # too late
     ],
 )
 def test_recurrence_window_six_months_to_two_years(second: str, expected: list[tuple[str, str, str | None]]

@@ -39,8 +39,10 @@ SUSPEND = ("findings", finding("F1", "infostd_substandard", "2026-03-01 09:00:00
 )
 def test_settled_while_suspended(day: str, over: dict[str, Any], flagged: bool) -> None:
     alerts, tickets = run_engine([REG, SUSPEND, pooled("S1", day, **over)])
+    # the 6-month suspension ends with REINSTATE on 09-02 once event time reaches it (#12 point 7)
     assert [(t["action"], t["effective_from"], t["effective_until"]) for t in tickets] == [
-        ("SUSPEND_OUTPATIENT_POOLING", "2026-03-02", "2026-09-02")]
+        ("SUSPEND_OUTPATIENT_POOLING", "2026-03-02", "2026-09-02")] + (
+        [("REINSTATE", "2026-09-02", None)] if day >= "2026-09-02" else [])
     found = hits(alerts)
     assert bool(found) is flagged
     if flagged:

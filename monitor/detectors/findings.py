@@ -16,8 +16,20 @@
   not counted again. ``min_count`` (2) → ``suspensions`` ladder (terminate the agreement, 3-year ban).
 
 Each finding counts once per ``finding_id`` (the engine drops resends within its dedup horizon; the
-counters also remember ids for the whole period, so a resend months later does not count twice). Each
-period fires once: the cause of the trigger is the period, so the ledger issues one ticket per period.
+counters also remember ids for the whole period, so a resend months later does not count twice).
+
+State model (#12):
+* a count is **consumed** by the trigger it causes: the next ``min_count`` events of the same period
+  trigger again (cause ``period:LABEL#N``) — a third and fourth verified complaint in one agreement year
+  are a second case (reading of EZ-DM 二(一) "2 次及以上": each suspension answers for the complaints
+  that caused it); the ledger keeps a trigger that arrives while the first suspension runs and starts
+  the second when the first ends;
+* agreement terms come from every registry entry seen (``institutions`` stream), not the current one: a
+  renewal uploaded mid-term does not split the count of the term a finding is dated in;
+* a ``ticket_rejected`` finding on a counted ``SUSPEND_AGREEMENT`` ticket removes it from the count
+  (a rejected ticket suspended nothing);
+* AR-AGR 三(三) "即时解除": the termination triggered by our own suspension ticket is dated the day that
+  suspension takes effect (``at`` = its ``effective_from``), never before the suspension it counts.
 """
 
 from __future__ import annotations
@@ -30,7 +42,7 @@ from pydantic import Field
 
 from monitor.clock import add_years, business_date, day_end, day_start
 from monitor.detectors.base import Detector, Params
-from monitor.records import Finding
+from monitor.records import Finding, Institution
 
 if TYPE_CHECKING:
     from monitor.engine import Context, Registry
@@ -66,9 +78,14 @@ def agreement_year(registry: Registry, code: str, day: date) -> Period:
     return (start, add_years(start, 1) - timedelta(days=1))
 
 
-def agreement_term(registry: Registry, code: str, day: date) -> Period:
-    """The agreement term containing ``day``, as far as the registry knows it: the registered term;
-    before it, an earlier term ending the day before; after it, a later term starting the day after."""
+def agreement_term(registry: Registry, code: str, day: date,
+                   known: set[tuple[date, date]] | None = None) -> Period:
+    """The agreement term containing ``day``: one of the ``known`` terms (every registry entry seen)
+    if one contains it; else as far as the current registry entry knows: the registered term; before
+    it, an earlier term ending the day before; after it, a later term starting the day after."""
+    for start, end in sorted(known or ()):
+        if start <= day <= end:
+            return (start, end)
     inst = registry.institution(code)
     if inst is None:
         return (None, None)
@@ -95,6 +112,9 @@ class Tally:
 
     events: dict[str, date] = field(default_factory=dict)
     fired: bool = False
+    #: Events already consumed by a trigger, and how many triggers the period has caused.
+    used: set[str] = field(default_factory=set)
+    fires: int = 0
 
 
 RULES = ("complaints.repeated", "cloud_monitor.repeated", "suspensions.repeated")
@@ -103,7 +123,7 @@ RULES = ("complaints.repeated", "cloud_monitor.repeated", "suspensions.repeated"
 class FindingCounters(Detector):
     name: ClassVar[str] = "findings"
     rule_ids: ClassVar[tuple[str, ...]] = RULES
-    streams: ClassVar[tuple[str, ...]] = ("findings",)
+    streams: ClassVar[tuple[str, ...]] = ("findings", "institutions")
     params: ClassVar[dict[str, type[Params]]] = {
         "complaints.repeated": CountParams,
         "cloud_monitor.repeated": CountParams,
@@ -128,24 +148,37 @@ class FindingCounters(Detector):
         self.tallies: dict[tuple[str, str], dict[Period, Tally]] = {}
         #: Ticket ids counted as suspensions (to recognise a finding that reports executing one).
         self.counted_tickets: set[str] = set()
+        #: institution → every agreement term its registry entries have carried.
+        self.terms: dict[str, set[tuple[date, date]]] = {}
 
     # ---------------------------------------------------------------------------------- inputs
+    def _term(self, ctx: Context, code: str, day: date) -> Period:
+        return agreement_term(ctx.registry, code, day, self.terms.get(code))
+
     def on_record(self, rec: Record, arrival: datetime, ctx: Context) -> None:
+        if isinstance(rec, Institution):
+            known = self.terms.setdefault(rec.fixmedins_code, set())
+            if len(known) < 64:  # bounded: an institution signs one agreement a year
+                known.add((rec.agreement_start, rec.agreement_end))
+            return
         if not isinstance(rec, Finding):
             return
         day = business_date(rec.occurred_at)
         code = rec.fixmedins_code
+        if rec.kind == "ticket_rejected" and rec.ref_ticket_id in self.counted_tickets:
+            self._uncount(ctx, code, f"ticket:{rec.ref_ticket_id}")
+            return
         if rec.kind == "complaint_verified" and self.enabled["complaints.repeated"]:
             self._count(ctx, "complaints.repeated", code, agreement_year(ctx.registry, code, day),
                         rec.finding_id, day)
         elif rec.kind == "cloud_monitor_notice" and self.enabled["cloud_monitor.repeated"]:
-            self._count(ctx, "cloud_monitor.repeated", code, agreement_term(ctx.registry, code, day),
+            self._count(ctx, "cloud_monitor.repeated", code, self._term(ctx, code, day),
                         rec.finding_id, day)
         if rec.kind in self.suspension_kinds and self.enabled["suspensions.repeated"]:
             if rec.ref_ticket_id is not None and rec.ref_ticket_id in self.counted_tickets:
                 ctx.count("suspensions.finding_of_counted_ticket")
                 return
-            self._count(ctx, "suspensions.repeated", code, agreement_term(ctx.registry, code, day),
+            self._count(ctx, "suspensions.repeated", code, self._term(ctx, code, day),
                         f"finding:{rec.finding_id}", day)
 
     def on_ticket(self, ticket: Ticket, ctx: Context) -> None:
@@ -153,11 +186,26 @@ class FindingCounters(Detector):
             return
         self.counted_tickets.add(ticket.ticket_id)
         code, day = ticket.fixmedins_code, ticket.effective_from
-        self._count(ctx, "suspensions.repeated", code, agreement_term(ctx.registry, code, day),
-                    f"ticket:{ticket.ticket_id}", day)
+        # AR-AGR 三(三): terminate when the counted suspension takes effect, not before it
+        self._count(ctx, "suspensions.repeated", code, self._term(ctx, code, day),
+                    f"ticket:{ticket.ticket_id}", day, at=max(ctx.now, day_start(day)))
+
+    def _uncount(self, ctx: Context, code: str, event: str) -> None:
+        for tally in self.tallies.get(("suspensions.repeated", code), {}).values():
+            if event in tally.events:
+                if event in tally.used:
+                    ctx.count("suspensions.rejected_after_it_counted")  # the termination is issued
+                    return
+                del tally.events[event]
+                ctx.count("suspensions.rejected_ticket_uncounted")
+                return
 
     # ---------------------------------------------------------------------------------- judgment
-    def _count(self, ctx: Context, rule: str, code: str, period: Period, event: str, day: date) -> None:
+    def _count(self, ctx: Context, rule: str, code: str, period: Period, event: str, day: date,
+               at: datetime | None = None) -> None:
+        if not ctx.pack.applies(rule, day):
+            ctx.count(f"{rule}.before_effective_date")  # an event before the rule applies counts for nothing
+            return
         periods = self.tallies.setdefault((rule, code), {})
         tally = periods.get(period)
         if tally is None:
@@ -167,12 +215,15 @@ class FindingCounters(Detector):
             ctx.count(f"{rule}.resent")
             return
         tally.events[event] = day
-        if tally.fired or len(tally.events) < self.min_count[rule]:
+        fresh = {e: d for e, d in tally.events.items() if e not in tally.used}
+        if len(fresh) < self.min_count[rule]:
             return
         tally.fired = True
-        events = sorted(tally.events.items(), key=lambda kv: (kv[1], kv[0]))
+        tally.used |= set(fresh)
+        tally.fires += 1
+        events = sorted(fresh.items(), key=lambda kv: (kv[1], kv[0]))
         start, end = _window(period, day)
-        label = period_label(period)
+        label = period_label(period) + (f"#{tally.fires}" if tally.fires > 1 else "")
         alert = ctx.alert(
             rule, code, subject=label, window_start=start, window_end=end,
             evidence={
@@ -183,7 +234,7 @@ class FindingCounters(Detector):
             },
             vola_cont=f"{label} 期间累计 {len(events)} 次（≥{self.min_count[rule]}）",
         )
-        ctx.trigger(rule, code, day, cause=f"period:{label}", alert_id=alert.alert_id if alert else None)
+        ctx.trigger(rule, code, day, cause=f"period:{label}", alert_id=alert.alert_id if alert else None, at=at)
 
     @staticmethod
     def _forget_old(periods: dict[Period, Tally], day: date) -> None:

@@ -217,6 +217,22 @@ class TierRules(Detector):
             return when.year == today.year
         return add_years(today, -1) < when <= today
 
+    def _window_with(self, p: DowngradeParams, events: dict[str, date], count: int,
+                     day: date) -> list[str] | None:
+        """``count`` findings (the earliest such set) that fall in one window and include the finding
+        dated ``day``: one calendar year (LN 年度内), or twelve months ending on the latest of them
+        (XY 近1年内). None when there is no such set."""
+        ordered = sorted(events.items(), key=lambda kv: (kv[1], kv[0]))
+        if p.window == "calendar_year":
+            same = [k for k, d in ordered if d.year == day.year]
+            return same[:count] if len(same) >= count else None
+        for i in range(len(ordered)):
+            end = ordered[i][1]
+            group = [k for k, d in ordered[: i + 1] if self._in_window(p, d, end)]
+            if len(group) >= count and day <= end and any(events[k] == day for k in group):
+                return group[-count:]
+        return None
+
     def _downgrade(self, f: Finding, ctx: Context, p: DowngradeParams) -> None:
         inst = ctx.registry.institution(f.fixmedins_code)
         if inst is None or inst.tier_scheme != p.scheme:
@@ -234,13 +250,20 @@ class TierRules(Detector):
             if f.finding_id in counter.events:
                 continue
             counter.events[f.finding_id] = day
-            counter.events = {k: d for k, d in counter.events.items() if self._in_window(p, d, day)}
-            if len(counter.events) < spec.count:
+            # Findings arrive in any order (#12): the window is judged on the findings' own dates, never
+            # on the arriving one's — a late, older finding must not erase newer ones. Memory: findings
+            # more than a year before the newest are out of every window that can still be judged.
+            newest = max(counter.events.values())
+            counter.events = {k: d for k, d in counter.events.items() if add_years(newest, -1) <= d}
+            group = self._window_with(p, counter.events, spec.count, day)
+            if group is None:
                 continue
-            ids = sorted(counter.events, key=lambda k: (counter.events[k], k))
-            first = min(counter.events.values())
-            counter.events = {}  # consumed: these findings never count towards another downgrade
-            self._issue(ctx, p, inst, tier, name, spec, ids, first, day)
+            ids = sorted(group, key=lambda k: (counter.events[k], k))
+            first = min(counter.events[k] for k in ids)
+            last = max(counter.events[k] for k in ids)
+            for k in ids:  # consumed: these findings never count towards another downgrade
+                del counter.events[k]
+            self._issue(ctx, p, inst, tier, name, spec, ids, first, max(last, day))
             tier = self._current_tier(inst) or tier
 
     def _issue(self, ctx: Context, p: DowngradeParams, inst: Institution, tier: str, name: str,

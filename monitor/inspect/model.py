@@ -41,7 +41,7 @@ from monitor.inspect.clauses import document, excerpt, normalize
 from monitor.inspect.evidence import EvidenceTable, evidence_table
 from monitor.inspect.names import action_name, rule_name, table
 from monitor.outputs import Alert, Ticket
-from monitor.policy.ledger import SUSPENSIONS, TERMINAL
+from monitor.policy.ledger import AGREEMENT_ENDS, POOLING_ENDS, SCOPE, SUSPENSIONS, TERMINAL
 from monitor.policy.pack import Pack
 from monitor.privacy import mask_certno, mask_name
 from monitor.records import Institution
@@ -432,6 +432,12 @@ def deadlines(tickets: Sequence[Ticket], pack: Pack, as_of: datetime) -> list[De
             if any(u.effective_from >= due or u.action in TERMINAL for u in later):
                 continue  # reviewed already (the review ticket is effective on the deadline)
             checked_at = day_start(due) + timedelta(hours=spec.review_delay_hours)
+            scope = SCOPE.get(t.action)
+            if checked_at <= as_of and any(  # reviewed silently: the scope had ended (no REINSTATE, #12)
+                    u.effective_from <= due and (u.action in AGREEMENT_ENDS
+                                                 or (scope == "pooling" and u.action in POOLING_ENDS))
+                    for u in ordered):
+                continue
             triggers = ", ".join(spec.triggers)
             v_zh, v_en = _action_text(spec.on_violation)
             c_zh, c_en = _action_text(spec.on_clean)

@@ -4,13 +4,30 @@ Source of truth for "what is in force for this institution, since when, until wh
 re-checked next". Guarantees (design §5):
 * the same cause never yields a second ticket (ticket ids are derived from ladder, institution,
   action, cause and effective date; the engine also drops an id it has already emitted);
-* a sanction already in force is not re-issued (a trigger while a suspension runs only raises alerts);
+* a sanction already in force is not re-issued; a trigger while the same ladder's restriction runs is
+  kept: a review ladder judges it at the deadline, any other ladder judges it when the restriction ends
+  (a new term from that day);
 * a deadline (end of a suspension, a rectification date) is re-checked exactly once, by a timer that
-  fires when event time passes it — not by the wall clock.
+  fires when event time passes it — not by the wall clock; every fixed-term suspension ends with a
+  ``REINSTATE`` ticket (unless something that outlives it, a termination, is in force).
 
-After a terminal action (terminate/cancel the outpatient-pooling designation, terminate the agreement)
-no further suspension of outpatient pooling is issued for that institution: there is nothing left to
-suspend. Alerts keep flowing.
+State model (#12). Two things can be restricted, each with its own suspension and its own end:
+* the **outpatient-pooling designation** (门诊统筹定点资格): ``SUSPEND_OUTPATIENT_POOLING`` for a while;
+  ``TERMINATE_OUTPATIENT_POOLING`` / ``CANCEL_OUTPATIENT_POOLING`` end it;
+* the **whole agreement** (医保服务协议): ``SUSPEND_AGREEMENT`` for a while; ``TERMINATE_AGREEMENT`` ends it,
+  and with it the pooling designation.
+Once a scope has ended nothing of that scope is suspended or reinstated again; the other scope goes on
+(an agreement can still be terminated after pooling was cancelled). A re-application ban is never lost:
+an ending of a scope already ended is still issued when it carries a later ban (``reapply_after``).
+
+Dates: a sanction covers ``[effective_from, effective_until)`` — ``effective_until`` is the first day it
+no longer applies (exclusive); the ticket's text names the last day it does apply ("至 YYYY-MM-DD 止" is
+that day, inclusive), so field and text agree.
+
+Findings about tickets (``ref_ticket_id``): ``ticket_rejected`` voids the ticket (it restricts nothing,
+is reviewed by nobody, and counts toward nothing); ``ticket_approved`` confirms it — a ladder's
+``on_approved`` trigger fires (an approved REVIEW of 数据不完整 is the verification the clause asks for);
+``rectified`` ends a rectification early where the ladder says the clause allows it (``rectified_ends``).
 """
 
 from __future__ import annotations
@@ -26,11 +43,19 @@ from monitor.policy.pack import LadderSpec, Pack
 
 if TYPE_CHECKING:
     from monitor.engine import Context, Registry
+    from monitor.records import Finding
 
+POOLING_ENDS = frozenset({"TERMINATE_OUTPATIENT_POOLING", "CANCEL_OUTPATIENT_POOLING"})
+AGREEMENT_ENDS = frozenset({"TERMINATE_AGREEMENT"})
 #: Actions that end a designation or an agreement: in force indefinitely once issued.
-TERMINAL = frozenset({"TERMINATE_OUTPATIENT_POOLING", "CANCEL_OUTPATIENT_POOLING", "TERMINATE_AGREEMENT"})
+TERMINAL = POOLING_ENDS | AGREEMENT_ENDS
 #: Actions that stop settlement for a while (what `status.settled_while_suspended` looks at).
 SUSPENSIONS = frozenset({"SUSPEND_OUTPATIENT_POOLING", "SUSPEND_AGREEMENT"})
+#: What each restricting action restricts.
+SCOPE: dict[str, str] = {
+    "SUSPEND_OUTPATIENT_POOLING": "pooling", "TERMINATE_OUTPATIENT_POOLING": "pooling",
+    "CANCEL_OUTPATIENT_POOLING": "pooling", "SUSPEND_AGREEMENT": "agreement", "TERMINATE_AGREEMENT": "agreement",
+}
 
 ACTION_TEXT: dict[str, tuple[str, str]] = {
     "SUSPEND_OUTPATIENT_POOLING": ("中止门诊统筹服务", "suspend outpatient-pooling service"),
@@ -64,16 +89,23 @@ class Trigger:
 @dataclass
 class Sanction:
     """A ticket that restricts an institution, and the days it covers: ``[effective_from, until)``;
-    ``until`` None = until a later ticket ends it (or for good, when terminal)."""
+    ``until`` None = until a later ticket ends it (or for good, when terminal). ``void``: the agency
+    rejected the ticket."""
 
     ladder: str
     action: str
     ticket_id: str
     effective_from: date
     until: date | None
+    void: bool = False
+    reapply_after: date | None = None
 
     def in_force(self, day: date) -> bool:
-        return self.effective_from <= day and (self.until is None or day < self.until)
+        return not self.void and self.effective_from <= day and (self.until is None or day < self.until)
+
+    @property
+    def scope(self) -> str:
+        return SCOPE.get(self.action, "")
 
 
 @dataclass
@@ -85,6 +117,10 @@ class LadderState:
     issued: set[tuple[str, ...]] = field(default_factory=set)
     rule_ids: list[str] = field(default_factory=list)
     alert_ids: list[str] = field(default_factory=list)
+    #: Triggers that arrived while this ladder's restriction ran, judged when it ends.
+    pending: list[Trigger] = field(default_factory=list)
+    #: A non-restricting rectification notice (e.g. LN 限期整改) awaiting its review: its ticket id.
+    notice: str | None = None
 
 
 @dataclass
@@ -92,6 +128,10 @@ class InstitutionLedger:
     ladders: dict[str, LadderState] = field(default_factory=dict)
     sanctions: list[Sanction] = field(default_factory=list)
     tickets: list[str] = field(default_factory=list)
+    #: ticket id → ladder, for findings that refer to a ticket (approved, rejected, rectified).
+    ticket_ladder: dict[str, str] = field(default_factory=dict)
+    #: Approved tickets whose ``on_approved`` trigger has fired (a finding on them is the same case).
+    confirmed: set[str] = field(default_factory=set)
 
     def ladder(self, name: str) -> LadderState:
         return self.ladders.setdefault(name, LadderState())
@@ -149,8 +189,30 @@ class Ledger:
                     ))
         return out
 
-    def _terminated(self, code: str, day: date) -> bool:
-        return self.state(code, day) == "terminated"
+    def ended(self, code: str, scope: str, day: date) -> bool:
+        """Whether ``scope`` (``pooling`` / ``agreement``) has ended for good by ``day``: the agreement by
+        its termination; the pooling designation by its own end or by the agreement's."""
+        for s in self.in_force(code, day):
+            if s.action in AGREEMENT_ENDS or (scope == "pooling" and s.action in POOLING_ENDS):
+                return True
+        return False
+
+    def _ban(self, code: str, scope: str) -> date | None:
+        bans = [s.reapply_after for s in self.book(code).sanctions
+                if not s.void and s.reapply_after is not None and s.action in TERMINAL
+                and (s.scope == scope or s.action in AGREEMENT_ENDS)]
+        return max(bans) if bans else None
+
+    def _blocked(self, code: str, action: str, day: date, reapply: date | None) -> bool:
+        """A restriction that cannot be issued on ``day``: a suspension of an ended scope; an ending of an
+        ended scope unless it brings a later re-application ban (a ban is never lost)."""
+        scope = SCOPE.get(action)
+        if scope is None or not self.ended(code, scope, day):
+            return False
+        if action in TERMINAL and reapply is not None:
+            ban = self._ban(code, scope)
+            return ban is not None and ban >= reapply
+        return True
 
     # ------------------------------------------------------------------------------------ tickets
     def _ticket(
@@ -181,9 +243,10 @@ class Ledger:
         basis = "；".join(spec.basis)
         zh = f"{name}（{code}）因{zh_rule}（{basis}），{zh_act}，自{effective_from}起"
         en = f"{name} ({code}): {en_act} from {effective_from} because of {en_rule} ({'; '.join(spec.basis)})"
-        if effective_until is not None:
-            zh += f"至{effective_until}止"
-            en += f" until {effective_until}"
+        if effective_until is not None:  # the field is exclusive; the text names the last day in force
+            last = effective_until - timedelta(days=1)
+            zh += f"至{last}止"
+            en += f" through {last} (ends {effective_until})"
         if rectify_by is not None:
             zh += f"，须于{rectify_by}前整改到位"
             en += f"; rectify by {rectify_by}"
@@ -220,9 +283,11 @@ class Ledger:
             summary=Summary(zh=zh + "。", en=en + "."),
         )
         book.tickets.append(ticket.ticket_id)
+        book.ticket_ladder[ticket.ticket_id] = ladder
         if action in SUSPENSIONS or action in TERMINAL:
             book.sanctions.append(Sanction(ladder, action, ticket.ticket_id, effective_from,
-                                           None if action in TERMINAL else (effective_until or rectify_by)))
+                                           None if action in TERMINAL else (effective_until or rectify_by),
+                                           reapply_after=reapply_after))
         return ticket
 
     def _rule_name(self, rule_id: str, zh: bool) -> str:
@@ -248,7 +313,13 @@ class Ledger:
     # ------------------------------------------------------------------------------------ triggers
     def on_trigger(self, trig: Trigger, ctx: Context) -> list[Ticket]:
         out: list[Ticket] = []
+        if not trig.rule_id.startswith("finding:") and not self.pack.applies(trig.rule_id, trig.day):
+            ctx.count("ledger.rule_not_yet_in_force")  # the rule applies from a later date (pack)
+            return out
         for name, spec in self.pack.ladders_for(trig.rule_id):
+            if not self.pack.ladder_applies(name, trig.day):
+                ctx.count("ledger.ladder_not_yet_in_force")
+                continue
             st = self.book(trig.fixmedins_code).ladder(name)
             st.violation_days.add(trig.day)
             if len(st.violation_days) > 400:  # bound memory: only recent days are ever reviewed
@@ -269,16 +340,26 @@ class Ledger:
     def _restricting(self, action: str) -> bool:
         return action in SUSPENSIONS or action in TERMINAL
 
+    def _running(self, st: LadderState, day: date) -> bool:
+        return st.active is not None and not st.active.void and st.active.in_force(day)
+
+    def _schedule_end(self, ctx: Context, name: str, code: str, sanction: Sanction) -> None:
+        """A fixed-term suspension ends with REINSTATE (or the next kept trigger) on its ``until``."""
+        if sanction.until is not None and sanction.action in SUSPENSIONS:
+            ctx.schedule(day_start(sanction.until), self.TIMER_OWNER, ("end", code, name, sanction.ticket_id))
+
     def _immediate(self, ctx: Context, name: str, spec: LadderSpec, st: LadderState,
-                   trig: Trigger) -> list[Ticket]:
+                   trig: Trigger, start: date | None = None) -> list[Ticket]:
         once = self._once_key(spec, trig)
         if once in st.issued:
             return []
-        start = self._effective(spec, trig)
+        start = start or self._effective(spec, trig)
+        reapply = add_years(start, spec.reapply_after_years) if spec.reapply_after_years else None
         if self._restricting(spec.action):
-            if self._terminated(trig.fixmedins_code, start):
+            if self._blocked(trig.fixmedins_code, spec.action, start, reapply):
                 return []
-            if st.active is not None and st.active.in_force(start):
+            if spec.action in SUSPENSIONS and self._running(st, start):
+                st.pending.append(trig)  # kept: judged when the running restriction ends
                 return []
         st.issued.add(once)
         until = add_months(start, spec.duration_months) if spec.duration_months else None
@@ -286,22 +367,25 @@ class Ledger:
             ctx, name, spec, trig, trig.fixmedins_code, spec.action, trig.cause, start,
             effective_until=until,
             rectify_by=add_months(start, spec.rectify_months) if spec.rectify_months else None,
-            reapply_after=add_years(start, spec.reapply_after_years) if spec.reapply_after_years else None,
+            reapply_after=reapply,
             requires_verification=spec.requires_verification,
         )
         if self._restricting(spec.action):
             st.active = self.book(trig.fixmedins_code).sanctions[-1]
+            self._schedule_end(ctx, name, trig.fixmedins_code, st.active)
         return [ticket]
 
     def _suspend(self, ctx: Context, name: str, spec: LadderSpec, st: LadderState,
                  trig: Trigger) -> list[Ticket]:
-        if st.active is not None:
+        if st.active is not None or st.notice is not None:
             if trig.rule_id not in st.rule_ids:
                 st.rule_ids.append(trig.rule_id)
-            return []  # in force or awaiting its review: alerts only
+            return []  # in force or awaiting its review: the review's evidence (violation_days)
         start = self._effective(spec, trig)
-        if self._terminated(trig.fixmedins_code, start):
+        if self._blocked(trig.fixmedins_code, spec.action, start, None):
             return []
+        if self._restricting(spec.action) is False and self.ended(trig.fixmedins_code, "agreement", start):
+            return []  # a rectification notice to an institution whose agreement has ended
         if spec.duration_months:
             deadline = add_months(start, spec.duration_months)
             until, rectify = deadline, None
@@ -311,7 +395,10 @@ class Ledger:
         ticket = self._ticket(ctx, name, spec, trig, trig.fixmedins_code, spec.action, trig.cause, start,
                               effective_until=until, rectify_by=rectify,
                               requires_verification=spec.requires_verification)
-        st.active = self.book(trig.fixmedins_code).sanctions[-1]
+        if self._restricting(spec.action):
+            st.active = self.book(trig.fixmedins_code).sanctions[-1]
+        else:
+            st.notice = ticket.ticket_id
         st.deadline = deadline
         st.rule_ids = [trig.rule_id]
         st.alert_ids = [trig.alert_id] if trig.alert_id else []
@@ -320,18 +407,21 @@ class Ledger:
         return [ticket]
 
     def _recurrence(self, ctx: Context, name: str, spec: LadderSpec, st: LadderState,
-                    trig: Trigger) -> list[Ticket]:
-        start = self._effective(spec, trig)
-        if self._terminated(trig.fixmedins_code, start):
+                    trig: Trigger, start: date | None = None) -> list[Ticket]:
+        start = start or self._effective(spec, trig)
+        if self._blocked(trig.fixmedins_code, spec.action, start, None):
             return []
-        if st.active is not None and st.active.in_force(trig.day):
-            return []  # found again while the suspension runs: the sanction is already in force
+        if self._running(st, trig.day) or self._running(st, start):
+            st.pending.append(trig)  # found again while the suspension runs: judged when it ends
+            return []
         within = spec.recurrence_within_months or 0
         if (st.first_day is not None and st.active is not None and st.active.until is not None
                 and trig.day >= st.active.until and trig.day <= add_months(st.first_day, within)):
             assert spec.recurrence_action is not None
             reapply = (add_years(start, spec.recurrence_reapply_after_years)
                        if spec.recurrence_reapply_after_years else None)
+            if self._blocked(trig.fixmedins_code, spec.recurrence_action, start, reapply):
+                return []
             ticket = self._ticket(ctx, name, spec, trig, trig.fixmedins_code, spec.recurrence_action,
                                   trig.cause, start, reapply_after=reapply)
             st.active = None
@@ -342,24 +432,122 @@ class Ledger:
         ticket = self._ticket(ctx, name, spec, trig, trig.fixmedins_code, spec.action, trig.cause, start,
                               effective_until=until, requires_verification=spec.requires_verification)
         st.active = self.book(trig.fixmedins_code).sanctions[-1]
+        self._schedule_end(ctx, name, trig.fixmedins_code, st.active)
         return [ticket]
+
+    # ------------------------------------------------------------------------------------ endings
+    def _reinstate(self, ctx: Context, name: str, spec: LadderSpec, code: str, ending: Sanction, day: date,
+                   cause: str, rule_ids: list[str], alert_ids: list[str]) -> list[Ticket]:
+        """End ``ending`` on ``day`` with a REINSTATE ticket — unless its scope has ended for good (no
+        REINSTATE after a termination) or another suspension of the same scope still runs (its own end
+        reinstates)."""
+        if ending.until is None or ending.until > day:
+            ending.until = day
+        if self.ended(code, ending.scope, day):
+            ctx.count("ledger.no_reinstate_after_termination")
+            return []
+        if any(s is not ending and s.action == ending.action for s in self.in_force(code, day)):
+            ctx.count("ledger.reinstate_waits_for_another_suspension")
+            return []
+        return [self._ticket(ctx, name, spec, None, code, "REINSTATE", cause, day,
+                             rule_ids=rule_ids, alert_ids=alert_ids)]
+
+    def _end_of_term(self, key: tuple[str, str, str, str], ctx: Context) -> list[Ticket]:
+        _, code, name, ticket_id = key
+        spec = self.pack.ladders[name]
+        st = self.book(code).ladder(name)
+        ending = st.active
+        if ending is None or ending.ticket_id != ticket_id or ending.void or ending.until is None:
+            return []  # voided, or replaced by a later ticket of the ladder
+        day = ending.until
+        pending, st.pending = st.pending, []
+        if pending:  # a kept trigger starts a new term (for recurrence: a new first finding)
+            st.active, st.first_day = None, None
+        out: list[Ticket] = []
+        for trig in pending:  # kept triggers are judged now, as if they arrived on the day it ends
+            if spec.kind == "immediate":
+                out.extend(self._immediate(ctx, name, spec, st, trig, start=day))
+            else:
+                out.extend(self._recurrence(ctx, name, spec, st, trig, start=day))
+        if any(t.action in SUSPENSIONS for t in out):
+            return out  # the restriction continues under a new term: nothing to reinstate yet
+        rules = [t.rule_id for t in pending] or [self._rule_of(ticket_id, code)]
+        return self._reinstate(ctx, name, spec, code, ending, day, f"end:{ticket_id}",
+                               [r for r in rules if r], []) + out
+
+    def _rule_of(self, ticket_id: str, code: str) -> str:
+        for name, spec in self.pack.ladders.items():
+            if self.book(code).ticket_ladder.get(ticket_id) == name:
+                return spec.triggers[0]
+        return ""
+
+    # ------------------------------------------------------------------------------------ findings
+    def on_finding(self, rec: Finding, when: datetime, ctx: Context) -> list[Ticket]:
+        """A record of ``medins.findings``. Findings about one of our tickets (``ref_ticket_id``) act on
+        it; every finding is also a ``finding:KIND`` trigger for the ladders that take it."""
+        code, day = rec.fixmedins_code, business_date(rec.occurred_at)
+        book = self.book(code)
+        ref = rec.ref_ticket_id
+        out: list[Ticket] = []
+        if ref is not None and ref in book.ticket_ladder:
+            name = book.ticket_ladder[ref]
+            spec = self.pack.ladders.get(name)
+            st = book.ladder(name)
+            if rec.kind == "ticket_rejected":
+                for s in book.sanctions:
+                    if s.ticket_id == ref:
+                        s.void = True
+                if st.active is not None and st.active.ticket_id == ref:
+                    st.active, st.deadline, st.pending = None, None, []
+                if st.notice == ref:
+                    st.notice, st.deadline = None, None
+                ctx.count("ledger.ticket_rejected")
+            elif rec.kind == "ticket_approved" and spec is not None and spec.on_approved and ref not in book.confirmed:
+                book.confirmed.add(ref)
+                out.extend(self.on_trigger(Trigger(spec.on_approved, code, day, when, f"approved:{ref}"), ctx))
+            elif rec.kind == "rectified" and spec is not None:
+                out.extend(self._rectified(ctx, name, spec, st, code, ref, day))
+        if ref is not None and ref in book.confirmed and rec.kind not in ("ticket_approved", "ticket_rejected"):
+            spec = self.pack.ladders.get(book.ticket_ladder[ref])
+            if spec is not None and spec.on_approved == f"finding:{rec.kind}":
+                ctx.count("ledger.finding_of_confirmed_review")  # the approval already counted it
+                return out
+        out.extend(self.on_trigger(Trigger(f"finding:{rec.kind}", code, day, when, rec.finding_id), ctx))
+        return out
+
+    def _rectified(self, ctx: Context, name: str, spec: LadderSpec, st: LadderState, code: str, ref: str,
+                   day: date) -> list[Ticket]:
+        if not spec.rectified_ends:
+            ctx.count("ledger.rectified_not_ending")  # the clause fixes the term; the review decides
+            return []
+        if st.notice == ref:  # a rectification notice closed: nothing was restricted, nothing to issue
+            st.notice, st.deadline, st.violation_days = None, None, set()
+            return []
+        if st.active is None or st.active.ticket_id != ref:
+            return []
+        end = max(day + timedelta(days=1), st.active.effective_from)
+        ending = st.active
+        st.active, st.deadline, st.violation_days = None, None, set()
+        return self._reinstate(ctx, name, spec, code, ending, end, f"rectified:{ref}",
+                               list(st.rule_ids), list(st.alert_ids))
 
     # ------------------------------------------------------------------------------------ deadlines
     def on_timer(self, key: Hashable, ctx: Context) -> list[Ticket]:
-        assert isinstance(key, tuple) and key[0] == "review"
+        assert isinstance(key, tuple) and key[0] in ("review", "end")
+        if key[0] == "end":
+            return self._end_of_term(key, ctx)
         _, code, name = key
         spec = self.pack.ladders[name]
         st = self.book(code).ladder(name)
-        if st.active is None or st.deadline is None:
+        if (st.active is None and st.notice is None) or st.deadline is None:
             return []
         deadline = st.deadline
         window = {deadline - timedelta(days=i) for i in range(1, spec.review_lookback_days + 1)}
         hits = sorted(d for d in st.violation_days if d in window)
         action = spec.on_violation if hits else spec.on_clean
-        assert action is not None
-        verify = False
+        verify = bool(hits) and spec.on_violation_requires_verification
         missing_evidence = False
-        if not hits and spec.review_evidence is not None:
+        if not hits and spec.review_evidence is not None and st.active is not None:
             # EZ-DM 二(一)/二(三): a clean review needs uploads seen in the window, not silence
             ev = spec.review_evidence
             first = deadline - timedelta(days=spec.review_lookback_days)
@@ -369,16 +557,24 @@ class Ledger:
                                         ev.min_volume_share, ev.max_late_share, ev.each_stream)
             if not facts.get("ok"):
                 action, verify, missing_evidence = ev.on_missing, True, True
-        if st.active.until is None:
-            st.active.until = deadline  # a rectification-bounded suspension ends at its review
         cause = "review:" + (",".join(d.isoformat() for d in hits) if hits
                              else "no_evidence" if missing_evidence else "clean")
         reapply = (add_years(deadline, spec.on_violation_reapply_after_years)
                    if hits and spec.on_violation_reapply_after_years else None)
-        ticket = self._ticket(ctx, name, spec, None, code, action, cause, deadline, reapply_after=reapply,
-                              rule_ids=list(st.rule_ids), alert_ids=list(st.alert_ids),
-                              requires_verification=verify)
-        st.active = None
-        st.deadline = None
+        ending = st.active
+        rules, alerts = list(st.rule_ids), list(st.alert_ids)
+        st.active, st.notice, st.deadline = None, None, None
         st.violation_days = {d for d in st.violation_days if d >= deadline}
-        return [ticket]
+        if ending is not None and ending.until is None:
+            ending.until = deadline  # a rectification-bounded suspension ends at its review
+        if action is None:
+            return []
+        if action == "REINSTATE":
+            assert ending is not None
+            return self._reinstate(ctx, name, spec, code, ending, deadline, cause, rules, alerts)
+        if self._blocked(code, action, deadline, reapply) or (
+                ending is not None and self.ended(code, ending.scope, deadline) and action not in TERMINAL):
+            ctx.count("ledger.review_after_termination")
+            return []
+        return [self._ticket(ctx, name, spec, None, code, action, cause, deadline, reapply_after=reapply,
+                             rule_ids=rules, alert_ids=alerts, requires_verification=verify)]
