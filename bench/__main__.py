@@ -12,6 +12,8 @@ Cases (issue 8):
 * ``memory``  — case 3: peak RSS of a city-month replay (fresh process);
 * ``trace``   — case 3: bytes per remembered trace code at 10⁶ and 10⁷ codes (``bench.trace_state``);
 * ``scaling`` — case 4: replay records/s at 1×, 4× and 16× input (flat = cost linear in input);
+* ``trace_tier`` — issue 15: ``monitor trace-worker`` RocksDB bytes per code, scans/s with 1 and 2
+  workers on tansu (``bench.trace_tier``);
 * ``inspector`` — issue 17: ``monitor serve`` list and case-file latency p50/p99 at 20 000 alerts with 50
   concurrent clients (target p99 ≤ 1 s; ``bench.inspector_case``).
 """
@@ -30,7 +32,7 @@ from bench.gen import CITY_MONTH, PROVINCE_DAY, InputInfo, load_or_generate, sim
 from bench.report import Row, meta, render, write_json
 
 HERE = Path(__file__).resolve().parent
-ALL_CASES = ("replay", "scaling", "memory", "trace", "kafka", "inspector")
+ALL_CASES = ("replay", "scaling", "memory", "trace", "kafka", "inspector", "trace_tier")
 
 #: design §6
 REPLAY_TARGET = 100_000.0
@@ -231,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
             rows += case_kafka(args.data, prof)
         elif case == "inspector":
             rows += case_inspector(prof)
+        elif case == "trace_tier":  # issue 15: monitor trace-worker (bench.trace_tier)
+            from bench.trace_tier import case_trace_tier
+            rows += case_trace_tier(prof.trace_codes[0], prof.kafka_records // 4)
     flags = "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     info = {**started, "args": flags}
     info["elapsed_s"] = round(time.perf_counter() - t0, 1)

@@ -119,7 +119,8 @@ def test_clickhouse_schema_file_matches_the_code() -> None:
 def test_docker_compose_is_consistent_with_the_code() -> None:
     compose = load(ROOT / "docker-compose.yml")
     services = compose["services"]
-    assert set(services) == {"kafka", "clickhouse", "monitor", "producer", "prometheus", "alertmanager", "grafana"}
+    assert set(services) == {"kafka", "clickhouse", "monitor", "producer", "prometheus", "alertmanager", "grafana",
+                             "trace-worker-1", "trace-worker-2"}
     env = services["monitor"]["environment"]
     assert services["producer"]["environment"] == env
     # every MONITOR_* variable is a setting the code reads
@@ -157,5 +158,11 @@ def test_docker_compose_is_consistent_with_the_code() -> None:
     # the commands the services run are sub-commands of `monitor`
     commands = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
     assert services["monitor"]["command"][0] in commands
+    # two trace-workers, the same settings but their data dir and web port
+    tw = [services[f"trace-worker-{i}"] for i in (1, 2)]
+    assert [t["command"] for t in tw] == [["trace-worker"], ["trace-worker"]] and "trace-worker" in commands
+    differ = {k for k in (*tw[0]["environment"], *tw[1]["environment"])
+              if tw[0]["environment"].get(k) != tw[1]["environment"].get(k)}
+    assert differ == {"MONITOR_DATA_DIR", "MONITOR_METRICS_PORT"}
     used = re.findall(r"monitor (\w+)", services["producer"]["command"][0])
     assert used == ["simulate", "produce"] and set(used) <= commands | {"simulate"}
