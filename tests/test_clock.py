@@ -1,6 +1,7 @@
 """Asia/Shanghai calendar and calendar-month arithmetic (design §2 'Time')."""
 
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -42,3 +43,67 @@ def test_watermark_never_moves_back() -> None:
     wm = Watermark()
     assert wm.observe(parse_time("2026-01-10 10:00:00")) == parse_time("2026-01-10 10:00:00")
     assert wm.observe(parse_time("2026-01-10 09:00:00")) == parse_time("2026-01-10 10:00:00")
+
+
+# ------------------------------------------------------------------------ EventClock (monitor.watermark)
+def _t(hour: float) -> datetime:
+    return datetime(2026, 1, 10, tzinfo=CST) + timedelta(hours=hour)
+
+
+def _arrivals(released: list[Any]) -> list[tuple[str, datetime | None, bool]]:
+    return [(r.item, r.arrival, r.skewed) for r in released]
+
+
+def test_event_clock_one_future_claim_among_many_institutions_is_held_then_clamped() -> None:
+    from monitor.watermark import EventClock
+
+    clock: EventClock[str] = EventClock(timedelta(minutes=60), quorum=3)
+    for i, src in enumerate(["A", "B", "C", "D"]):
+        assert _arrivals(clock.offer(f"r{i}", _t(10 + i / 60), src)) == [(f"r{i}", _t(10 + i / 60), False)]
+    assert clock.offer("future", _t(24 * 30), "A") == []  # a month ahead: held, time does not move
+    assert clock.value == _t(10 + 3 / 60)
+    assert _arrivals(clock.close()) == [("future", _t(10 + 3 / 60), True)]
+
+
+def test_event_clock_a_morning_after_a_quiet_night_moves_once_three_institutions_agree() -> None:
+    from monitor.watermark import EventClock
+
+    clock: EventClock[str] = EventClock(timedelta(minutes=60), quorum=3)
+    for i, src in enumerate("ABCD"):
+        clock.offer(f"eve{i}", _t(21 + i / 60), src)
+    assert clock.offer("m1", _t(32), "A") == []
+    assert clock.offer("m2", _t(32.1), "B") == []
+    released = clock.offer("m3", _t(32.2), "C")
+    assert _arrivals(released) == [("m1", _t(32), False), ("m2", _t(32.1), False), ("m3", _t(32.2), False)]
+    assert clock.value == _t(32.2)
+
+
+def test_event_clock_two_wrong_clocks_cannot_reach_a_quorum_of_three() -> None:
+    from monitor.watermark import EventClock
+
+    clock: EventClock[str] = EventClock(timedelta(minutes=60), quorum=3)
+    for i, src in enumerate("ABCDE"):
+        clock.offer(f"r{i}", _t(10 + i / 60), src)
+    assert clock.offer("x1", _t(500), "X") == [] and clock.offer("y1", _t(600), "Y") == []
+    assert clock.offer("ok", _t(10.2), "A")[0].arrival == _t(10.2)  # plausible claims still flow
+    assert clock.held == 2
+
+
+def test_event_clock_with_one_active_institution_accepts_its_claims() -> None:
+    from monitor.watermark import EventClock
+
+    clock: EventClock[str] = EventClock(timedelta(minutes=60), quorum=3)
+    clock.offer("a", _t(10), "A")
+    assert _arrivals(clock.offer("b", _t(58), "A")) == [("b", _t(58), False)]
+
+
+def test_event_clock_registry_claims_never_move_time_and_as_of_vouches_for_claims() -> None:
+    from monitor.watermark import EventClock
+
+    clock: EventClock[str] = EventClock(timedelta(minutes=60), quorum=3)
+    for i, src in enumerate("ABC"):
+        clock.offer(f"r{i}", _t(10), src)
+    assert _arrivals(clock.offer("inst", _t(24 * 90), "A", registry=True)) == [("inst", _t(10), False)]
+    assert clock.value == _t(10)
+    clock.offer("late-tail", _t(15), "A")
+    assert _arrivals(clock.close(as_of=_t(16))) == [("late-tail", _t(15), False)]

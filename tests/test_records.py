@@ -118,3 +118,25 @@ def test_institution_registry_record() -> None:
     rec = one("institutions", institution())
     assert not isinstance(rec, InvalidRecord)
     assert rec.is_pharmacy  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("hifp_pay", "1e30"), ("hifp_pay", "1E+999999999"), ("hifp_pay", "1E-999999999"), ("psn_cash_pay", "NaN"),
+    ("setl_time", "9999-12-31 23:59:59"), ("setl_time", "0001-01-01 00:00:00"), ("inf_time", "9999-12-31 00:00:00"),
+])
+def test_values_the_rules_cannot_compute_are_refused_by_the_model(field: str, value: str) -> None:
+    """Issue #17: accepted by the model, then InvalidOperation/Overflow/OverflowError in the rules."""
+    rec = {**settlement("S1", "2026-01-10 10:00:00", "2026-01-10 10:01:00"), field: value}
+    [parsed] = parse_value("settlements", json.dumps(rec).encode())
+    assert isinstance(parsed, InvalidRecord) and field in parsed.reason
+
+
+def test_a_json_nesting_bomb_is_an_invalid_record_not_a_recursion_error() -> None:
+    [parsed] = parse_value("settlements", b"[" * 100_000)
+    assert isinstance(parsed, InvalidRecord) and "nested too deeply" in parsed.reason
+
+
+def test_a_float_written_out_by_a_gateway_is_still_money() -> None:
+    rec = settlement("S1", "2026-01-10 10:00:00", "2026-01-10 10:01:00", psn_cash_pay=31.989999999999995)
+    [parsed] = parse_value("settlements", json.dumps(rec).encode())
+    assert not isinstance(parsed, InvalidRecord), parsed
