@@ -98,8 +98,8 @@ class Settings(BaseSettings):
     def pseudonymizer(self) -> Pseudonymizer:
         """The deployment's key: ``MONITOR_PII_KEY``, else ``DATA_DIR/pii.key`` (generated once, 0600, with a
         warning). Never the public dev key (that one is for ``monitor demo`` and tests)."""
-        if self.pii_key is not None:
-            return Pseudonymizer(self.pii_key.get_secret_value())
+        if self.pii_key is not None and self.pii_key.get_secret_value().strip():
+            return Pseudonymizer(self.pii_key.get_secret_value())  # (docker-compose passes "" when unset)
         path = self.data_dir / "pii.key"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
