@@ -135,9 +135,11 @@ def day_case(day: date, overcharge_per_pack: str, packs: int, n: int) -> list[tu
         ([(0, "10.00", 25), (1, "9.99", 25)], False),  # ¥250 + ¥249.75 = ¥499.75 on 2 days
         ([(0, "10.00", 25), (1, "10.00", 25)], True),  # ¥500.00
         ([(0, "10.00", 50)], True),  # ¥500 on one day
-        ([(0, "1.00", 1), (14, "1.00", 1), (29, "1.00", 1)], True),  # 3 days: 03-01, 03-15, 03-30
-        ([(0, "1.00", 1), (14, "1.00", 1), (30, "1.00", 1)], False),  # 03-01 is outside the 30 days to 03-31
-        ([(0, "1.00", 1), (1, "1.00", 1)], False),
+        # 3 days: 03-01, 03-15, 03-30, ¥1 × 40 packs a day; 涉及药品金额 3 × 40 × ¥11 = ¥1 320 ≥ ¥1 000
+        ([(0, "1.00", 40), (14, "1.00", 40), (29, "1.00", 40)], True),
+        ([(0, "1.00", 40), (14, "1.00", 40), (30, "1.00", 40)], False),  # 03-01 is outside the 30 days to 03-31
+        ([(0, "1.00", 40), (1, "1.00", 40)], False),
+        ([(0, "1.00", 30), (14, "1.00", 30), (29, "1.00", 30)], False),  # 3 days but 涉及 ¥990 < ¥1 000
     ],
 )
 def test_dual_serious_thresholds(days: list[tuple[int, str, int]], serious: bool) -> None:
@@ -160,7 +162,7 @@ def test_dual_serious_thresholds(days: list[tuple[int, str, int]], serious: bool
 def test_serious_episodes_do_not_reuse_days_and_no_renewal_is_once_per_term() -> None:
     recs = [*registry()]
     for n in range(6):  # six consecutive dual-pricing days: two serious episodes (days 1–3 and 4–6)
-        recs += day_case(date(2026, 3, 1) + timedelta(days=n), "1.00", 1, n)
+        recs += day_case(date(2026, 3, 1) + timedelta(days=n), "1.00", 40, n)
     alerts, tickets = run_engine(recs, as_of="2026-04-05 00:00:00")
     serious = rule(alerts, "price.dual_serious")
     assert [a["evidence"]["days"] for a in serious] == [
@@ -250,3 +252,17 @@ def test_mode_reached_later_the_same_day_is_used() -> None:
     assert len(hits) == 1
     assert hits[0]["evidence"]["modal_votes"] == 3
     assert hits[0]["evidence"]["sample_record"] == "setl_id=S2"
+
+
+def test_ar_agr_2_2_13_small_overcharge_on_3_days_is_not_serious() -> None:
+    """AR-AGR 二(二)13 "涉及药品金额较大、情节严重" is amount and gravity: ¥0.20 overcharged on one pack a day
+    on 3 days (¥0.60 in all, 涉及药品金额 ¥30.60) is dual pricing (INTERVIEW, AR-AGR 三(二)2) but not
+    serious — no REVIEW, no NO_RENEWAL."""
+    recs = [*registry()]
+    for n in range(3):
+        recs += day_case(date(2026, 3, 1) + timedelta(days=n), "0.20", 1, n)
+    alerts, tickets = run_engine(recs, as_of="2026-04-05 00:00:00")
+    assert len(rule(alerts, "price.dual")) == 3
+    assert [a["evidence"]["involved_amount"] for a in rule(alerts, "price.dual")] == ["10.20"] * 3
+    assert rule(alerts, "price.dual_serious") == []
+    assert "NO_RENEWAL" not in actions(tickets)

@@ -16,7 +16,9 @@ Split-pack (拆零, ``trdn_flag=1``) prices are per split unit and are only comp
   Σ(p − s)·q over the insured sales above tolerance. Warning alert; the ``dual_price_interview`` ladder
   issues INTERVIEW on the first case (AR-AGR 三(二)2).
 * ``price.dual_serious`` — an institution's dual-pricing days within ``window_days`` (30) up to the day
-  just judged add up to an overcharge ≥ ``min_overcharge`` (¥500) or number ≥ ``min_days`` (3) → critical
+  just judged add up to an overcharge ≥ ``min_overcharge`` (¥500) or number ≥ ``min_days`` (3) — the
+  gravity — **and** their 涉及药品金额 (insured amount Σ price × qty of the dual-priced lines) reaches
+  ``min_involved_amount`` — the amount (AR-AGR 二(二)13 "涉及药品金额较大、情节严重") → critical
   alert; ladders REVIEW (suspend settlement, requires verification) and NO_RENEWAL (AR-AGR 二(二)13).
   Days that made one serious determination never count towards the next.
 * ``price.above_listed`` — an insured whole-pack unit price above the catalogue ``listed_price`` by more
@@ -62,6 +64,9 @@ class DualSeriousParams(Params):
     window_days: int = Field(ge=1)
     min_overcharge: Decimal = Field(gt=0)
     min_days: int = Field(ge=1)
+    #: 涉及药品金额: the insured amount Σ price × qty of the dual-priced lines in the window must reach
+    #: this as well ("涉及药品金额较大、情节严重" is amount *and* gravity)
+    min_involved_amount: Decimal = Field(default=Decimal(0), ge=0)
 
 
 class AboveListedParams(Params):
@@ -138,6 +143,8 @@ class Pricing(Detector):
         self.setl_days: dict[str, list[DayKey]] = {}  # setl_id → days it priced (for revocations)
         #: institution → dual-pricing day → overcharge; and the last day a serious case consumed.
         self.flag_days: dict[str, dict[date, Decimal]] = {}
+        #: institution → business day → 涉及药品金额 (insured amount of its dual-priced lines)
+        self.involved_days: dict[str, dict[date, Decimal]] = {}
         self.serious_through: dict[str, date] = {}
         #: drug → price → institution → last day it sold at that price (the modal-price votes).
         self.votes: dict[str, dict[Decimal, dict[str, date]]] = {}
@@ -299,9 +306,11 @@ class Pricing(Detector):
         hit_qty = Decimal(0)
         prices: list[Decimal] = []
         samples: list[str] = []
+        involved = Decimal(0)
         for setl_id, (price, qty) in dd.insured():
             if exceeds(price, ref, self.dual.min_excess_ratio, self.dual.min_excess_amount):
                 over += (price - ref) * qty
+                involved += price * qty
                 hit_qty += qty
                 prices.append(price)
                 if len(samples) < 5 and setl_id not in samples:
@@ -322,6 +331,7 @@ class Pricing(Detector):
             "selfpay_quantity": str(dd.self_qty),
             "selfpay_sales": dd.self_n,
             "overcharge": str(over),
+            "involved_amount": str(involved.quantize(CENT)),
             "sample_records": [s if s.startswith("doc:") else f"setl_id={s}" for s in samples],
         }
         alert = ctx.alert(
@@ -334,19 +344,27 @@ class Pricing(Detector):
         ctx.trigger("price.dual", code, day, cause=f"{day.isoformat()}:{drug}",
                     alert_id=alert.alert_id if alert else None)
         if self.serious is not None:
-            self._escalate(code, day, over, ctx, self.serious)
+            self._escalate(code, day, over, involved.quantize(CENT), ctx, self.serious)
 
-    def _escalate(self, code: str, day: date, over: Decimal, ctx: Context, p: DualSeriousParams) -> None:
+    def _escalate(self, code: str, day: date, over: Decimal, involved: Decimal, ctx: Context,
+                  p: DualSeriousParams) -> None:
         days = self.flag_days.setdefault(code, {})
         days[day] = days.get(day, Decimal(0)) + over
+        inv = self.__dict__.setdefault("involved_days", {}).setdefault(code, {})
+        inv[day] = inv.get(day, Decimal(0)) + involved
+        for old in [d for d in inv if d not in days and d < day - timedelta(days=2 * p.window_days)]:
+            del inv[old]
         lo = day - timedelta(days=p.window_days - 1)
         for old in [d for d in days if d < lo - timedelta(days=p.window_days)]:
             del days[old]  # memory bound: beyond any window a late day could still open
         consumed = self.serious_through.get(code)
         window = {d: a for d, a in days.items() if lo <= d <= day and (consumed is None or d > consumed)}
         total = sum(window.values(), Decimal(0))
+        involved_total = sum((inv.get(d, Decimal(0)) for d in window), Decimal(0))
         if total < p.min_overcharge and len(window) < p.min_days:
             return
+        if involved_total < p.min_involved_amount:
+            return  # grave but small: 涉及药品金额 not 较大
         self.serious_through[code] = max(day, consumed) if consumed else day
         alert = ctx.alert(
             "price.dual_serious", code, subject="episode", window_start=day_start(min(window)),
@@ -355,12 +373,15 @@ class Pricing(Detector):
                 "days": [d.isoformat() for d in sorted(window)],
                 "dual_price_days": len(window),
                 "overcharge": str(total),
+                "involved_amount": str(involved_total),
+                "min_involved_amount": str(p.min_involved_amount),
                 "window_days": p.window_days,
                 "min_overcharge": str(p.min_overcharge),
                 "min_days": p.min_days,
             },
             vola_cont=(f"{p.window_days} 天内阴阳价格 {len(window)} 天、多收 ¥{total}"
-                       f"（≥¥{p.min_overcharge} 或 ≥{p.min_days} 天），情节严重"),
+                       f"（≥¥{p.min_overcharge} 或 ≥{p.min_days} 天），涉及药品金额 ¥{involved_total}"
+                       f"（≥¥{p.min_involved_amount}），情节严重"),
             vola_amt=total,
         )
         ctx.trigger("price.dual_serious", code, day, cause=f"serious:{day.isoformat()}",

@@ -310,8 +310,10 @@ class Planter:
             s = self.pharmacy("price.dual:serious")
             drug = self.ordinary(s, procured=False)
             high = _pct(s.price[drug], 108)
+            # 涉及药品金额 ≥ ¥1 000 over the three days (AR-AGR 二(二)13: amount and gravity)
+            qty = max(2, -(-1200 // int(high * 9)) if high >= 1 else 2)
             for day in (8, 12, 15):
-                self._dual_day(s, drug, day, high)
+                self._dual_day(s, drug, day, high, qty)
             self.label("price.dual", s, 8, tickets=[self.ticket("INTERVIEW", self.on(8), GUESS)])
             self.label("price.dual", s, 12)
             self.label("price.dual_serious", s, 8, 15, note="dual pricing on 3 days within 30 (AR-AGR 二(二)13)")
@@ -344,9 +346,9 @@ class Planter:
             self.force(h, 11, 10, 50, "selfpay", lines=[(drug, 1)], prices={drug: _pct(h.price[drug], 110)})
             self.label("price.dual", h, 11, kind="lookalike", note="self-pay dearer than insured")
 
-    def _dual_day(self, inst: Inst, drug: int, day: int, high: Decimal) -> None:
+    def _dual_day(self, inst: Inst, drug: int, day: int, high: Decimal, qty: int = 2) -> None:
         for hour, minute in ((9, 20), (11, 5), (16, 45)):
-            self.force(inst, day, hour, minute, "settle", lines=[(drug, 2)], prices={drug: high}, pooling=False)
+            self.force(inst, day, hour, minute, "settle", lines=[(drug, qty)], prices={drug: high}, pooling=False)
         for hour, minute in ((10, 30), (18, 15)):
             self.force(inst, day, hour, minute, "selfpay", lines=[(drug, 1)])
 
