@@ -81,9 +81,10 @@ def _renewal_input(folder: Any) -> None:
                    "med_list_codg": "XA01AAA001", "scan_kind": "sale", "trdn_flag": "0",
                    "scan_time": "2026-05-01 10:00:30", "inf_time": "2026-05-01 10:01:00",
                    "setl_id": f"S{code}", "rtal_docno": f"R{code}"} for i in range(codes)]
-    for n, day in enumerate(("2026-06-01", "2026-06-02", "2026-06-03")):  # 3 dual-pricing days (split packs)
+    # 3 dual-pricing days (split packs), 涉及药品金额 3 × 600 × ¥2 = ¥3 600 (serious: amount and gravity)
+    for n, day in enumerate(("2026-06-01", "2026-06-02", "2026-06-03")):
         setl.append(settlement(f"D{n}", f"{day} 10:00:00", f"{day} 10:01:00", code=dual,
-                               drugdetail=[{"med_list_codg": "XA01AAA001", "cnt": "1", "pric": "2.00",
+                               drugdetail=[{"med_list_codg": "XA01AAA001", "cnt": "600", "pric": "2.00",
                                             "trdn_flag": "1"}]))
         inv.append(sale(f"B{n}", f"{day} 11:00:00", f"{day} 11:01:00", code=dual, finl_trns_pric="1.00",
                         trdn_flag="1"))
