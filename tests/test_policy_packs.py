@@ -67,7 +67,8 @@ def test_a_pack_overrides_one_threshold_of_an_included_pack(tmp_path: Path) -> N
                     'includes = ["ezhou"]\n[rules."price.dual_serious".params]\nmin_overcharge = "200.00"\n',
                     encoding="utf-8")
     pack = load_pack(str(path))
-    assert pack.rules["price.dual_serious"].params == {"window_days": 30, "min_overcharge": "200.00", "min_days": 3}
+    assert pack.rules["price.dual_serious"].params == {"window_days": 30, "min_overcharge": "200.00", "min_days": 3,
+                                                         "min_involved_amount": "1000.00"}
     assert pack.rules["price.dual_serious"].borrow == ["autonomous-region"]  # still borrowed, still says so
     assert pack.label == "strict@1"
 
