@@ -234,3 +234,23 @@ def test_jurisdiction_a_borrowed_ladders_ticket_says_it_is_borrowed() -> None:
     assert no_renewal.basis == ["AR-AGR 二(二)13"]
     assert "借用 autonomous-region 的规则" in no_renewal.summary.zh
     assert "rule borrowed from autonomous-region" in no_renewal.summary.en
+
+
+# ------------------------------------------------------------------------------ LN-TIER 四(三)1
+def test_ln_tier_4_3_1_rectification_notice_then_termination_or_closed_by_rectified(tmp_path: Path) -> None:
+    """限期整改通知 (REVIEW, rectify within 1 month); still failing in its last 7 days → 解除医保协议 requiring
+    verification; a `rectified` finding closes the notice and the deadline issues nothing. (The trigger is
+    fed by a finding here so the ladder's mechanics are seen alone.)"""
+    pack = custom(tmp_path, '[ladders.trace_rectify]\ntriggers = ["trace.missing", "finding:payment_refused"]\n',
+                  includes="liaoning")
+    recs = [inst(), f("P1", "payment_refused", "2026-03-01")]
+    notice = run_engine(recs, policy=pack)[1][0]
+    assert (notice["action"], notice["effective_from"], notice["rectify_by"]) == ("REVIEW", "2026-03-02", "2026-04-02")
+    assert notice["basis"] == ["LN-TIER 四(三)1", "LN-TIER 三(一)3"]
+    failing = [*recs, f("P2", "payment_refused", "2026-03-30")]
+    _, tickets = run_engine(failing, policy=pack, as_of="2026-05-01 00:00:00")
+    assert [(t["action"], t["effective_from"], t["requires_verification"]) for t in tickets] == [
+        ("REVIEW", "2026-03-02", False), ("TERMINATE_AGREEMENT", "2026-04-02", True)]
+    closed = [*recs, f("R1", "rectified", "2026-03-20", ref_ticket_id=notice["ticket_id"])]
+    _, tickets = run_engine(closed, policy=pack, as_of="2026-05-01 00:00:00")
+    assert [t["action"] for t in tickets] == ["REVIEW"]
