@@ -16,6 +16,7 @@ Cases (issue 8):
   workers on tansu (``bench.trace_tier``);
 * ``inspector`` — issue 17: ``monitor serve`` list and case-file latency p50/p99 at 20 000 alerts with 50
   concurrent clients (target p99 ≤ 1 s; ``bench.inspector_case``).
+* ``nhsa``    — decode µs/record of platform envelopes vs flat records, same city, same run (issue #13).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from bench.gen import CITY_MONTH, PROVINCE_DAY, InputInfo, load_or_generate, sim
 from bench.report import Row, meta, render, write_json
 
 HERE = Path(__file__).resolve().parent
-ALL_CASES = ("replay", "scaling", "memory", "trace", "kafka", "inspector", "trace_tier")
+ALL_CASES = ("replay", "scaling", "memory", "trace", "kafka", "inspector", "trace_tier", "nhsa")
 
 #: design §6
 REPLAY_TARGET = 100_000.0
@@ -189,6 +190,24 @@ def case_inspector(prof: Profile) -> list[Row]:
     return inspector_case.run(min(prof.runs, 2), prof.inspector_requests, _log, alerts=alerts)
 
 
+def case_nhsa(data: Path, prof: Profile) -> list[Row]:
+    from bench import nhsa_case
+
+    info = _city_month(data, prof)
+    nhsa = nhsa_case.prepare(info.folder)
+    runs = [nhsa_case.measure(info.folder, nhsa) for _ in range(prof.runs)]
+    _log(f"nhsa decode ({int(runs[0]['records']):,} records, {int(runs[0]['messages']):,} envelope lines)")
+    flat = [r["flat"] for r in runs]
+    note = f"{int(runs[0]['records']):,} records of {info.source}; per record of the city"
+    return [
+        Row("nhsa", "decode: platform envelopes", "µs/record", [r["nhsa"] for r in runs], baseline="flat (codec)",
+            baseline_median=statistics.median(flat), higher_is_better=False, note=note),
+        Row("nhsa", "decode: flat records (codec)", "µs/record", flat, baseline="parse_value",
+            baseline_median=statistics.median([r["parse_value"] for r in runs]), higher_is_better=False,
+            note="the fast path: plain flat lines go straight to parse_value"),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller inputs, 2 runs per case (~2 min)")
@@ -236,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         elif case == "trace_tier":  # issue 15: monitor trace-worker (bench.trace_tier)
             from bench.trace_tier import case_trace_tier
             rows += case_trace_tier(prof.trace_codes[0], prof.kafka_records // 4)
+        elif case == "nhsa":
+            rows += case_nhsa(args.data, prof)
     flags = "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     info = {**started, "args": flags}
     info["elapsed_s"] = round(time.perf_counter() - t0, 1)

@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -30,6 +32,7 @@ from pydantic import (
     Tag,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     model_validator,
 )
 
@@ -73,13 +76,45 @@ def _to_cst(value: datetime) -> datetime:
     return hit
 
 
+#: Where date-only times are counted while a shell parses (``monitor.nhsa`` sets it: quality figures and
+#: the stream's name); unset, a date-only time is still read as the start of that day.
+DATE_ONLY_COUNTS: ContextVar[tuple[dict[str, int], str] | None] = ContextVar("date_only_counts", default=None)
+_EPOCH_MS = datetime(1970, 1, 1, 8, tzinfo=CST)  # 1970-01-01T00:00Z
+
+
+def _time_as_uploaded(value: Any, info: ValidationInfo) -> Any:
+    """Times as uploads write them (issue #13): ``yyyyMMddHHmmss`` is local time and 13 digits are epoch
+    milliseconds; any other digit string or integer (an epoch in *seconds* …) is refused, never guessed
+    (pydantic alone would read ``"20210512100000"`` as a timestamp in the year 2610). A date-only value
+    is the start of that day and counted (``DATE_ONLY_COUNTS``)."""
+    if isinstance(value, str):
+        if value.isdigit():
+            if len(value) == 14:
+                return datetime.strptime(value, "%Y%m%d%H%M%S")
+            if len(value) == 13:
+                return _EPOCH_MS + timedelta(milliseconds=int(value))
+            raise ValueError(f"digit string {value!r} is not a time (yyyyMMddHHmmss or epoch milliseconds "
+                             "expected; epoch seconds are not accepted)")
+        if len(value) == 10 and value[4:5] == "-" and value[7:8] == "-":
+            counts = DATE_ONLY_COUNTS.get()
+            if counts is not None:
+                name = f"{counts[1]}.date_only_time.{info.field_name}"
+                counts[0][name] = counts[0].get(name, 0) + 1
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value == int(value) and len(str(abs(int(value)))) in (13, 14):
+            return _time_as_uploaded(str(int(value)), info)
+        raise ValueError(f"number {value} is not a time (epoch milliseconds expected; epoch seconds are not "
+                         "accepted)")
+    return value
+
+
 def _plausible_date(value: date) -> date:
     if not EARLIEST_DATE <= value <= LATEST_DATE:
         raise ValueError(f"{value} is {_WINDOW}")
     return value
 
 
-CstDateTime = Annotated[datetime, AfterValidator(_to_cst)]
+CstDateTime = Annotated[datetime, BeforeValidator(_time_as_uploaded), AfterValidator(_to_cst)]
 BizDate = Annotated[date, AfterValidator(_plausible_date)]
 #: Money in yuan (NHSA decimal(16,2)), |x| ≤ 10^10, at most 24 digits (a double written out by a gateway,
 #: 31.989999999999995, still fits): "1e30", "1E+999999999" or "1E-999999999" are refused here instead of

@@ -12,9 +12,9 @@ Contract
   part that cannot be placed → ``InvalidRecord`` naming the interface and the part (``input.selinfo[2]
   .sel_retn_time: …``); the shell dead-letters the original bytes with that reason.
 * Any other value is a **flat record** of design §3. The plain ones go to ``records.parse_value``
-  unchanged (fast path); one that shows the field's variance — upper/camel-case keys, ``""``, a
-  digit-string or date-only time, an embedded ``drugtracinfo`` — is normalized first like a row of an
-  envelope (so ``"20210512100000"`` is 2021-05-12 10:00:00, never epoch seconds of year 2610).
+  (fast path; its time fields read ``yyyyMMddHHmmss`` and epoch ms, refuse other digit strings and
+  count date-only times here); one with upper-case keys (``MDTRT_SETL_TYPE``) or, on inventory, an
+  embedded ``drugtracinfo`` is normalized first like a row of an envelope.
 * Scalars: ``monitor.nhsa.scalars`` (``""`` absent, numbers are codes, keys case-insensitive, the
   pack's ``nhsa_aliases`` added to the built-in alias table, the accepted time formats).
 * Counted in ``quality`` (the engine's data-quality figures), never dropped silently:
@@ -48,6 +48,7 @@ from monitor.records import (
     _ADAPTERS as ADAPTERS,
 )
 from monitor.records import (
+    DATE_ONLY_COUNTS,
     MAX_VALUE_BYTES,
     DrugDetail,
     InvalidRecord,
@@ -77,14 +78,12 @@ _SETL_ADAPTER: TypeAdapter[Settlement] = TypeAdapter(Settlement)
 _RX_ADAPTER: TypeAdapter[Prescription] = TypeAdapter(Prescription)
 
 _ENVELOPE_HINTS = (b'put"', b'PUT"', b'Put"')
-_VARIANCE = (
-    rb'[{,]\s*"[^"\\]*[A-Z][^"\\]*"\s*:'                                       # upper/camel-case key
-    rb'|:\s*""'                                                                 # "" for absent
-    rb'|(?:_time|_at|valid_from)"\s*:\s*"?\d{8,}(?:[",}\s])'                  # digit-string time
-    rb'|(?:_time|_at|valid_from)"\s*:\s*"\d{4}[-/]\d{1,2}[-/]\d{1,2}"'        # date-only time
-)
-_GATES = {s: re.compile(_VARIANCE) for s in ADAPTERS}
-_GATES["inventory"] = re.compile(_VARIANCE + rb'|drugtracinfo|drug_trac_info|"drug_trac_codg"')
+#: Flat lines that need the codec: upper-case keys (``MDTRT_SETL_TYPE``: an underscore and two capitals,
+#: which codes in values do not have) and, on inventory, embedded trace codes. Kept to C-speed byte
+#: searches (bench/ "nhsa"): times as uploads write them are read by ``records`` itself, and ``""`` on
+#: a flat record is an error, not a silent distortion. camelCase keys are normalized in envelopes only.
+_UPPER_KEY = re.compile(rb"_[A-Z]{2}")
+_TRACE_HINTS = (b"drugtracinfo", b"drug_trac_info", b'"drug_trac_codg"')
 
 
 class Fail(ValueError):
@@ -185,9 +184,12 @@ class Codec:
     def decode(self, stream: str | None, raw: bytes, quality: dict[str, int]) -> list[Item]:
         """See the module docstring. Never raises for bad data."""
         if stream is not None and not any(h in raw for h in _ENVELOPE_HINTS):
-            gate = _GATES[stream]
-            if gate.search(raw) is None:
-                return list(parse_value(stream, raw))
+            if _UPPER_KEY.search(raw) is None and (stream != "inventory" or not any(h in raw for h in _TRACE_HINTS)):
+                token = DATE_ONLY_COUNTS.set((quality, stream))
+                try:
+                    return list(parse_value(stream, raw))
+                finally:
+                    DATE_ONLY_COUNTS.reset(token)
             return self._flat(stream, raw, quality)
         if len(raw) > MAX_VALUE_BYTES:
             return [InvalidRecord(f"value too large: {len(raw)} bytes > {MAX_VALUE_BYTES} (not read)")]
