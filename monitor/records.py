@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -76,9 +75,19 @@ def _to_cst(value: datetime) -> datetime:
     return hit
 
 
-#: Where date-only times are counted while a shell parses (``monitor.nhsa`` sets it: quality figures and
-#: the stream's name); unset, a date-only time is still read as the start of that day.
-DATE_ONLY_COUNTS: ContextVar[tuple[dict[str, int], str] | None] = ContextVar("date_only_counts", default=None)
+class _CountSink:
+    """Where date-only times are counted while a shell parses: ``monitor.nhsa`` sets ``target`` to (its
+    quality figures, the stream) around ``parse_value`` and clears it after (shells parse on one thread;
+    a plain attribute costs less than a context variable on the hot path). Unset, a date-only time is
+    still read as the start of that day."""
+
+    __slots__ = ("target",)
+
+    def __init__(self) -> None:
+        self.target: tuple[dict[str, int], str] | None = None
+
+
+DATE_ONLY_COUNTS = _CountSink()
 _EPOCH_MS = datetime(1970, 1, 1, 8, tzinfo=CST)  # 1970-01-01T00:00Z
 
 
@@ -96,7 +105,7 @@ def _time_as_uploaded(value: Any, info: ValidationInfo) -> Any:
             raise ValueError(f"digit string {value!r} is not a time (yyyyMMddHHmmss or epoch milliseconds "
                              "expected; epoch seconds are not accepted)")
         if len(value) == 10 and value[4:5] == "-" and value[7:8] == "-":
-            counts = DATE_ONLY_COUNTS.get()
+            counts = DATE_ONLY_COUNTS.target
             if counts is not None:
                 name = f"{counts[1]}.date_only_time.{info.field_name}"
                 counts[0][name] = counts[0].get(name, 0) + 1
