@@ -17,6 +17,8 @@ from monitor.replay import replay_dir
 from monitor.simulate import SimConfig, simulate
 from monitor.simulate.nhsa_writer import write_nhsa
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def cities(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:

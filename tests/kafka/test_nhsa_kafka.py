@@ -20,7 +20,7 @@ from monitor.simulate import SimConfig, simulate
 from monitor.simulate.nhsa_writer import write_nhsa
 from monitor.streams.io import consume_topic, produce_dir
 
-pytestmark = pytest.mark.kafka
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 SEED = 7
 
