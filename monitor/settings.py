@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     #: letters (a bad deploy, not bad data).
     dlq_max_ratio: float = Field(default=0.5, gt=0, le=1)
     dlq_window: int = Field(default=1000, ge=1)
+    #: The national trace tier runs (``monitor trace-worker``): the city worker also consumes
+    #: ``monitor.trace_findings`` (its region's findings as alerts and triggers of its ladder) and its
+    #: ``trace.duplicate`` leaves repeats across institutions to ``trace.resold`` (monitor.trace.city).
+    trace_tier: bool = False
     #: Seconds between the worker's progress log lines ("applied N records (R/s), queued …").
     report_seconds: float = Field(default=10.0, gt=0)
     #: Faust consumer session timeout (seconds); small values make the group join fast on tansu.

@@ -126,6 +126,8 @@ def test_docker_compose_is_consistent_with_the_code() -> None:
     # every MONITOR_* variable is a setting the code reads
     known = {f"MONITOR_{f.upper()}" for f in (*Settings.model_fields, *SinkSettings.model_fields)}
     assert set(env) <= known, sorted(set(env) - known)
+    # trace-workers run, so the city worker reads their findings (and leaves cross-institution repeats to them)
+    assert env["MONITOR_TRACE_TIER"] == "true"
     # the broker is the kafka service's advertised listener (KRaft mode)
     kafka = services["kafka"]["environment"]
     assert "controller" in kafka["KAFKA_PROCESS_ROLES"]

@@ -13,7 +13,8 @@ def register(sub: Any) -> None:
         description="Settings come from MONITOR_* environment variables (see README 'Kafka shell'): "
                     "MONITOR_BROKER, MONITOR_DATA_DIR (checkpoints), MONITOR_POLICY, MONITOR_PARTITIONS, "
                     "MONITOR_STORE, MONITOR_CASE_WEBHOOK_URL, MONITOR_METRICS_PORT (web: /metrics and the "
-                    "inspector pages, default 6066), MONITOR_UI_TOKEN, …",
+                    "inspector pages, default 6066), MONITOR_UI_TOKEN, MONITOR_TRACE_TIER (also read "
+                    "monitor.trace_findings), …",
     )
     p.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run)
@@ -26,12 +27,12 @@ def run(args: argparse.Namespace) -> int:
 
     from monitor.settings import Settings
     from monitor.streams.app import create_app
-    from monitor.streams.topics import ensure_topics
+    from monitor.streams.topics import ALL_TOPICS, ensure_topics, input_topics
 
     settings = Settings()
     logging.basicConfig(level=args.loglevel.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    created = ensure_topics(settings)
+    created = ensure_topics(settings, (*ALL_TOPICS, *input_topics(settings)))
     if created:
         logging.getLogger("monitor.worker").info("created topics: %s", ", ".join(created))
     app, shell = create_app(settings)

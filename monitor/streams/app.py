@@ -61,7 +61,8 @@ from monitor.streams import batch as batch_intake
 from monitor.streams.checkpoint import CheckpointStore
 from monitor.streams.core import TP, DeadLetterLimit, DeadLetterLimitExceeded, Inbound, ShellCore
 from monitor.streams.quarantine import STRIKES, open_journal
-from monitor.streams.topics import ALERTS, DLQ, INPUTS, STREAM_OF_TOPIC, TICKETS, UPLOADS
+from monitor.streams.topics import ALERTS, DLQ, INPUTS, STREAM_OF_TOPIC, TICKETS, UPLOADS, input_topics
+from monitor.trace.city import without_cross_duplicates
 
 log = logging.getLogger("monitor.worker")
 
@@ -356,6 +357,8 @@ def build_core(settings: Settings, store: CheckpointStore) -> ShellCore:
     """The engine from the last checkpoint (its policy must match ``MONITOR_POLICY``), else a new one,
     with the crash journal of ``monitor.streams.quarantine`` beside the checkpoint."""
     pack = load_pack(settings.policy)
+    if settings.trace_tier:
+        pack = without_cross_duplicates(pack)  # repeats across institutions: the trace tier's trace.resold
     limit = DeadLetterLimit(settings.dlq_window, settings.dlq_max_ratio)
     skew = timedelta(seconds=settings.clock_skew_seconds)
     journal = open_journal(store.folder, settings.app_id)
@@ -456,7 +459,8 @@ def create_app(settings: Settings, sink_settings: SinkSettings | None = None) ->
     mount_inspector(app, core.engine.pack, conf)
     setup_prometheus_sensors(app, registry=registry, name_prefix=FAUST_PREFIX)
     shell = WorkerShell(app, settings, core, store, sinks)
-    inputs = app.topic(*(spec.name for spec in (*INPUTS.values(), UPLOADS)), key_type=bytes, value_type=bytes,
+    inputs = app.topic(*(spec.name for spec in (*INPUTS.values(), UPLOADS, *input_topics(settings))),
+                       key_type=bytes, value_type=bytes,
                        key_serializer="raw", value_serializer="raw")
 
     async def ingest(messages: Sequence[Any]) -> None:

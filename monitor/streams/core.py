@@ -51,7 +51,6 @@ from typing import Any
 from monitor.clock import CST
 from monitor.engine import Engine, Output
 from monitor.nhsa import advance as nhsa_advance
-from monitor.nhsa import apply as nhsa_apply
 from monitor.nhsa import stream_decoder
 from monitor.nhsa.items import Pending
 from monitor.outputs import DeadLetter
@@ -60,6 +59,7 @@ from monitor.records import InvalidRecord, Record
 from monitor.replay import dead_letter
 from monitor.streams.quarantine import CrashJournal
 from monitor.streams.topics import STREAM_OF_TOPIC, STREAM_ORDER
+from monitor.trace.city import shell_apply, shell_decoder
 
 TP = tuple[str, int]
 _EARLIEST = datetime(1970, 1, 1, tzinfo=CST)
@@ -235,7 +235,8 @@ class ShellCore:
         self._completed: list[Any] = []
         self.dead_letters = 0
         self.applied = 0
-        self._decode = stream_decoder(engine)  # platform envelopes and field variance (monitor.nhsa)
+        # platform envelopes and field variance (monitor.nhsa); monitor.trace_findings (monitor.trace.city)
+        self._decode = shell_decoder(stream_decoder(engine))
 
     @classmethod
     def from_checkpoint(cls, ckpt: Checkpoint, pseudo: Pseudonymizer | None = None, **kw: Any) -> ShellCore:
@@ -395,7 +396,7 @@ class ShellCore:
                 return []
             journal.begin(*pos)
         try:
-            return nhsa_apply(self.engine, item.record, item.arrival)
+            return shell_apply(self.engine, item.record, item.arrival)
         except Exception as exc:  # the record failed, not the monitor: dead-letter it and go on
             self._engine_letter(tp, item, f"engine failed on this record: {type(exc).__name__}: {exc}"[:500])
             return []

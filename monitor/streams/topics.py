@@ -67,10 +67,18 @@ TRACE_TOPICS: tuple[TopicSpec, ...] = (TRACE_FINDINGS, TRACE_BY_CODE, TRACE_BY_P
 #: Stream of an input topic name.
 STREAM_OF_TOPIC: dict[str, str] = {spec.name: stream for stream, spec in INPUTS.items()}
 STREAM_OF_TOPIC[UPLOADS.name] = "uploads"
-#: Position of each input topic in the arrival-order tie-break (the replay shell's file order).
-STREAM_ORDER: dict[str, int] = {stream: i for i, stream in enumerate(STREAMS)}
+#: The city worker reads the trace tier's findings as one more input (``MONITOR_TRACE_TIER``, monitor.trace.city).
+STREAM_OF_TOPIC[TRACE_FINDINGS.name] = "trace_findings"
+#: Position of each input topic in the arrival-order tie-break (the replay shell's file order); trace
+#: findings after every upload of the same instant.
+STREAM_ORDER: dict[str, int] = {stream: i for i, stream in enumerate((*STREAMS, "trace_findings"))}
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (*INPUTS.values(), UPLOADS, *OUTPUTS)
+
+
+def input_topics(settings: Settings) -> tuple[TopicSpec, ...]:
+    """Topics the city worker reads beyond ``INPUTS`` and ``UPLOADS``: the trace tier's findings when it runs."""
+    return (TRACE_FINDINGS,) if settings.trace_tier else ()
 
 
 def topic_names() -> list[str]:

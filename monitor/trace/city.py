@@ -6,16 +6,31 @@ cause both derive from it, so a redelivered finding changes nothing). Where the 
 city engine's ``trace.duplicate`` leaves repeats across institutions to ``trace.resold``
 (``without_cross_duplicates``) so one resale never gives two alerts; same-institution repeats stay
 with the city engine.
+
+The city worker (``monitor worker`` with ``MONITOR_TRACE_TIER=true``) reads ``monitor.trace_findings`` as one
+more input of its arrival-order merge (``monitor.streams.core``): ``shell_decoder`` turns a message into
+``TraceFindingItem`` items (sorted at their ``detected_at``; invalid ones become dead letters) and
+``shell_apply`` raises them in merge order — a finding that charges an institution outside the pack's
+region is counted and dropped there (the registry it may consult is the one of that point of the merge).
+Their partitions' positions are checkpointed as every input's, so a restart applies none twice; a finding
+produced twice (a trace-worker resending after a kill) gives the same alert id and ladder cause, so the
+second changes nothing.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from monitor.clock import parse_time
 from monitor.engine import Engine, Output
+from monitor.nhsa import advance as nhsa_advance
+from monitor.nhsa import apply as nhsa_apply
 from monitor.policy.pack import Pack
+from monitor.records import InvalidRecord
 from monitor.trace.rules import TRACE_RULES
 
 _TEXT = {
@@ -67,3 +82,85 @@ def apply_finding(engine: Engine, finding: dict[str, Any]) -> list[Output]:
 
 def _time(text: str) -> datetime:
     return datetime.fromisoformat(text)
+
+
+# ------------------------------------------------------------------------------ the city worker's intake
+#: The pseudo-stream of ``monitor.trace_findings`` in the city worker (``monitor.streams.topics``).
+STREAM = "trace_findings"
+#: Fields a finding must carry to be raised (``monitor.trace.rules.make_finding`` writes them all).
+REQUIRED = ("finding_id", "rule_id", "fixmedins_code", "drug_trac_codg", "business_date", "window_start",
+            "window_end", "detected_at", "charged")
+
+
+@dataclass(frozen=True)
+class TraceFindingItem:
+    """One trace finding in the city worker's merge; it sorts at its ``detected_at`` (event time of the
+    trace tier's judgment), never at a broker timestamp, and does not move idle event time."""
+
+    finding: dict[str, Any]
+    arrival_time: datetime
+    STREAM: ClassVar[str] = STREAM
+    inf_time: ClassVar[None] = None
+
+
+def for_city(engine: Engine, finding: dict[str, Any]) -> bool:
+    """Whether the finding charges one of this city's institutions: by the finding's ``region``
+    (admdvs prefix of the pack) when it carries one, else by the city's institution registry."""
+    region = finding.get("region")
+    if region:
+        return str(region).startswith(engine.pack.pack.region)
+    return engine.registry.admdvs(str(finding["fixmedins_code"])) is not None
+
+
+def parse_findings(raw: bytes) -> list[TraceFindingItem | InvalidRecord]:
+    """A ``monitor.trace_findings`` value (one JSON object or an array of them) → items and dead letters."""
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return [InvalidRecord(f"trace finding is not JSON: {exc}"[:300])]
+    many = isinstance(value, list)
+    out: list[TraceFindingItem | InvalidRecord] = []
+    for index, f in enumerate(value if many else [value]):
+        at = index if many else None
+        if not isinstance(f, dict):
+            out.append(InvalidRecord("trace finding is not a JSON object", at))
+            continue
+        missing = [k for k in REQUIRED if not f.get(k)]
+        if missing:
+            out.append(InvalidRecord(f"trace finding lacks {', '.join(missing)}", at))
+            continue
+        if f["rule_id"] not in TRACE_RULES:
+            out.append(InvalidRecord(f"rule_id: not a trace-tier rule ({str(f['rule_id'])[:40]})", at))
+            continue
+        try:
+            detected = parse_time(str(f["detected_at"]))
+            _time(str(f["window_start"]))
+            _time(str(f["window_end"]))
+            date.fromisoformat(str(f["business_date"]))
+        except (TypeError, ValueError) as exc:
+            out.append(InvalidRecord(f"trace finding time: {exc}"[:300], at))
+            continue
+        out.append(TraceFindingItem(f, detected))
+    return out
+
+
+def shell_decoder(decode: Callable[[str, bytes], list[Any]]) -> Callable[[str, bytes], list[Any]]:
+    """The Kafka shell's ``(stream, raw) → items``: trace findings here, every other stream by ``decode``."""
+
+    def decode_all(stream: str, raw: bytes) -> list[Any]:
+        return parse_findings(raw) if stream == STREAM else decode(stream, raw)
+
+    return decode_all
+
+
+def shell_apply(engine: Engine, item: Any, arrival: datetime | None = None) -> list[Output]:
+    """``monitor.nhsa.apply`` for the Kafka shell, raising trace findings of this city with ``apply_finding``
+    (others counted as ``trace_findings.other_region``)."""
+    if isinstance(item, TraceFindingItem):
+        if not for_city(engine, item.finding):
+            engine.stats.quality[f"{STREAM}.other_region"] += 1
+            return []
+        out = nhsa_advance(engine, item.arrival_time)  # the platform join's windows close first
+        out.extend(apply_finding(engine, item.finding))
+        return out
+    return nhsa_apply(engine, item, arrival)
