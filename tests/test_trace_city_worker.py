@@ -6,11 +6,13 @@ restart from a checkpoint — only for the pack's own region, and a bad one is d
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from builders import institution
 
+from monitor.clock import CST
 from monitor.engine import Engine
 from monitor.outputs import Alert, Ticket
 from monitor.policy.pack import load_pack
@@ -24,6 +26,7 @@ from monitor.trace.city import without_cross_duplicates
 
 TF = "monitor.trace_findings"
 INST = "medins.institutions"
+TC = "medins.tracecodes"
 HOME = "P42070200017"  # an Ezhou pharmacy (admdvs 420702)
 AWAY = "P61040200003"  # a Xianyang pharmacy (admdvs 610402)
 
@@ -121,3 +124,34 @@ def test_with_the_trace_tier_the_workers_trace_duplicate_leaves_other_institutio
     assert params(False).get("cross_institution", True) is True
     assert input_topics(Settings(trace_tier=True)) == (TRACE_FINDINGS,)
     assert input_topics(Settings()) == ()
+
+
+def sale_scan(hours: float, inst: str, code: str) -> dict[str, Any]:
+    when = datetime(2026, 1, 12, 10, 0, tzinfo=CST) + timedelta(hours=hours)
+    return {"drug_trac_codg": code, "fixmedins_code": inst, "med_list_codg": "XA01AAA001", "scan_kind": "sale",
+            "trdn_flag": "0", "scan_time": f"{when:%Y-%m-%d %H:%M:%S}",
+            "inf_time": f"{when + timedelta(minutes=1):%Y-%m-%d %H:%M:%S}", "rtal_docno": f"R{inst[-2:]}{hours:g}"}
+
+
+def test_one_resale_across_institutions_gives_one_alert_not_two() -> None:
+    """A code sold at HOME after NEIGHBOUR (same city): the trace tier's trace.resold is the one alert;
+    the worker's trace.duplicate, which would charge it too without the tier, stays silent on it and
+    still charges a repeat at the same institution (LN-TIER 三(一)3)."""
+    neighbour = "P42070200009"
+    cross, same = "81234560000000000001", "81234560000000000002"
+    inputs = [msg(INST, 0, institution(HOME)), msg(INST, 1, institution(neighbour)),
+              msg(TC, 0, sale_scan(0, neighbour, cross)), msg(TC, 1, sale_scan(2, HOME, cross)),
+              msg(TC, 2, sale_scan(3, HOME, same)), msg(TC, 3, sale_scan(4, HOME, same)),
+              msg(TC, 4, sale_scan(60, HOME, "81234560000000000003"))]  # event time moves past both judgments
+    resold = finding("TF-cross", drug_trac_codg=cross, detected_at="2026-01-13T12:01:00+08:00",
+                     other={"fixmedins_code": neighbour, "region": "420702"})
+
+    def rules(trace_tier: bool) -> list[tuple[str, str]]:
+        core = new_core(trace_tier)
+        out, letters = run(core, [*inputs, *([msg(TF, 0, resold)] if trace_tier else [])])
+        assert letters == []
+        return sorted((a.rule_id, a.evidence["drug_trac_codg"]) for a in out if isinstance(a, Alert)
+                      and a.rule_id.startswith("trace.") and a.rule_id != "trace.missing")
+
+    assert rules(trace_tier=False) == [("trace.duplicate", cross), ("trace.duplicate", same)]
+    assert rules(trace_tier=True) == [("trace.duplicate", same), ("trace.resold", cross)]
