@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from builders import institution
 
 from monitor.clock import CST
@@ -155,3 +156,18 @@ def test_one_resale_across_institutions_gives_one_alert_not_two() -> None:
 
     assert rules(trace_tier=False) == [("trace.duplicate", cross), ("trace.duplicate", same)]
     assert rules(trace_tier=True) == [("trace.duplicate", same), ("trace.resold", cross)]
+
+
+def test_a_checkpoint_of_the_other_mode_is_refused(tmp_path: Path) -> None:
+    """Switching MONITOR_TRACE_TIER on a city with a checkpoint would keep the old trace.duplicate."""
+    def start(trace_tier: bool) -> ShellCore:
+        settings = Settings(data_dir=tmp_path, trace_tier=trace_tier, pii_key=DEV_KEY.decode())
+        store = CheckpointStore(settings.data_dir, settings.app_id, settings.pseudonymizer())
+        core = build_core(settings, store)
+        store.save(core.checkpoint()[0])
+        return core
+
+    start(trace_tier=False)
+    start(trace_tier=False)  # the same mode restores
+    with pytest.raises(ValueError, match=r"without the national trace tier.*MONITOR_TRACE_TIER=true"):
+        start(trace_tier=True)

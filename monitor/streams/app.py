@@ -62,7 +62,7 @@ from monitor.streams.checkpoint import CheckpointStore
 from monitor.streams.core import TP, DeadLetterLimit, DeadLetterLimitExceeded, Inbound, ShellCore
 from monitor.streams.quarantine import STRIKES, open_journal
 from monitor.streams.topics import ALERTS, DLQ, INPUTS, STREAM_OF_TOPIC, TICKETS, UPLOADS, input_topics
-from monitor.trace.city import without_cross_duplicates
+from monitor.trace.city import tier_mismatch, without_cross_duplicates
 
 log = logging.getLogger("monitor.worker")
 
@@ -378,6 +378,8 @@ def build_core(settings: Settings, store: CheckpointStore) -> ShellCore:
     if core.engine.pack.label != pack.label:
         raise ValueError(f"checkpoint {store.path} was made with policy {core.engine.pack.label}, "
                          f"not {pack.label}")
+    if (problem := tier_mismatch(core.engine.pack, settings.trace_tier)) is not None:
+        raise ValueError(f"checkpoint {store.path} {problem}")
     log.info("restored checkpoint %s: %d partitions, event time %s", store.path, len(ckpt.positions),
              core.engine.watermark.value)
     return core

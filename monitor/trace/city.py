@@ -51,6 +51,22 @@ def without_cross_duplicates(pack: Pack) -> Pack:
     return pack.model_copy(update={"rules": rules})
 
 
+def tier_mismatch(pack: Pack, trace_tier: bool) -> str | None:
+    """Why an engine restored with ``pack`` cannot run with ``MONITOR_TRACE_TIER=trace_tier`` (``None``: it
+    can). A checkpoint keeps its pack, so one made without the tier would still charge cross-institution
+    repeats as ``trace.duplicate`` next to the tier's ``trace.resold`` (two alerts for one resale), and one
+    made with it would charge them with neither once the tier is gone."""
+    spec = pack.rules.get("trace.duplicate")
+    if spec is None:
+        return None
+    cross = bool(spec.params.get("cross_institution", True))
+    if cross == (not trace_tier):
+        return None
+    return (f"was made {'without' if trace_tier else 'with'} the national trace tier (trace.duplicate "
+            f"cross_institution={str(cross).lower()}) but MONITOR_TRACE_TIER={str(trace_tier).lower()}: "
+            "start this city from a new MONITOR_DATA_DIR (or set the variable back)")
+
+
 def is_for(pack: Pack, finding: dict[str, Any]) -> bool:
     """Whether a finding charges an institution of the pack's region (admdvs prefix)."""
     region = finding.get("region") or ""
