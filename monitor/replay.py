@@ -49,6 +49,7 @@ from monitor.nhsa import UPLOADS, stream_decoder
 from monitor.nhsa import advance as nhsa_advance
 from monitor.nhsa import apply as nhsa_apply
 from monitor.nhsa.items import Pending
+from monitor.nhsa.join import take_rejected
 from monitor.outputs import DeadLetter
 from monitor.policy.pack import Pack
 from monitor.privacy import Pseudonymizer, mask_certno, mask_name
@@ -325,6 +326,9 @@ def run_replay(
                 out.extend(nhsa_apply(engine, rec, rel.arrival))
             else:
                 out.extend(nhsa_apply(engine, rec, None))
+            for raw, reason in take_rejected(engine):  # a 3507 naming no movement seen (nhsa.join.retract)
+                letters.append(dead_letter(rec.STREAM, raw, reason, line=item.line))
+                dead[rec.STREAM] += 1
             bar.tick(engine)
 
     pending = next(interleave, None) if interleave is not None else None

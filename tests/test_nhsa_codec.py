@@ -13,7 +13,7 @@ import pytest
 
 from monitor.clock import CST
 from monitor.nhsa.codec import Codec
-from monitor.nhsa.items import EnvelopeSettlement, FeeLines, Revocation
+from monitor.nhsa.items import EnvelopeSettlement, FeeLines, Retraction, Revocation
 from monitor.nhsa.scalars import ScalarError, to_time
 from monitor.records import (
     InvalidRecord,
@@ -211,11 +211,11 @@ def test_unknown_infno_and_unplaceable_parts_name_the_part() -> None:
     assert "no business node" in bad.reason
 
 
-def test_3507_is_dead_lettered_not_dropped() -> None:
+def test_3507_becomes_a_retraction_not_dropped() -> None:
     env = {"infno": "3507", "fixmedins_code": "P42070200001", "input": {"data": {"fixmedins_bchno": "B0001",
                                                                                  "inv_data_type": 4}}}
-    (bad,) = Codec().decode(None, json.dumps(env).encode(), Counter())
-    assert isinstance(bad, InvalidRecord) and "3507" in bad.reason
+    (item,) = Codec().decode(None, json.dumps(env).encode(), Counter())
+    assert isinstance(item, Retraction) and (item.fixmedins_bchno, item.inv_data_type) == ("B0001", "4")
 
 
 def test_wrappers_of_one_integration_every_35xx_under_purcinfo() -> None:

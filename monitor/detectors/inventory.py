@@ -21,6 +21,12 @@
   purchase at 09:00 uploaded after the 09:05 sale it supplied does not make that sale negative. A
   movement arriving after its time was folded is applied at once (counted as
   ``inventory.movement_after_fold``); a late stocktake re-baselines the batch.
+* A 3507 deletion (``retract``) names a movement by institution, ``fixmedins_bchno`` and
+  ``inv_data_type``; the latest such movement not yet retracted is undone (a resent deletion, with no
+  movement of that name uploaded since the last deletion, is a duplicate): taken out of the pending
+  movements if it still waits (it is never judged), else its quantity is reversed in the balance (an
+  alert it already raised stays: it was raised on what was uploaded then); a folded stocktake cannot be
+  undone (counted ``inventory.retract_stocktake_folded``). Counted ``inventory.retracted``.
 """
 
 from __future__ import annotations
@@ -97,6 +103,12 @@ class NegativeStock(Detector):
         #: institution key space (batches are per institution)
         self.batches: dict[BatchKey, Batch] = {}
         self.seq = 0
+        #: (fixmedins_code, fixmedins_bchno) → movements seen: (infno, seq, batch key or None if not
+        #: judged, kind, signed quantity), for 3507 deletions; seqs already retracted.
+        self.moves: dict[tuple[str, str], list[tuple[str, int, BatchKey | None, int, Decimal]]] = {}
+        self.retracted: set[int] = set()
+        #: (code, bchno, first infno of the inv_data_type) → movement sequence when last deleted
+        self.deleted_through: dict[tuple[str, str, str], int] = {}
 
     # ---------------------------------------------------------------------------------- records
     def on_record(self, rec: Record, arrival: datetime, ctx: Context) -> None:
@@ -123,17 +135,21 @@ class NegativeStock(Detector):
         ref: Ref = (rec.infno, rec.setl_id, rec.rtal_docno, rec.invdate if isinstance(rec, Stocktake) else None)
         price = rec.finl_trns_pric if rec.finl_trns_pric is not None else rec.pric
         move: Movement = (btime, kind, self.seq, qty, rec.trdn_flag == "1", ref, price)
+        seen = self.moves.setdefault((rec.fixmedins_code, rec.fixmedins_bchno), [])
         if batch is None:
             if not establishes:
                 ctx.count("inventory.movement_without_baseline")
+                seen.append((rec.infno, self.seq, None, kind, qty))
                 return
             batch = self.batches[key] = Batch(baseline=ref_text(move), since=btime)
         elif btime < batch.since:
             if not establishes:
                 # before the batch's first stocktake/purchase: already in that count, or unknowable
                 ctx.count("inventory.movement_before_baseline")
+                seen.append((rec.infno, self.seq, None, kind, qty))
                 return
             batch.since = btime
+        seen.append((rec.infno, self.seq, key, kind, qty))
         if batch.folded_to is not None and btime < batch.folded_to:
             ctx.count("inventory.movement_after_fold")
             self._apply(key, batch, move, ctx)
@@ -148,6 +164,37 @@ class NegativeStock(Detector):
         else:
             bisect.insort(pending, move)
             # a timer is pending for this batch (due at its earlier head); an earlier head waits for it
+
+    # ---------------------------------------------------------------------------------- 3507
+    def retract(self, code: str, bchno: str, infnos: tuple[str, ...], ctx: Context) -> str:
+        """Undo the latest movement of ``infnos`` uploaded under ``(code, bchno)`` (module docstring).
+        Returns ``"retracted"``, ``"duplicate"`` (every such movement is already retracted: a resent
+        3507) or ``"unknown"`` (no such movement seen)."""
+        seen = [m for m in self.moves.get((code, bchno), ()) if m[0] in infnos]
+        name = (code, bchno, infnos[0])
+        # A resent deletion names the movement already deleted: only a movement uploaded after that
+        # deletion (a re-upload under the same bchno) can be deleted again.
+        after = self.deleted_through.get(name, 0)
+        live = [m for m in seen if m[1] not in self.retracted and m[1] > after]
+        if not live:
+            return "duplicate" if name in self.deleted_through else "unknown"
+        _, seq, key, kind, qty = live[-1]
+        self.retracted.add(seq)
+        self.deleted_through[name] = self.seq
+        ctx.count("inventory.retracted")
+        batch = self.batches.get(key) if key is not None else None
+        if batch is None:
+            return "retracted"  # never judged: nothing to undo
+        kept = [m for m in batch.pending if m[2] != seq]
+        if len(kept) != len(batch.pending):
+            batch.pending[:] = kept  # still waiting: never folded, never judged (its timer finds less)
+        elif kind == STOCKTAKE:
+            ctx.count("inventory.retract_stocktake_folded")
+        else:
+            batch.balance -= qty
+            if batch.negative and batch.balance >= -self.tolerance:
+                batch.negative = False
+        return "retracted"
 
     # ---------------------------------------------------------------------------------- timers
     def on_timer(self, key: Hashable, ctx: Context) -> None:

@@ -42,7 +42,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from monitor.nhsa.items import EnvelopeSettlement, FeeLines, Pending, Revocation
+from monitor.nhsa.items import INV_DATA_TYPE, EnvelopeSettlement, FeeLines, Pending, Retraction, Revocation
 from monitor.nhsa.scalars import DEFAULT_ALIASES, ScalarError, normalize, snake, to_time
 from monitor.records import (
     _ADAPTERS as ADAPTERS,
@@ -404,8 +404,27 @@ class Codec:
 
     def _retraction(self, infno: str, inp: dict[str, Any], out: dict[str, Any], env: _Env,
                     quality: dict[str, int]) -> list[Item]:
-        raise Fail("input", "3507 (delete a movement) is recognised but not applied yet: dead-lettered so "
-                            "that the deletion is not lost")
+        """3507: one ``Retraction`` per row (``data`` or the input itself); the engine undoes the movement."""
+        lowered = {snake(k): v for k, v in inp.items()}
+        node = next((lowered[w] for w in INVENTORY_WRAPPERS if lowered.get(w) not in (None, "")), None)
+        part = "input" if node is None else "input.data"
+        rows = [inp] if node is None else _as_rows(node, part)
+        items: list[Item] = []
+        for i, row in enumerate(rows):
+            where = f"{part}[{i}]" if len(rows) > 1 else part
+            data = normalize(row, self.aliases, quality, "inventory")
+            code = str(data.get("fixmedins_code") or env.code)
+            bchno, kind = data.get("fixmedins_bchno"), str(data.get("inv_data_type") or "")
+            problem = ("fixmedins_bchno missing (it names the movement deleted)" if not bchno else
+                       f"inv_data_type {kind!r} not one of {', '.join(INV_DATA_TYPE)}" if kind not in INV_DATA_TYPE
+                       else "fixmedins_code missing" if not code else None)
+            if problem is not None:
+                items.append(InvalidRecord(f"infno {infno}: {where}.{problem}", index=i if len(rows) > 1 else None))
+                continue
+            raw = json.dumps({"infno": "3507", "fixmedins_code": code, "fixmedins_bchno": str(bchno),
+                              "inv_data_type": kind}, ensure_ascii=False).encode()
+            items.append(Retraction(code, str(bchno), kind, env.inf_time, raw))
+        return items
 
     def _no_record(self, infno: str, inp: dict[str, Any], out: dict[str, Any], env: _Env,
                    quality: dict[str, int]) -> list[Item]:

@@ -81,4 +81,33 @@ class Revocation:
         return self.inf_time if self.inf_time is not None else self.business_time
 
 
-Pending = FeeLines | EnvelopeSettlement | Revocation
+
+#: 3507 ``inv_data_type`` → the interfaces of the movements it may name (notes/nhsa-fields.md: 1 盘存,
+#: 2 库存变更, 3 采购, 4 销售). Our reading: 采购 covers the purchase and its return (3503/3504), 销售 the
+#: sale and its return (3505/3506); the platform has no other delete interface for them.
+INV_DATA_TYPE = {"1": ("3501",), "2": ("3502",), "3": ("3503", "3504"), "4": ("3505", "3506")}
+
+
+@dataclass(frozen=True, slots=True)
+class Retraction:
+    """3507 商品信息删除: the institution deletes the movement it uploaded under ``fixmedins_bchno`` of
+    the kind ``inv_data_type``. ``raw`` is the normalized message (no personal fields) for a dead letter."""
+
+    STREAM: ClassVar[str] = "inventory"
+
+    fixmedins_code: str
+    fixmedins_bchno: str
+    inv_data_type: str
+    inf_time: datetime | None
+    raw: bytes
+
+    @property
+    def business_time(self) -> datetime | None:
+        return self.inf_time
+
+    @property
+    def arrival_time(self) -> datetime | None:
+        return self.inf_time
+
+
+Pending = FeeLines | EnvelopeSettlement | Revocation | Retraction

@@ -31,7 +31,7 @@ from typing import Any
 
 from monitor.clock import business_date
 from monitor.engine import Engine, Output
-from monitor.nhsa.items import EnvelopeSettlement, FeeLines, Revocation
+from monitor.nhsa.items import INV_DATA_TYPE, EnvelopeSettlement, FeeLines, Retraction, Revocation
 from monitor.records import DrugDetail, Record, Settlement
 
 _PENDING = (FeeLines, EnvelopeSettlement, Revocation)
@@ -228,9 +228,45 @@ def state(engine: Engine) -> LineJoin:
     return join
 
 
-def apply(engine: Engine, item: Record | FeeLines | EnvelopeSettlement | Revocation,
+#: Where ``retract`` leaves (raw, reason) of 3507s that name no movement seen, for the shell's dead letters.
+REJECTED_KEY = "nhsa_rejected"
+
+
+def retract(engine: Engine, item: Retraction, arrival: datetime | None) -> list[Output]:
+    """3507: event time moves to its upload first (a movement whose settle window closed is judged as
+    uploaded), then the inventory detector undoes the movement named. Counted ``inventory.retracted``;
+    a resend of a done deletion is a duplicate; one naming a movement never seen is counted
+    ``inventory.retract_unknown`` and left in ``take_rejected`` for the dead letters."""
+    when = arrival or item.arrival_time
+    if when is not None:
+        engine.watermark.observe(when)
+        engine._fire_due()
+    engine.stats.records["inventory"] += 1
+    det = engine._by_name.get("inventory")
+    result = "unknown"
+    if det is not None and hasattr(det, "retract"):
+        result = det.retract(item.fixmedins_code, item.fixmedins_bchno, INV_DATA_TYPE[item.inv_data_type],
+                             engine.ctx)
+    if result == "duplicate":
+        engine.stats.duplicates["inventory"] += 1
+    elif result == "unknown":
+        engine.stats.quality["inventory.retract_unknown"] += 1
+        engine.__dict__.setdefault(REJECTED_KEY, []).append(
+            (item.raw, f"infno 3507: no movement of inv_data_type {item.inv_data_type} under fixmedins_bchno "
+                       f"{item.fixmedins_bchno!r} of {item.fixmedins_code} was seen (nothing to delete)"))
+    return engine._drain()
+
+
+def take_rejected(engine: Engine) -> list[tuple[bytes, str]]:
+    """The (raw, reason) of 3507s that named no movement since the last call (see ``retract``)."""
+    return engine.__dict__.pop(REJECTED_KEY, None) or []
+
+
+def apply(engine: Engine, item: Record | FeeLines | EnvelopeSettlement | Revocation | Retraction,
           arrival: datetime | None = None) -> list[Output]:
     """``Engine.process`` for everything the codec makes (module docstring)."""
+    if isinstance(item, Retraction):
+        return retract(engine, item, arrival)
     if not isinstance(item, _PENDING):
         join = engine.__dict__.get(STATE_KEY)
         if join is None or not join.heap or join.heap[0][0] > (arrival or item.arrival_time or join.heap[0][0]):

@@ -53,6 +53,7 @@ from monitor.engine import Engine, Output
 from monitor.nhsa import advance as nhsa_advance
 from monitor.nhsa import stream_decoder
 from monitor.nhsa.items import Pending
+from monitor.nhsa.join import take_rejected
 from monitor.outputs import DeadLetter
 from monitor.privacy import Pseudonymizer
 from monitor.records import InvalidRecord, Record
@@ -396,7 +397,11 @@ class ShellCore:
                 return []
             journal.begin(*pos)
         try:
-            return shell_apply(self.engine, item.record, item.arrival)
+            out = shell_apply(self.engine, item.record, item.arrival)
+            for _, reason in take_rejected(self.engine):  # a 3507 naming no movement seen (nhsa.join.retract)
+                self.letters.append(dead_letter(tp[0], message.value or b"", reason, partition=tp[1],
+                                                offset=message.offset, key=message.key))
+            return out
         except Exception as exc:  # the record failed, not the monitor: dead-letter it and go on
             self._engine_letter(tp, item, f"engine failed on this record: {type(exc).__name__}: {exc}"[:500])
             return []
