@@ -91,6 +91,18 @@ def test_upper_case_mdtrt_setl_type_is_read(tmp_path: Path) -> None:
     assert sale.mdtrt_setl_type == "1"
 
 
+def test_camel_case_flat_keys_are_read_like_upper_case(tmp_path: Path) -> None:
+    """A flat record with camelCase keys (``fixmedinsCode``, ``mdtrtSetlType``) is normalized like one with
+    upper-case keys (its required keys camelCase: the flat parse fails and the codec reads it)."""
+    row = sale_row()
+    camel = {"fixmedinsCode": row.pop("fixmedins_code"), "medListCodg": row.pop("med_list_codg"),
+             "mdtrtSetlType": row.pop("mdtrt_setl_type")}
+    _, rec = replay_lines(tmp_path, [json.dumps({**row, **camel})])
+    (sale,) = sales(rec)
+    assert (sale.fixmedins_code, sale.med_list_codg, sale.mdtrt_setl_type) == (
+        camel["fixmedinsCode"], camel["medListCodg"], "1")
+
+
 def test_drugtracinfo_in_a_sale_row_becomes_trace_scans(tmp_path: Path) -> None:
     """``drugtracinfo`` inside a 3505 row was dropped: the codes that prove the sale were lost."""
     row = sale_row(drugtracinfo=[{"drug_trac_codg": "81000000000000000001"},
