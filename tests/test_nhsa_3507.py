@@ -135,3 +135,17 @@ def test_a_3507_of_a_movement_never_seen_is_counted_and_dead_lettered(tmp_path: 
     assert len(letters) == 1 and "B9999" in letters[0]["error"] and "3507" in letters[0]["error"]
     assert "B9999" in letters[0]["value"]
     assert result.engine.stats.quality["inventory.retract_unknown"] == 1
+
+
+def test_the_retractable_movements_of_a_lot_stay_bounded() -> None:
+    # a lot that keeps selling for months must not grow the detector's 3507 memory per movement (state is
+    # checkpointed): only the latest RETRACTABLE_PER_LOT stay deletable, and the latest is still deleted.
+    from monitor.detectors.inventory import RETRACTABLE_PER_LOT, NegativeStock
+
+    many = RETRACTABLE_PER_LOT + 8
+    sales = [sale(1, f"RD{i}", f"2026-01-06 10:{i:02d}:00", f"2026-01-06 10:{i:02d}:30") for i in range(many)]
+    _, engine, invalid = run([stocktake(str(many)), *sales, deletion("2026-01-06 11:00:00")])
+    (detector,) = [d for d in engine.detectors if isinstance(d, NegativeStock)]
+    assert invalid == []
+    assert max(len(moves) for moves in detector.moves.values()) == RETRACTABLE_PER_LOT
+    assert engine.stats.quality["inventory.retracted"] == 1

@@ -55,6 +55,9 @@ RULE = "inventory.negative_stock"
 STOCKTAKE, DELTA, SALE = 0, 1, 2
 
 BatchKey = tuple[str, str, str]
+#: how many of a lot's latest movements a 3507 deletion can still name; an older one is reported as
+#: ``inventory.retract_unknown`` (a deletion corrects a recent upload, and the memory stays per lot)
+RETRACTABLE_PER_LOT = 32
 #: what an alert's evidence names a movement by: (infno, setl_id, rtal_docno, invdate of a stocktake)
 Ref = tuple[str, str | None, str | None, date | None]
 #: (business time, kind, arrival sequence, quantity (delta for DELTA/SALE: signed), split pack, ref, price)
@@ -103,8 +106,9 @@ class NegativeStock(Detector):
         #: institution key space (batches are per institution)
         self.batches: dict[BatchKey, Batch] = {}
         self.seq = 0
-        #: (fixmedins_code, fixmedins_bchno) → movements seen: (infno, seq, batch key or None if not
-        #: judged, kind, signed quantity), for 3507 deletions; seqs already retracted.
+        #: (fixmedins_code, fixmedins_bchno) → the last ``RETRACTABLE_PER_LOT`` movements seen: (infno,
+        #: seq, batch key or None if not judged, kind, signed quantity), for 3507 deletions (bounded like
+        #: ``batches``: per lot, not per movement); seqs already retracted.
         self.moves: dict[tuple[str, str], list[tuple[str, int, BatchKey | None, int, Decimal]]] = {}
         self.retracted: set[int] = set()
         #: (code, bchno, first infno of the inv_data_type) → movement sequence when last deleted
@@ -139,17 +143,17 @@ class NegativeStock(Detector):
         if batch is None:
             if not establishes:
                 ctx.count("inventory.movement_without_baseline")
-                seen.append((rec.infno, self.seq, None, kind, qty))
+                _remember(seen, (rec.infno, self.seq, None, kind, qty))
                 return
             batch = self.batches[key] = Batch(baseline=ref_text(move), since=btime)
         elif btime < batch.since:
             if not establishes:
                 # before the batch's first stocktake/purchase: already in that count, or unknowable
                 ctx.count("inventory.movement_before_baseline")
-                seen.append((rec.infno, self.seq, None, kind, qty))
+                _remember(seen, (rec.infno, self.seq, None, kind, qty))
                 return
             batch.since = btime
-        seen.append((rec.infno, self.seq, key, kind, qty))
+        _remember(seen, (rec.infno, self.seq, key, kind, qty))
         if batch.folded_to is not None and btime < batch.folded_to:
             ctx.count("inventory.movement_after_fold")
             self._apply(key, batch, move, ctx)
@@ -257,3 +261,11 @@ class NegativeStock(Detector):
                        "进销存数据疑似虚假"),
         )
         ctx.trigger(RULE, code, day, cause=f"day:{day.isoformat()}", alert_id=alert.alert_id if alert else None)
+
+
+def _remember(seen: list[tuple[str, int, BatchKey | None, int, Decimal]],
+              move: tuple[str, int, BatchKey | None, int, Decimal]) -> None:
+    """Append ``move`` to a lot's retractable movements, keeping the latest ``RETRACTABLE_PER_LOT``."""
+    seen.append(move)
+    if len(seen) > RETRACTABLE_PER_LOT:
+        del seen[0]
