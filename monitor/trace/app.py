@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -109,13 +110,16 @@ class TableKV:
 
 
 def encode_scan(code: str, scan: Scan, source: str, clock: int) -> bytes:
-    return json.dumps({"k": code, "s": source, "c": clock,
+    """A forwarded scan; ``t`` = the forwarder's wall clock (how recent the data is: ``StageClock``)."""
+    return json.dumps({"k": code, "s": source, "c": clock, "t": round(time.time(), 3),
                        "x": [scan.kind, scan.inst, scan.secs, scan.arrival, int(scan.split), scan.med,
                              scan.docno]}, separators=(",", ":")).encode()
 
 
 def encode_tick(source: str, clock: int, idle: bool) -> bytes:
-    return json.dumps({"s": source, "c": clock, "i": int(idle)}, separators=(",", ":")).encode()
+    """A watermark tick; ``t`` = when the claim (idle: read to the end) was made (``StageClock``)."""
+    return json.dumps({"s": source, "c": clock, "i": int(idle), "t": round(time.time(), 3)},
+                      separators=(",", ":")).encode()
 
 
 def apply_message(stage: Stage, raw: bytes, offset: int) -> list[dict[str, Any]]:
@@ -123,9 +127,9 @@ def apply_message(stage: Stage, raw: bytes, offset: int) -> list[dict[str, Any]]
     if "x" in msg:
         k, inst, secs, arrival, split, med, docno = msg["x"]
         scan = Scan(k, inst, secs, arrival, bool(split), med, docno)
-        stage.clock.observe(msg["s"], msg["c"])
-        return stage.on_scan(msg["k"], scan, msg["s"], offset)
-    return stage.on_tick(msg["s"], msg["c"], bool(msg["i"]), offset)
+        stage.clock.observe(msg["s"], msg["c"], sent=msg.get("t"))
+        return stage.on_scan(msg["k"], scan, msg["s"], offset, sent=msg.get("t"))
+    return stage.on_tick(msg["s"], msg["c"], bool(msg["i"]), offset, sent=msg.get("t"))
 
 
 def create_trace_app(settings: Settings, sources: int, web_port: int = 6067) -> faust.App:
@@ -189,15 +193,11 @@ def create_trace_app(settings: Settings, sources: int, web_port: int = 6067) -> 
     #: source partition → [latest arrival forwarded, last offset read, records since the last tick]
     source_state: dict[int, list[int]] = {}
 
-    #: source partition → the last (clock, idle) ticked: an unchanged idle source is not re-ticked
-    last_tick: dict[int, tuple[int, bool]] = {}
-
     async def send_ticks(partition: int, idle: bool) -> None:
+        # An idle source is re-ticked every TICK_SECONDS even when unchanged: its claim only counts while
+        # it is as recent as the newest forwarded data (StageClock), so a dead owner's claim goes stale.
         st = source_state.setdefault(partition, [0, -1, 0])
         st[2] = 0
-        if last_tick.get(partition) == (st[0], idle):
-            return
-        last_tick[partition] = (st[0], idle)
         value = encode_tick(str(partition), st[0], idle)
         for topic in (by_code, by_product):
             for p in range(settings.partitions):
@@ -320,7 +320,6 @@ def create_trace_app(settings: Settings, sources: int, web_port: int = 6067) -> 
             in_flight.pop((tp.topic, tp.partition), None)
             if tp.topic == source.get_topic_name():
                 source_state.pop(tp.partition, None)
-                last_tick.pop(tp.partition, None)
 
     app.trace_registry = registry  # type: ignore[attr-defined]
     return app

@@ -314,27 +314,44 @@ class StageClock:
 
     Each source partition reports the latest arrival it forwarded (with every record, and in ticks);
     an ``idle`` source (read to its end) does not hold the watermark back. The watermark is the
-    minimum over busy sources (the maximum when all are idle), and undefined until all ``sources``
-    have reported — so a deadline fires only when every source has forwarded all scans that arrived
-    before it (each source forwards in its own arrival order)."""
+    minimum over the sources that hold it back (the maximum when none does), and undefined until all
+    ``sources`` have reported — so a deadline fires only when every source has forwarded all scans that
+    arrived before it (each source forwards in its own arrival order).
 
-    def __init__(self, sources: int, state: dict[str, list[int]] | None = None) -> None:
+    An idle claim is a statement about one moment (``sent``: the forwarder's wall clock, carried in the
+    message): "everything in my source partition up to then is forwarded". It lets the watermark pass
+    the source only while it is **at least as recent as the newest data** (scan or busy tick) that any
+    source forwarded; an older claim holds the watermark at the source's last arrival. So a claim goes
+    stale by itself when its owner dies: the survivors' newer scans do not judge cases while the dead
+    owner's partition may hold uploads nobody has forwarded yet (seen: a kill -9 after part of the
+    input, then the rest produced — the survivor judged resales whose returns sat unread in the dead
+    worker's source partition). Live idle sources re-claim every tick, so this only delays judgments.
+    Without ``sent`` (in-process tier) every claim counts, as before."""
+
+    def __init__(self, sources: int, state: dict[str, list[float]] | None = None) -> None:
         self.sources = sources
-        self.src: dict[str, list[int]] = state or {}
+        #: source → [latest arrival, idle, time of the idle claim, time of the newest data message]
+        self.src: dict[str, list[float]] = {k: [*v, 0, 0][:4] for k, v in (state or {}).items()}
 
-    def observe(self, source: str, arrival: int, idle: bool = False) -> None:
+    def observe(self, source: str, arrival: int, idle: bool = False, sent: float | None = None) -> None:
         have = self.src.get(source)
         if have is None:
-            self.src[source] = [arrival, int(idle)]
+            have = self.src[source] = [arrival, int(idle), 0, 0]
         else:
             have[0] = max(have[0], arrival)
             have[1] = int(idle)
+        if sent is not None:
+            if idle:
+                have[2] = max(have[2], sent)
+            else:
+                have[3] = max(have[3], sent)
 
     def value(self) -> int | None:
         if len(self.src) < self.sources:
             return None
-        busy = [c for c, idle in self.src.values() if not idle]
-        return min(busy) if busy else max(c for c, _ in self.src.values())
+        newest = max(v[3] for v in self.src.values())
+        holding = [int(c) for c, idle, claimed, _ in self.src.values() if not idle or claimed < newest]
+        return min(holding) if holding else int(max(c for c, *_ in self.src.values()))
 
 
 # ------------------------------------------------------------------------------------------- stages
@@ -364,13 +381,15 @@ class Stage:
         heapq.heapify(self.due)
 
     # -- input
-    def on_scan(self, key: str, scan: Scan, source: str, offset: int | None = None) -> list[dict[str, Any]]:
-        self.clock.observe(source, scan.arrival)
+    def on_scan(self, key: str, scan: Scan, source: str, offset: int | None = None,
+                sent: float | None = None) -> list[dict[str, Any]]:
+        self.clock.observe(source, scan.arrival, sent=sent)
         self.apply(key, scan)
         return self._after(offset)
 
-    def on_tick(self, source: str, arrival: int, idle: bool, offset: int | None = None) -> list[dict[str, Any]]:
-        self.clock.observe(source, arrival, idle)
+    def on_tick(self, source: str, arrival: int, idle: bool, offset: int | None = None,
+                sent: float | None = None) -> list[dict[str, Any]]:
+        self.clock.observe(source, arrival, idle, sent)
         return self._after(offset)
 
     def advance_to(self, secs: int) -> list[dict[str, Any]]:

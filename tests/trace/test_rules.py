@@ -117,3 +117,22 @@ def test_history_codec_round_trips() -> None:
     scans = [Scan(2, E1, 10, 20, False, "XA01", ""), Scan(0, W1, 30, 40, True, "XB02", "D001"),
              Scan(1, W1, 50, 60, False, "", "")]
     assert decode_history(encode_history(scans)) == scans
+
+
+def test_an_idle_claim_older_than_newer_data_holds_the_watermark() -> None:
+    """A source whose owner died after claiming "read to the end" must not let the survivors' newer
+    scans judge: its partition may hold uploads nobody forwarded (the kill -9 case of the trace-worker)."""
+    from monitor.trace.rules import StageClock
+
+    clock = StageClock(2)
+    clock.observe("0", 100, idle=True, sent=10.0)  # source 0 read to its end at t=10, then its owner died
+    clock.observe("1", 100, sent=9.0)
+    assert clock.value() == 100
+    clock.observe("1", 5000, sent=12.0)  # the survivor forwards newer uploads of source 1
+    assert clock.value() == 100  # source 0's claim predates them: it holds the watermark
+    clock.observe("1", 5000, idle=True, sent=13.0)  # survivor idle too: still held by the stale claim
+    assert clock.value() == 100
+    clock.observe("0", 100, idle=True, sent=14.0)  # a live owner re-claims source 0 after the data
+    assert clock.value() == 5000
+    restored = StageClock(2, json.loads(json.dumps(clock.src)))
+    assert restored.value() == 5000
