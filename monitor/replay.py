@@ -376,6 +376,10 @@ def _source(rec: Record | Pending) -> str:
         inner = getattr(rec, "settlement", None)
         code = getattr(inner, "fixmedins_code", None)
     return code if isinstance(code, str) and code else rec.STREAM
+
+
+#: The same rule for the worker (``monitor.streams.core``): both shells name a claim's source alike.
+claim_source = _source
 #: Version of the replay state file (``--state``): engine + event clock + output sizes, sealed.
 REPLAY_STATE_VERSION = 3
 

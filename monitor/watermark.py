@@ -133,6 +133,17 @@ class EventClock(Generic[T]):
         self._held = []
         return out
 
+    def advance(self, now: datetime) -> list[Released[T]]:
+        """Another clock the shell trusts (the worker's ``BrokerClock``, itself a quantile over many
+        records) says event time is ``now``: take it if later, and release the held items it makes
+        plausible (claim ≤ ``now`` + tolerance) with their own arrival. Nothing is clamped."""
+        if self.value is None or now > self.value:
+            self.value = now
+        ready = sorted((h for h in self._held if h.claim <= now + self.tolerance),
+                       key=lambda h: (h.claim, h.offered_at))
+        self._held = [h for h in self._held if h.claim > now + self.tolerance]
+        return [self._release(h.item, h.claim) for h in ready]
+
     # ----------------------------------------------------------------------------------------- helpers
     def _remember(self, source: Hashable) -> None:
         self._recent.append(source)

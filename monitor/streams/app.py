@@ -372,9 +372,9 @@ def build_core(settings: Settings, store: CheckpointStore) -> ShellCore:
     if ckpt is None:
         log.info("no checkpoint in %s: starting from the beginning of the input topics", store.path)
         return ShellCore(Engine(pack, settings.pseudonymizer()), clock_skew=skew, dlq_limit=limit,
-                         journal=journal)
+                         journal=journal, quorum=settings.clock_quorum)
     core = ShellCore.from_checkpoint(ckpt, settings.pseudonymizer(), clock_skew=skew, dlq_limit=limit,
-                                     journal=journal)
+                                     journal=journal, quorum=settings.clock_quorum)
     if core.engine.pack.label != pack.label:
         raise ValueError(f"checkpoint {store.path} was made with policy {core.engine.pack.label}, "
                          f"not {pack.label}")

@@ -17,6 +17,11 @@ Contract
   (``waiting(tp)`` is False). This is the replay shell's ``heapq.merge`` of files, so both shells give
   the engine the same sequence (design §2: replay is the reference semantics). ``force=True`` releases
   what is queued regardless (flow control when a partition never reports its end).
+  Between the merge and the engine sits replay's event clock (``monitor.watermark.EventClock``,
+  tolerance = the pack's ``max_clock_skew_minutes``, quorum = ``MONITOR_CLOCK_QUORUM``): a claim far
+  ahead of event time waits for corroboration by other institutions (or is clamped after 256 records),
+  so one clock never moves time for the city even when the Kafka timestamps are a producer's wall clock.
+  The clock is part of the checkpoint; a record it holds counts as applied for positions and acks.
 * ``checkpoint()`` returns a ``Checkpoint`` — the engine snapshot *and* the per-partition positions it
   reflects — plus the message handles that become safe to acknowledge once that checkpoint (and the
   outputs emitted before it) are durable. Acknowledging before that would let the consumer group commit
@@ -40,6 +45,7 @@ applied (a JSON-array value may be cut by a checkpoint). The engine itself de-du
 
 from __future__ import annotations
 
+import copy
 import heapq
 import pickle
 from collections import deque
@@ -57,12 +63,15 @@ from monitor.nhsa.join import take_rejected
 from monitor.outputs import DeadLetter
 from monitor.privacy import Pseudonymizer
 from monitor.records import InvalidRecord, Record
-from monitor.replay import dead_letter
+from monitor.replay import claim_source, dead_letter, new_clock
 from monitor.streams.quarantine import CrashJournal
 from monitor.streams.topics import STREAM_OF_TOPIC, STREAM_ORDER
 from monitor.trace.city import shell_apply, shell_decoder
+from monitor.watermark import DEFAULT_QUORUM, EventClock, Released
 
 TP = tuple[str, int]
+#: Streams applied outside the event clock, as in replay: registry records never move time.
+_REGISTRY_STREAMS = frozenset({"institutions", "drugs"})
 _EARLIEST = datetime(1970, 1, 1, tzinfo=CST)
 #: Streams whose broker timestamps move idle event time (registry uploads are not activity).
 ACTIVITY_STREAMS = frozenset({"settlements", "inventory", "tracecodes", "prescriptions", "findings", "uploads"})
@@ -107,6 +116,9 @@ class Checkpoint:
     #: The engine's watermark (event time) at the checkpoint, readable without restoring the engine.
     watermark: datetime | None = None
     version: int = CHECKPOINT_VERSION
+    #: The release path's ``EventClock`` with the records it holds (their messages count as applied:
+    #: they are in this checkpoint, not lost). ``None`` in a checkpoint written before it existed.
+    clock: EventClock[tuple[TP, _Item]] | None = None
 
     def dumps(self) -> bytes:
         return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
@@ -218,8 +230,13 @@ class ShellCore:
 
     def __init__(self, engine: Engine, *, clock_skew: timedelta = timedelta(minutes=5),
                  dlq_limit: DeadLetterLimit | None = None, checkpoint: Checkpoint | None = None,
-                 journal: CrashJournal | None = None) -> None:
+                 journal: CrashJournal | None = None, quorum: int = DEFAULT_QUORUM) -> None:
         self.engine = engine
+        # Replay's event clock, same tolerance (the pack's max_clock_skew_minutes) and quorum
+        # (MONITOR_CLOCK_QUORUM): one rule for future claims in both shells (monitor.watermark).
+        restored = checkpoint.clock if checkpoint is not None else None
+        self.event_clock: EventClock[tuple[TP, _Item]] = (
+            restored if restored is not None else EventClock(new_clock(engine.pack).tolerance, quorum=quorum))
         self.journal = journal
         self.broker_clock = BrokerClock()
         self.letters: list[DeadLetter] = []  # made while releasing (engine failures, quarantine)
@@ -372,7 +389,7 @@ class ShellCore:
             queue = queues[tp]
             item = queue.popleft()
             self._applied_last[tp] = item.last_after
-            out.extend(self._apply(tp, item))
+            out.extend(self._offer(tp, item))
             self.applied += 1
             n += 1
             item.message.pending -= 1
@@ -382,6 +399,33 @@ class ShellCore:
                 heapq.heappush(heads, (queue[0].key, tp))
             elif not force and waiting(tp):
                 break  # this partition may still hold records older than the other heads
+        return out
+
+    def _offer(self, tp: TP, item: _Item) -> list[Output]:
+        """Pass a merged record through the event clock (as replay does, ``monitor.watermark``) and apply
+        what it releases. Registry records and the trace tier's findings bypass it (replay applies them
+        outside the clock too). A held record's message counts as applied: the clock is in the checkpoint."""
+        rec = item.record
+        if rec.STREAM in _REGISTRY_STREAMS or rec.STREAM == "trace_findings":
+            return self._apply(tp, item)
+        claim = item.arrival if item.arrival is not None else rec.arrival_time
+        # held items keep no consumer handle and no copy of the raw value (checkpoint size, personal data)
+        detached = _Item(item.key, rec, item.arrival, _Message(item.message.offset, 0, 0, key=item.message.key),
+                         item.last_after, item.stream, item.index)
+        return self._apply_released(self.event_clock.offer((tp, detached), claim, claim_source(rec)),
+                                    {id(detached): item})
+
+    def _apply_released(self, released: list[Released[tuple[TP, _Item]]],
+                        live: dict[int, _Item] | None = None) -> list[Output]:
+        out: list[Output] = []
+        for rel in released:
+            tp, item = rel.item
+            item = (live or {}).get(id(item), item)  # the record just offered keeps its message's value
+            if rel.skewed:  # clamped by the event clock (replay: same counter, same arrival)
+                self.engine.stats.quality[f"{item.stream}.clock_skew"] += 1
+                item = _Item(item.key, item.record, rel.arrival, item.message, item.last_after, item.stream,
+                             item.index)
+            out.extend(self._apply(tp, item))
         return out
 
     def _apply(self, tp: TP, item: _Item) -> list[Output]:
@@ -431,12 +475,16 @@ class ShellCore:
         now = self.broker_clock.now()
         if now is None or now <= self.engine.watermark.value:
             return []
-        return nhsa_advance(self.engine, now)
+        # records the event clock held that broker time now corroborates go first, with their own arrival
+        out = self._apply_released(self.event_clock.advance(now))
+        out.extend(nhsa_advance(self.engine, now))
+        return out
 
     # -------------------------------------------------------------------------------------- checkpoints
     def checkpoint(self) -> tuple[Checkpoint, list[Any]]:
         """The state to persist and the handles safe to acknowledge once it is durable."""
         ckpt = Checkpoint(self.engine.snapshot(), dict(self.positions), dict(self._applied_last),
-                          self.max_broker_time, self.engine.watermark.value)
+                          self.max_broker_time, self.engine.watermark.value,
+                          clock=copy.deepcopy(self.event_clock))
         handles, self._completed = self._completed, []
         return ckpt, handles
