@@ -15,6 +15,7 @@ import pytest
 from builders import settlement
 
 from monitor.clock import CST, Watermark
+from monitor.policy.pack import load_pack
 from monitor.records import Record
 from monitor.streams.core import (
     Checkpoint,
@@ -35,6 +36,7 @@ class FakeEngine:
         self.stats = type("Stats", (), {"quality": Counter()})()
         self.watermark = Watermark()
         self.advanced: list[datetime] = []
+        self.pack = load_pack("ezhou")  # the shell's event clock reads its max_clock_skew_minutes
 
     def process(self, rec: Record, arrival: datetime | None = None) -> list[Any]:
         self.seen.append((getattr(rec, "setl_id", None) or getattr(rec, "hi_rxno", "?"), arrival))
