@@ -143,7 +143,10 @@ def test_one_resale_across_institutions_gives_one_alert_not_two() -> None:
     inputs = [msg(INST, 0, institution(HOME)), msg(INST, 1, institution(neighbour)),
               msg(TC, 0, sale_scan(0, neighbour, cross)), msg(TC, 1, sale_scan(2, HOME, cross)),
               msg(TC, 2, sale_scan(3, HOME, same)), msg(TC, 3, sale_scan(4, HOME, same)),
-              msg(TC, 4, sale_scan(60, HOME, "81234560000000000003"))]  # event time moves past both judgments
+              # event time moves past both judgments: both institutions vouch for the later time (a jump
+              # claimed by one institution alone is held by the worker's EventClock, monitor/watermark.py)
+              msg(TC, 4, sale_scan(60, HOME, "81234560000000000003")),
+              msg(TC, 5, sale_scan(60, neighbour, "81234560000000000004"))]
     resold = finding("TF-cross", drug_trac_codg=cross, detected_at="2026-01-13T12:01:00+08:00",
                      other={"fixmedins_code": neighbour, "region": "420702"})
 
