@@ -136,6 +136,28 @@ def faust_credentials(settings: Settings) -> Any:
     return faust.SSLCredentials(context)
 
 
+def faust_app_settings(settings: Settings, web_port: int) -> dict[str, Any]:
+    """The Faust ``App`` settings every monitor app shares (``monitor worker``, ``monitor trace-worker``):
+    broker and credentials, web server, topic defaults, the group's session/heartbeat/rebalance timeouts
+    (small on tansu: notes/local-kafka.md), earliest offsets for a new group, acks from all replicas."""
+    session = settings.broker_session_timeout
+    return {
+        "broker": settings.broker,
+        "broker_credentials": faust_credentials(settings),
+        "autodiscover": False,
+        "web_enabled": True,
+        "web_port": web_port,
+        "topic_partitions": settings.partitions,
+        "topic_replication_factor": settings.replication,
+        "broker_session_timeout": session,
+        "broker_heartbeat_interval": min(3.0, session / 3),
+        "broker_rebalance_timeout": settings.broker_rebalance_timeout,
+        "consumer_auto_offset_reset": "earliest",
+        "stream_wait_empty": False,
+        "producer_acks": -1,
+    }
+
+
 def fatal(exc: BaseException, code: int = EXIT_CRASH) -> None:
     """Crash loudly: print the error and leave at once. Nothing past the last checkpoint was acked,
     so the restarted worker redoes it (style: "anything else → crash loudly")."""
@@ -433,24 +455,11 @@ def create_app(settings: Settings, sink_settings: SinkSettings | None = None) ->
     from monitor.metrics import FAUST_PREFIX
 
     conf = sink_settings if sink_settings is not None else SinkSettings()
-    session = settings.broker_session_timeout
     app = faust.App(
         settings.app_id,
-        broker=settings.broker,
-        broker_credentials=faust_credentials(settings),
         store="memory://",
-        autodiscover=False,
-        web_enabled=True,
-        web_port=conf.metrics_port if conf.metrics_port is not None else WEB_PORT,
-        topic_partitions=settings.partitions,
-        topic_replication_factor=settings.replication,
-        broker_session_timeout=session,
-        broker_heartbeat_interval=min(3.0, session / 3),
-        broker_rebalance_timeout=settings.broker_rebalance_timeout,
-        consumer_auto_offset_reset="earliest",
         broker_max_poll_records=BATCH_MAX,
-        stream_wait_empty=False,
-        producer_acks=-1,
+        **faust_app_settings(settings, conf.metrics_port if conf.metrics_port is not None else WEB_PORT),
     )
     store = CheckpointStore(settings.data_dir, settings.app_id, settings.pseudonymizer())
     core = build_core(settings, store)

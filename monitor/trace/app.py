@@ -140,37 +140,24 @@ def create_trace_app(settings: Settings, sources: int, web_port: int = 6067) -> 
 
     from monitor.metrics import FAUST_PREFIX
     from monitor.policy.pack import load_pack
-    from monitor.streams.app import faust_credentials
+    from monitor.streams.app import faust_app_settings
 
     pack = load_pack(settings.policy)
     params = TraceParams.from_pack(pack)
     from faust.stores import STORES
 
     STORES.data["tracerocks"] = "monitor.trace.app:TraceStore"
-    session = settings.broker_session_timeout
     (settings.data_dir / "trace").mkdir(parents=True, exist_ok=True)
     app = faust.App(
         f"{settings.app_id}-trace",
-        broker=settings.broker,
-        broker_credentials=faust_credentials(settings),
         store="tracerocks://",
         datadir=str(settings.data_dir / "trace"),
-        autodiscover=False,
-        web_enabled=True,
-        web_port=web_port,
-        topic_partitions=settings.partitions,
-        topic_replication_factor=settings.replication,
-        broker_session_timeout=session,
-        broker_heartbeat_interval=min(3.0, session / 3),
-        broker_rebalance_timeout=settings.broker_rebalance_timeout,
-        consumer_auto_offset_reset="earliest",
-        stream_wait_empty=False,
-        producer_acks=-1,
         # No standby replicas: a standby's persisted changelog offset (read by fetch) can be past the end
         # that tansu's ListOffsets reports, and Faust's recovery then stops with ConsistencyError (seen
         # here: "persisted offset … is higher than the last offset in that topic (41 > 40)"). The table's
         # own input offset (meta key) and the catch-up below make recovery complete without it.
         table_standby_replicas=0,
+        **faust_app_settings(settings, web_port),
     )
     registry = CollectorRegistry()
     setup_prometheus_sensors(app, registry=registry, name_prefix=FAUST_PREFIX)
