@@ -1,0 +1,67 @@
+"""The allow-list unpickler of engine state (checkpoints and pickled table values).
+
+Unpickles state types only: builtins containers and scalars, ``datetime``/``Decimal``/``ZoneInfo``,
+``array``, and classes of ``monitor.*`` (a class, never a function). A detector class attached at run time
+from another module is accepted too (an observer checkpointed with the engine). Anything else raises
+``CheckpointError``. Callers verify a checkpoint's HMAC seal *before* handing bytes to ``load_state``.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import sys
+from collections.abc import Callable
+from typing import Any
+
+#: What a checkpoint may name when unpickled: state types only. ``monitor.*`` names must be classes.
+SAFE_GLOBALS: dict[str, frozenset[str] | None] = {
+    "builtins": frozenset({"list", "dict", "set", "frozenset", "tuple", "bytearray", "int", "float", "str",
+                           "bytes", "bool", "complex", "slice", "range", "getattr"}),
+    "collections": frozenset({"Counter", "defaultdict", "deque", "OrderedDict"}),
+    "datetime": frozenset({"date", "datetime", "timedelta", "time", "timezone"}),
+    "decimal": frozenset({"Decimal"}),
+    "zoneinfo": frozenset({"ZoneInfo"}),
+    "array": frozenset({"array", "_array_reconstructor"}),
+    "copyreg": frozenset({"_reconstructor"}),
+}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is not one of ours, was changed after it was written, or names a foreign type."""
+
+
+class StateUnpickler(pickle.Unpickler):
+    """``pickle.Unpickler`` restricted to ``SAFE_GLOBALS`` and ``monitor.*`` classes; ``persistent``
+    resolves persistent ids (the store's tables, ``monitor.state``)."""
+
+    def __init__(self, file: io.BytesIO, persistent: Callable[[Any], Any] | None = None) -> None:
+        super().__init__(file)
+        self._persistent = persistent
+
+    def persistent_load(self, pid: Any) -> Any:
+        if self._persistent is None:
+            raise CheckpointError(f"checkpoint refers to external state {pid!r} but no store was given")
+        return self._persistent(pid)
+
+    def find_class(self, module: str, name: str) -> Any:
+        allowed = SAFE_GLOBALS.get(module)
+        if allowed is not None and name in allowed:
+            return super().find_class(module, name)
+        if module == "monitor" or module.startswith("monitor."):
+            obj = super().find_class(module, name)
+            if isinstance(obj, type):
+                return obj
+        loaded = sys.modules.get(module)  # an observer attached at run time: never imported from here
+        obj = getattr(loaded, name, None) if loaded is not None else None
+        if isinstance(obj, type):
+            from monitor.detectors.base import Detector  # late: detectors import the store
+
+            if issubclass(obj, Detector):
+                return obj
+        raise CheckpointError(f"checkpoint names {module}.{name}: not a state type")
+
+
+def load_state(blob: bytes, persistent: Callable[[Any], Any] | None = None) -> Any:
+    """Unpickle engine state with the allow-list above (never a function, never a foreign class)."""
+    return StateUnpickler(io.BytesIO(blob), persistent).load()
