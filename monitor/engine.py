@@ -31,9 +31,7 @@ import bisect
 import hashlib
 import heapq
 import hmac
-import io
 import pickle
-import sys
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
@@ -49,6 +47,10 @@ from monitor.policy.ledger import Ledger, Trigger
 from monitor.policy.pack import Pack
 from monitor.privacy import KeyMismatch, Pseudonymizer
 from monitor.records import Drug, Finding, Institution, Record
+
+# the allow-list unpickler lives with the state store (table values use it too); re-exported here
+from monitor.state.safepickle import CheckpointError as CheckpointError
+from monitor.state.safepickle import load_state as load_state
 
 Output = Alert | Ticket
 
@@ -465,44 +467,6 @@ class Engine:
 
 # ------------------------------------------------------------------------------------------ checkpoints
 CHECKPOINT_MAGIC = b"MEDINS-CKPT-3\n"
-
-#: What a checkpoint may name when unpickled: state types only. ``monitor.*`` names must be classes.
-_SAFE_GLOBALS: dict[str, frozenset[str] | None] = {
-    "builtins": frozenset({"list", "dict", "set", "frozenset", "tuple", "bytearray", "int", "float", "str",
-                           "bytes", "bool", "complex", "slice", "range", "getattr"}),
-    "collections": frozenset({"Counter", "defaultdict", "deque", "OrderedDict"}),
-    "datetime": frozenset({"date", "datetime", "timedelta", "time", "timezone"}),
-    "decimal": frozenset({"Decimal"}),
-    "zoneinfo": frozenset({"ZoneInfo"}),
-    "array": frozenset({"array", "_array_reconstructor"}),
-    "copyreg": frozenset({"_reconstructor"}),
-}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is not one of ours, was changed after it was written, or names a foreign type."""
-
-
-class _StateUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        allowed = _SAFE_GLOBALS.get(module)
-        if allowed is not None and name in allowed:
-            return super().find_class(module, name)
-        if module == "monitor" or module.startswith("monitor."):
-            obj = super().find_class(module, name)
-            if isinstance(obj, type):
-                return obj
-        loaded = sys.modules.get(module)  # an observer attached at run time: never imported from here
-        obj = getattr(loaded, name, None) if loaded is not None else None
-        if isinstance(obj, type) and issubclass(obj, Detector):
-            return obj
-        raise CheckpointError(f"checkpoint names {module}.{name}: not a state type")
-
-
-def load_state(blob: bytes) -> Any:
-    """Unpickle engine state with the allow-list above (never a function, never a foreign class)."""
-    return _StateUnpickler(io.BytesIO(blob)).load()
-
 
 def seal(payload: bytes, pseudo: Pseudonymizer) -> bytes:
     """``payload`` signed for a checkpoint file: magic, key fingerprint, HMAC-SHA256, payload."""
