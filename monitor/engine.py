@@ -87,6 +87,11 @@ class Registry:
     def institution(self, code: str) -> Institution | None:
         return self.institutions.get(code)
 
+    def agreement_terms(self, code: str) -> set[tuple[date, date]]:
+        """Every agreement term ``(agreement_start, agreement_end)`` the institution's registry entries
+        have carried (a renewal uploaded mid-term adds the next term; it does not replace this one)."""
+        return {(h.agreement_start, h.agreement_end) for h in self.__dict__.get("history", {}).get(code, [])}
+
     def admdvs(self, code: str) -> str | None:
         inst = self.institutions.get(code)
         return inst.admdvs if inst is not None else None

@@ -149,8 +149,10 @@ def test_dual_serious_thresholds(days: list[tuple[int, str, int]], serious: bool
     alerts, tickets = run_engine(recs, as_of="2026-04-05 00:00:00")
     assert len(rule(alerts, "price.dual")) == len(days)
     assert bool(rule(alerts, "price.dual_serious")) is serious
-    expected = ["INTERVIEW", "REVIEW", "NO_RENEWAL"] if serious else ["INTERVIEW"]
-    assert actions(tickets) == expected
+    # the gravity ladders (AR-AGR 二(二)13); the escalation (三(二)2) starts with INTERVIEW whatever the gravity
+    assert actions(tickets, "dual_price_review") + actions(tickets, "dual_price_no_renewal") == (
+        ["REVIEW", "NO_RENEWAL"] if serious else [])
+    assert actions(tickets, "dual_price_escalation")[0] == "INTERVIEW"
     if serious:
         crit = rule(alerts, "price.dual_serious")[0]
         assert crit["severity"] == "critical"

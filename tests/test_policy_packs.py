@@ -56,7 +56,7 @@ def test_adoption_borrowing_and_overrides() -> None:
     assert ez.rules["price.dual"].basis == ar.rules["price.dual"].basis
     assert ez.ladders["dual_price_no_renewal"].borrow == ["autonomous-region"]
     assert ez.ladders["dual_price_no_renewal"].basis == ["AR-AGR 二(二)13"]
-    assert ez.status_of(ez.ladders["dual_price_interview"]) == "draft"  # AR-AGR is a 征求意见稿
+    assert ez.status_of(ez.ladders["dual_price_escalation"]) == "draft"  # AR-AGR is a 征求意见稿
     assert ez.ladders["tier_review"].basis == ["XY-TIER 第四条", "LN-TIER 二"]
     assert set(ez.rules["tier.not_entitled"].params["schemes"]) == {"XY", "LN"}
 
@@ -82,8 +82,8 @@ MUTATIONS = [
     ("ezhou", 'basis = ["EZ-CONV 三"]\n[rules."price.above_mode"]',
      'basis = ["EZ-CONV 三"]\n[rules."price.above_listed".params]\nmargin_ratio = "-1"\n[rules."price.above_mode"]',
      'ezhou: rules."price.above_listed".params.margin_ratio: Input should be greater than or equal to 0'),
-    ("autonomous-region", 'once_per = "institution"', 'once_pre = "institution"',
-     "autonomous-region: ladders.dual_price_interview.once_pre: unknown key"),
+    ("autonomous-region", 'once_per = "agreement_term"', 'once_pre = "agreement_term"',
+     "autonomous-region: ladders.dual_price_no_renewal.once_pre: unknown key"),
     ("xianyang", 'window = "last_12_months"', 'windw = "last_12_months"',
      'xianyang: rules."tier.downgrade".params.windw: unknown key'),
     ("xianyang", 'scheme = "XY"', 'scheme = "XZ"',
@@ -97,7 +97,7 @@ MUTATIONS = [
     ("autonomous-region", RENEWAL, RENEWAL + 'params.trace_coverage_min = "1.5"\n',
      'autonomous-region: rules."renewal.grounds".params.trace_coverage_min: Input should be less than or equal to 1'),
     ("autonomous-region", 'action = "TERMINATE_AGREEMENT"', 'action = "TERMINATE"',
-     "autonomous-region: ladders.suspensions.action: Input should be"),
+     "autonomous-region: ladders.dual_price_escalation.escalation.1.action: Input should be"),
 ]
 
 

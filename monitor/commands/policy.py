@@ -68,6 +68,14 @@ def ladder_text(spec: LadderSpec) -> str:
                         if spec.on_violation_reapply_after_years else "")
                      + (f", else {spec.on_clean}" if spec.on_clean else ", else no ticket")
                      + ("; a `rectified` finding ends it early" if spec.rectified_ends else ""))
+    elif spec.kind == "escalation":
+        parts.append(f"rectify within {spec.rectify_days} days; found again after that and within "
+                     f"{spec.escalate_within_months} months → "
+                     + " → ".join(s.action + (f" for {s.duration_months} month(s)" if s.duration_months else "")
+                                  + (f", no reapplication for {s.reapply_after_years} years"
+                                     if s.reapply_after_years else "")
+                                  + (", requires verification" if s.requires_verification else "")
+                                  for s in spec.escalation))
     else:
         parts.append(f"again after it ends and within {spec.recurrence_within_months} months of the first → "
                      f"{spec.recurrence_action}"

@@ -13,8 +13,8 @@ Split-pack (拆零, ``trdn_flag=1``) prices are per split unit and are only comp
   Self-pay dearer than insured is not a violation. The day is judged when event time reaches day end +
   ``judge_after_hours`` (24 h: by then every on-time upload of the day is in) and again when a record of
   it arrives later (up to ``rejudge_horizon_days``). Evidence: both prices, quantities and the overcharge
-  Σ(p − s)·q over the insured sales above tolerance. Warning alert; the ``dual_price_interview`` ladder
-  issues INTERVIEW on the first case (AR-AGR 三(二)2).
+  Σ(p − s)·q over the insured sales above tolerance. Warning alert; the ``dual_price_escalation`` ladder
+  issues INTERVIEW on the first case and escalates on a repeat after it (AR-AGR 三(二)2).
 * ``price.dual_serious`` — an institution's dual-pricing days within ``window_days`` (30) up to the day
   just judged add up to an overcharge ≥ ``min_overcharge`` (¥500) or number ≥ ``min_days`` (3) — the
   gravity — **and** their 涉及药品金额 (insured amount Σ price × qty of the dual-priced lines) reaches

@@ -10,7 +10,8 @@
   on its business date:
   - a ticket of this monitor in force restricts 门诊统筹 (suspended/terminated/cancelled pooling) and it
     is a 门诊统筹 settlement — or the ticket restricts the *agreement* (``SUSPEND_AGREEMENT``,
-    ``TERMINATE_AGREEMENT``) and it is any insured settlement, personal-account ones included;
+    ``TERMINATE_AGREEMENT``) or stops settlement (``SUSPEND_SETTLEMENT``, AR-AGR 三(二)2 暂停医保结算) and
+    it is any insured settlement, personal-account ones included;
   - the registry entry *in effect* (the one with the latest ``valid_from`` ≤ ``setl_time``, not the
     latest arrival — XY-TIER 第四条) says ``outpatient_pooling = false`` and it is 门诊统筹, or the date
     is after its ``agreement_end`` and it is any insured settlement;
@@ -62,8 +63,8 @@ class SuspendedParams(Params):
     registry_pooling_med_types: list[str] = Field(default=["11", "41"])
 
 
-#: this monitor's actions that restrict the whole agreement (every insured settlement counts)
-AGREEMENT_LEVEL = frozenset({"SUSPEND_AGREEMENT", "TERMINATE_AGREEMENT"})
+#: this monitor's actions that stop every insured settlement (the agreement's, and AR-AGR 三(二)2 暂停医保结算)
+AGREEMENT_LEVEL = frozenset({"SUSPEND_AGREEMENT", "SUSPEND_SETTLEMENT", "TERMINATE_AGREEMENT"})
 
 
 @dataclass(slots=True)

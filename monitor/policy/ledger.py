@@ -15,7 +15,10 @@ State model (#12). Two things can be restricted, each with its own suspension an
 * the **outpatient-pooling designation** (门诊统筹定点资格): ``SUSPEND_OUTPATIENT_POOLING`` for a while;
   ``TERMINATE_OUTPATIENT_POOLING`` / ``CANCEL_OUTPATIENT_POOLING`` end it;
 * the **whole agreement** (医保服务协议): ``SUSPEND_AGREEMENT`` for a while; ``TERMINATE_AGREEMENT`` ends it,
-  and with it the pooling designation.
+  and with it the pooling designation;
+* **settlement** (医保结算, AR-AGR 三(二)2 暂停医保结算): ``SUSPEND_SETTLEMENT`` stops every insured
+  settlement for a while without suspending the agreement — AR-AGR 三(三) counts "被中止医保服务协议" and
+  does not count it; the agreement's termination ends it.
 Once a scope has ended nothing of that scope is suspended or reinstated again; the other scope goes on
 (an agreement can still be terminated after pooling was cancelled). A re-application ban is never lost:
 an ending of a scope already ended is still issued when it carries a later ban (``reapply_after``).
@@ -50,17 +53,19 @@ AGREEMENT_ENDS = frozenset({"TERMINATE_AGREEMENT"})
 #: Actions that end a designation or an agreement: in force indefinitely once issued.
 TERMINAL = POOLING_ENDS | AGREEMENT_ENDS
 #: Actions that stop settlement for a while (what `status.settled_while_suspended` looks at).
-SUSPENSIONS = frozenset({"SUSPEND_OUTPATIENT_POOLING", "SUSPEND_AGREEMENT"})
+SUSPENSIONS = frozenset({"SUSPEND_OUTPATIENT_POOLING", "SUSPEND_AGREEMENT", "SUSPEND_SETTLEMENT"})
 #: What each restricting action restricts.
 SCOPE: dict[str, str] = {
     "SUSPEND_OUTPATIENT_POOLING": "pooling", "TERMINATE_OUTPATIENT_POOLING": "pooling",
     "CANCEL_OUTPATIENT_POOLING": "pooling", "SUSPEND_AGREEMENT": "agreement", "TERMINATE_AGREEMENT": "agreement",
+    "SUSPEND_SETTLEMENT": "settlement",
 }
 
 ACTION_TEXT: dict[str, tuple[str, str]] = {
     "SUSPEND_OUTPATIENT_POOLING": ("中止门诊统筹服务", "suspend outpatient-pooling service"),
     "TERMINATE_OUTPATIENT_POOLING": ("终止门诊统筹定点资格", "terminate the outpatient-pooling designation"),
     "SUSPEND_AGREEMENT": ("中止医保服务协议", "suspend the medical-insurance service agreement"),
+    "SUSPEND_SETTLEMENT": ("暂停医保结算", "suspend medical-insurance settlement"),
     "CANCEL_OUTPATIENT_POOLING": ("取消门诊统筹定点资格", "cancel the outpatient-pooling designation"),
     "TERMINATE_AGREEMENT": ("解除医保服务协议", "terminate the service agreement"),
     "REINSTATE": ("恢复医保服务", "reinstate the suspended service"),
@@ -108,6 +113,16 @@ class Sanction:
         return SCOPE.get(self.action, "")
 
 
+@dataclass(frozen=True)
+class Step:
+    """A step an ``escalation`` ladder has taken: its ticket, which step, from when, rectify by when."""
+
+    ticket_id: str
+    index: int
+    effective_from: date
+    rectify_by: date | None
+
+
 @dataclass
 class LadderState:
     active: Sanction | None = None
@@ -121,6 +136,8 @@ class LadderState:
     pending: list[Trigger] = field(default_factory=list)
     #: A non-restricting rectification notice (e.g. LN 限期整改) awaiting its review: its ticket id.
     notice: str | None = None
+    #: escalation ladders: the steps taken (not rejected), oldest first.
+    steps: list[Step] = field(default_factory=list)
 
 
 @dataclass
@@ -304,9 +321,14 @@ class Ledger:
             return ("cause", trig.cause)
         if spec.once_per == "institution":
             return ("institution",)
-        inst = self.registry.institution(trig.fixmedins_code)
         if spec.once_per == "agreement_term":
-            return ("term", str(inst.agreement_start) if inst else "?")
+            # the term in force on the trigger's business date, from every registry entry seen: a renewal
+            # uploaded mid-term neither opens a second case in this term nor closes the next one
+            from monitor.detectors.findings import agreement_term
+
+            code = trig.fixmedins_code
+            start, end = agreement_term(self.registry, code, trig.day, self.registry.agreement_terms(code))
+            return ("term", start.isoformat() if start else f"…/{end}")
         year = self.registry.agreement_year_start(trig.fixmedins_code, trig.day)
         return ("year", str(year))
 
@@ -329,6 +351,8 @@ class Ledger:
                 out.extend(self._immediate(ctx, name, spec, st, trig))
             elif spec.kind == "suspend_then_review":
                 out.extend(self._suspend(ctx, name, spec, st, trig))
+            elif spec.kind == "escalation":
+                out.extend(self._escalate(ctx, name, spec, st, trig))
             else:
                 out.extend(self._recurrence(ctx, name, spec, st, trig))
         return out
@@ -373,6 +397,47 @@ class Ledger:
         if self._restricting(spec.action):
             st.active = self.book(trig.fixmedins_code).sanctions[-1]
             self._schedule_end(ctx, name, trig.fixmedins_code, st.active)
+        return [ticket]
+
+    def _escalate(self, ctx: Context, name: str, spec: LadderSpec, st: LadderState,
+                  trig: Trigger) -> list[Ticket]:
+        """AR-AGR 三(二)2 "视情节严重程度和整改情况": found again after a step's rectification time and within
+        the window of that step → the next step; before its rectification time → the same case."""
+        code = trig.fixmedins_code
+        start = self._effective(spec, trig)
+        index = 0
+        if st.steps:
+            last = st.steps[-1]
+            assert spec.escalate_within_months is not None
+            if last.rectify_by is None or trig.day < last.rectify_by:
+                ctx.count("ledger.escalation_same_case")  # still being rectified, or the last step taken
+                return []
+            if trig.day < add_months(last.effective_from, spec.escalate_within_months):
+                index = last.index + 1
+            else:
+                ctx.count("ledger.escalation_starts_again")  # found again only after the window
+        if self.ended(code, "agreement", start):
+            return []  # nothing left to escalate on
+        if index == 0:
+            action, months, years, verify = spec.action, spec.duration_months, spec.reapply_after_years, \
+                spec.requires_verification
+        else:
+            step = spec.escalation[index - 1]
+            action, months, years, verify = step.action, step.duration_months, step.reapply_after_years, \
+                step.requires_verification
+        reapply = add_years(start, years) if years else None
+        if self._restricting(action) and self._blocked(code, action, start, reapply):
+            return []
+        final = index == len(spec.escalation)
+        assert spec.rectify_days is not None
+        rectify = None if final else start + timedelta(days=spec.rectify_days)
+        ticket = self._ticket(ctx, name, spec, trig, code, action, trig.cause, start,
+                              effective_until=add_months(start, months) if months else None,
+                              rectify_by=rectify, reapply_after=reapply, requires_verification=verify)
+        st.steps = [*st.steps[-7:], Step(ticket.ticket_id, index, start, rectify)]  # bounded; the last decides
+        if self._restricting(action):
+            st.active = self.book(code).sanctions[-1]
+            self._schedule_end(ctx, name, code, st.active)
         return [ticket]
 
     def _suspend(self, ctx: Context, name: str, spec: LadderSpec, st: LadderState,
@@ -501,6 +566,7 @@ class Ledger:
                     st.active, st.deadline, st.pending = None, None, []
                 if st.notice == ref:
                     st.notice, st.deadline = None, None
+                st.steps = [step for step in st.steps if step.ticket_id != ref]  # the step was not taken
                 ctx.count("ledger.ticket_rejected")
             elif rec.kind == "ticket_approved" and spec is not None and spec.on_approved and ref not in book.confirmed:
                 book.confirmed.add(ref)

@@ -115,7 +115,7 @@ class RuleSpec(_Dated):
         return bool(self.basis)
 
 
-LadderKind = Literal["immediate", "suspend_then_review", "recurrence"]
+LadderKind = Literal["immediate", "suspend_then_review", "recurrence", "escalation"]
 OncePer = Literal["cause", "institution", "agreement_term", "agreement_year"]
 
 class ReviewEvidenceSpec(_Strict):
@@ -139,6 +139,15 @@ MAX_MONTHS = 120
 MAX_YEARS = 10
 
 
+class EscalationStep(_Strict):
+    """One step of an ``escalation`` ladder after its first (``action``): what a repeat leads to."""
+
+    action: Action
+    duration_months: int | None = Field(default=None, ge=1, le=MAX_MONTHS)
+    reapply_after_years: int | None = Field(default=None, ge=1, le=MAX_YEARS)
+    requires_verification: bool = False
+
+
 class LadderSpec(_Dated):
     """A sanction ladder: what a trigger leads to, and what is re-checked at its deadline.
 
@@ -155,6 +164,14 @@ class LadderSpec(_Dated):
     * ``recurrence`` — the first trigger issues ``action`` for ``duration_months``; a trigger after it
       ends and within ``recurrence_within_months`` of the first → ``recurrence_action``. One dated while
       it runs is kept and judged when it ends.
+    * ``escalation`` — "视情节和整改情况" (AR-AGR 三(二)2): the first trigger issues ``action`` with
+      ``rectify_days`` to rectify (the ticket's ``rectify_by``); a trigger dated on or after the current
+      step's ``rectify_by`` and within ``escalate_within_months`` of that step's ``effective_from`` issues
+      the next of ``escalation`` (each step its own term, ban and verification); one dated before
+      ``rectify_by`` is the same case still being rectified (nothing); one after the window starts again
+      from ``action``. The last step repeats nothing. A rejected step ticket is taken back (the
+      ladder stands where it stood before it); ``rectified_ends`` lets a ``rectified`` finding end a
+      step's suspension early.
     ``on_approved``: a ``ticket_approved`` finding on this ladder's ticket fires that trigger (e.g. an
     approved REVIEW is the verification ``finding:data_incomplete_verified``).
     """
@@ -182,9 +199,19 @@ class LadderSpec(_Dated):
     recurrence_within_months: int | None = Field(default=None, ge=1, le=MAX_MONTHS)
     recurrence_action: Action | None = None
     recurrence_reapply_after_years: int | None = Field(default=None, ge=1, le=MAX_YEARS)
+    #: escalation: the steps after ``action``, in order
+    escalation: list[EscalationStep] = []
+    escalate_within_months: int | None = Field(default=None, ge=1, le=MAX_MONTHS)
+    rectify_days: int | None = Field(default=None, ge=1, le=366)
 
     @model_validator(mode="after")
     def _complete(self) -> LadderSpec:
+        if self.kind == "escalation" and (
+            not self.escalation or self.escalate_within_months is None or self.rectify_days is None
+        ):
+            raise ValueError("escalation needs escalation (the next steps), escalate_within_months, rectify_days")
+        if self.kind != "escalation" and (self.escalation or self.escalate_within_months or self.rectify_days):
+            raise ValueError("escalation, escalate_within_months and rectify_days belong to kind = \"escalation\"")
         if self.kind == "suspend_then_review":
             if (self.duration_months is None) == (self.rectify_months is None):
                 raise ValueError("suspend_then_review needs exactly one of duration_months, rectify_months")
@@ -201,8 +228,8 @@ class LadderSpec(_Dated):
 
 
 #: Actions that restrict settlement (suspensions and terminations; design §4).
-RESTRICTING = frozenset({"SUSPEND_OUTPATIENT_POOLING", "SUSPEND_AGREEMENT", "TERMINATE_OUTPATIENT_POOLING",
-                         "CANCEL_OUTPATIENT_POOLING", "TERMINATE_AGREEMENT"})
+RESTRICTING = frozenset({"SUSPEND_OUTPATIENT_POOLING", "SUSPEND_AGREEMENT", "SUSPEND_SETTLEMENT",
+                         "TERMINATE_OUTPATIENT_POOLING", "CANCEL_OUTPATIENT_POOLING", "TERMINATE_AGREEMENT"})
 
 
 class Pack(_Strict):
