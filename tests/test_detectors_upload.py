@@ -168,3 +168,30 @@ def test_review_without_evidence_on_one_stream_is_not_clean() -> None:
     _, tickets = run_engine(by_arrival(with_sales(bad) + good), as_of="2026-03-01 00:00:00")
     got = [t["action"] for t in tickets if t["ladder"] == "realtime"]
     assert got == ["SUSPEND_OUTPATIENT_POOLING", "REVIEW"]
+
+
+# --------------------------------------------------------------------------------- xianyang
+def test_xy_tier_5_3_silence_is_not_real_time_in_xianyang() -> None:
+    """XY-TIER 第五条3 承诺将追溯码信息和"进销存"台账实时、准确归集: a day of 10 settlements with drugs and no 3505
+    sale is a silent 进销存 stream (an alert; the one review of the day is data.incomplete's, 第十一条); 3505
+    sales without any upload time are time unknown (an alert, no ladder). Late settlements alone are not
+    XY's matter."""
+    items = [it for it in with_sales(settlements(10, timedelta(minutes=1), "S")) if it[0] != "inventory"]
+    alerts, tickets = run_engine(by_arrival(items), policy="xianyang", as_of="2026-01-20 00:00:00")
+    silent = [a for a in alerts if a["rule_id"] == "upload.silent_stream"]
+    assert len(silent) == 1 and silent[0]["evidence"]["silent_streams"] == ["inventory"]
+    assert silent[0]["basis"] == "XY-TIER 第五条3"
+    assert [(t["ladder"], t["action"], t["rule_ids"]) for t in tickets] == [
+        ("data_review", "REVIEW", ["data.incomplete"])]
+    unknown_sales = [("settlements", r) for r in settlements(10, timedelta(minutes=1), "K")] + [
+        ("inventory", sale(f"B{i}", ts(DAY + timedelta(minutes=i)), None, setl_id=f"K{i}", mdtrt_setl_type="1"))
+        for i in range(10)]
+    alerts, _ = run_engine(by_arrival(unknown_sales), policy="xianyang", as_of="2026-01-20 00:00:00")
+    unknown = [a for a in alerts if a["rule_id"] == "upload.time_unknown"]
+    assert len(unknown) == 1 and unknown[0]["evidence"]["upload_time_unknown"] == 10
+    late_settlements = with_sales(settlements(10, timedelta(minutes=1), "L"))
+    for rec in late_settlements:
+        if rec[0] == "settlements":
+            rec[1]["inf_time"] = ts(datetime.strptime(rec[1]["setl_time"], FMT) + timedelta(hours=30))
+    alerts, _ = run_engine(by_arrival(late_settlements), policy="xianyang", as_of="2026-01-20 00:00:00")
+    assert not [a for a in alerts if a["rule_id"].startswith("upload.")]

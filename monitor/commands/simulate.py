@@ -101,7 +101,7 @@ def run_score(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         print(f"monitor score: {exc}", file=sys.stderr)
         return 2
-    report = score(args.out_dir, args.labels, ladder_triggers=triggers)
+    report = score(args.out_dir, args.labels, ladder_triggers=triggers, policy=args.policy)
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
     else:

@@ -152,7 +152,10 @@ class UploadTimeliness(Detector):
         known = ctx.upload_time_known
         lag = arrival - btime
         self._count_volume(code, rec.STREAM, day, known, known and lag > self.max_lag, ctx)
-        if rec.STREAM not in self.watched:
+        watched = rec.STREAM in self.watched
+        # a silent stream is judged against the day's settlements, also where settlements' own upload
+        # times are not watched (xianyang: XY-TIER 第五条3 binds 进销存 and trace codes only)
+        if not watched and not (self.silent_params is not None and isinstance(rec, Settlement)):
             return
         tally = self.open_day(self.days, code, day, self.max_lag, self.horizon, DayTally, ctx,
                               "upload.late_beyond_rejudge_horizon")
@@ -166,6 +169,8 @@ class UploadTimeliness(Detector):
             tally.sales += 1
         elif isinstance(rec, TraceScan) and rec.scan_kind == "sale":
             tally.sale_scans += 1
+        if not watched:
+            return
         if not known:
             # no inf_time and no broker timestamp: neither late nor on time (silence is not compliance)
             tally.unknown += 1

@@ -164,28 +164,42 @@ def _tier(rng: random.Random) -> tuple[str | None, str | None]:
     return "LN", rng.choices(("I", "II", "III"), (1, 5, 4))[0]
 
 
+def _graded(rng: random.Random, scheme: str) -> tuple[str | None, str | None]:
+    """A region that grades every institution by its own scheme (``none``: a region that grades none)."""
+    if scheme == "XY":
+        return "XY", rng.choices(("A", "B", "C", "D"), (1, 2, 5, 2))[0]
+    if scheme == "LN":
+        return "LN", rng.choices(("I", "II", "III"), (1, 5, 4))[0]
+    return None, None
+
+
 def build_institutions(rng: random.Random, n: int, start: date, n_drugs: int,
-                       high_value: list[int], scale: float) -> list[Inst]:
+                       high_value: list[int], scale: float, scheme: str | None = None,
+                       districts: tuple[str, ...] = _DISTRICTS, city_name: str = "鄂州") -> list[Inst]:
     """``n`` institutions: three in four pharmacies (some in chains), the rest clinics; volumes skewed
-    (log-normal: a few busy, many quiet); agreement years starting on various anniversaries."""
+    (log-normal: a few busy, many quiet); agreement years starting on various anniversaries. Tiers:
+    ``scheme`` None mixes ungraded institutions with both schemes (the Ezhou profile); ``XY``/``LN``
+    grades every one by that scheme; ``none`` grades none."""
     out: list[Inst] = []
     serial: dict[tuple[str, str], int] = {}
     ordinary = [d for d in range(n_drugs) if d not in high_value]
     for i in range(n):
         pharmacy = i % 4 != 3
         kind = "2" if pharmacy else "1"
-        district = _DISTRICTS[rng.randrange(len(_DISTRICTS))]
+        district = districts[rng.randrange(len(districts))]
         key = (kind, district)
         serial[key] = serial.get(key, 0) + 1
         code = f"{'P' if pharmacy else 'H'}{district}{serial[key]:05d}"
         street = _STREETS[rng.randrange(len(_STREETS))]
         if pharmacy:
             chain = _CHAINS[rng.randrange(len(_CHAINS))] if rng.random() < 0.4 else None
-            name = f"{chain}（鄂州{street}{serial[key]}店）" if chain else f"鄂州市{street}康民大药房{serial[key]}号"
+            name = (f"{chain}（{city_name}{street}{serial[key]}店）" if chain
+                    else f"{city_name}市{street}康民大药房{serial[key]}号")
         else:
-            name = f"鄂州市{street}社区卫生服务站{serial[key]}"
-        scheme, tier = _tier(rng)
-        inst_services = TIER_SERVICES.get((scheme, tier), ALL_SERVICES) if scheme and tier else ALL_SERVICES
+            name = f"{city_name}市{street}社区卫生服务站{serial[key]}"
+        scheme_of, tier = _tier(rng) if scheme is None else _graded(rng, scheme)
+        inst_services = (TIER_SERVICES.get((scheme_of, tier), ALL_SERVICES) if scheme_of and tier
+                         else ALL_SERVICES)
         pooling = "pooling" in inst_services and rng.random() < 0.9
         special = pharmacy and "special" in inst_services and rng.random() < 0.15
         anniversary = date(start.year - 1, 1 + rng.randrange(12), 1)
@@ -199,7 +213,7 @@ def build_institutions(rng: random.Random, n: int, start: date, n_drugs: int,
         if special:
             drugs += high_value
         out.append(Inst(
-            index=i, code=code, name=name, kind=kind, admdvs=district, tier=tier, scheme=scheme,
+            index=i, code=code, name=name, kind=kind, admdvs=district, tier=tier, scheme=scheme_of,
             pooling=pooling, special=special, agreement_start=agreement_start,
             agreement_end=add_years(agreement_start, 3), designated_since=min(since, agreement_start),
             rate=rate, selfpay_ratio=0.3 + rng.random() * 0.4 if pharmacy else 0.05,

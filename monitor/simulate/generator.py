@@ -48,9 +48,27 @@ HOUR_WEIGHT: tuple[float, ...] = (
 )
 
 PROFILES: dict[str, dict[str, Any]] = {
-    # Ezhou: ~1 M people, a few hundred institutions, ~10^5 records a day at scale 1.
-    "ezhou": {"admdvs": "420700", "institutions": 300},
+    # Ezhou: ~1 M people, a few hundred institutions, ~10^5 records a day at scale 1; ungraded institutions
+    # beside both tier schemes (tier.not_entitled is borrowed from XY and LN).
+    "ezhou": {"admdvs": "420700", "institutions": 300, "pack": "ezhou", "scheme": None},
+    # The three other regions, each judged by its own pack with its own plants (plants.py): every
+    # institution graded by the region's scheme (XY-TIER 第十七条 grades every existing one; LN-TIER 二),
+    # none for autonomous-region (AR-AGR grades nothing). The city itself (districts, names, volumes) is
+    # the same synthetic city; only the admdvs of its people and the grading change.
+    "xianyang": {"admdvs": "610400", "institutions": 300, "pack": "xianyang", "scheme": "XY",
+                 "districts": ("610402", "610403", "610404"), "city_name": "咸阳"},
+    "liaoning": {"admdvs": "210100", "institutions": 300, "pack": "liaoning", "scheme": "LN",
+                 "districts": ("210102", "210103", "210104"), "city_name": "沈阳"},
+    # AR-AGR names no region; an autonomous region's capital stands in (the pack's region is "" = any)
+    "autonomous-region": {"admdvs": "150100", "institutions": 300, "pack": "autonomous-region",
+                          "scheme": "none", "districts": ("150102", "150103", "150104"), "city_name": "呼和浩特"},
 }
+
+
+def _city_options(profile: str) -> dict[str, Any]:
+    """The profile's grading, districts and city name for ``build_institutions`` (Ezhou: the defaults)."""
+    prof = PROFILES[profile]
+    return {k: prof[k] for k in ("scheme", "districts", "city_name") if prof.get(k) is not None}
 
 
 @dataclass
@@ -102,6 +120,7 @@ class DayMods:
     trace_missing_every: int = 0  # every n-th insured whole-pack sale has no trace codes
     no_rx_every: int = 0  # every n-th prescription-requiring settlement has no prescription uploaded
     no_rx_kind: str = "none"  # "none": no hi_rxno at all (the settler's failure); "missing": cited, never uploaded
+    no_scans: bool = False  # no trace-code scan of the day's sales is uploaded at all (a silent stream)
     counter: dict[str, int] = field(default_factory=dict)
 
     def hit(self, name: str, every: int) -> bool:
@@ -134,7 +153,8 @@ class City:
         self.drugs: list[DrugInfo] = build_catalogue(self.rng)
         self.high_value = [d.index for d in self.drugs if d.high_value]
         self.insts: list[Inst] = build_institutions(self.rng, cfg.n_institutions, cfg.start, len(self.drugs),
-                                                    self.high_value, cfg.scale)
+                                                    self.high_value, cfg.scale,
+                                                    **_city_options(cfg.profile))
         self.clinics = [i for i in self.insts if not i.is_pharmacy] or self.insts[:1]
         self.population = max(3000, 200 * len(self.insts))
         self.trace_serial: list[int] = [0] * len(self.drugs)
@@ -145,6 +165,8 @@ class City:
         self.sold: dict[tuple[int, int], list[tuple[int, str]]] = {}  # (inst, day) → (drug, code) sold
         self.watch_sold: set[tuple[int, int]] = set()
         self.findings_seq = 0
+        #: day → registry entries uploaded that day (a renewal mid-term), pushed like findings
+        self.registry_updates: dict[int, list[dict[str, Any]]] = {}
         self.day = 0
         self._price_factor_choices = (Decimal("0.95"), Decimal("0.97"), Decimal("1.03"), Decimal("1.05"))
         for inst in self.insts:
@@ -529,7 +551,7 @@ class City:
                 sale = self.sale_record(inst, d, b, q, t, s_arr, price, docno, True, whole, setl_id, p, hi_rxno)
                 self.w.push("inventory", s_arr, sale)
                 self.resend("inventory", s_arr, sale)
-                if no_trace:
+                if no_trace or (mods is not None and mods.no_scans):
                     continue
                 for code in codes:
                     self.w.push("tracecodes", s_arr, self.scan_record(inst, d, code, "sale", t, s_arr, docno,
@@ -618,21 +640,35 @@ class City:
                 sale = self.sale_record(inst, d, b, q, t, arrival, price, docno, False, whole)
                 self.w.push("inventory", arrival, sale)
                 self.resend("inventory", arrival, sale)
-                for code in codes:
+                day_mods = self.mods.get((inst.index, t // DAY))
+                for code in codes if day_mods is None or not day_mods.no_scans else ():
                     self.w.push("tracecodes", arrival,
                                 self.scan_record(inst, d, code, "sale", t, arrival, docno, b.bchno, None))
 
-    def finding(self, inst: Inst, day: int, kind: str, note: str, resend: bool = False) -> dict[str, Any]:
+    def finding(self, inst: Inst, day: int, kind: str, note: str, resend: bool = False,
+                arrive: int | None = None, ref_ticket_id: str | None = None) -> dict[str, Any]:
+        """A finding that occurred on ``day`` and is uploaded on ``arrive`` (default the same day; a later
+        day makes it arrive out of order)."""
         self.findings_seq += 1
+        up = day if arrive is None else arrive
         rec = {"finding_id": f"FD{self.cfg.start.year}{self.findings_seq:06d}", "fixmedins_code": inst.code,
                "kind": kind, "occurred_at": f"{self.day_names[day]} 10:00:00", "note": note,
-               "inf_time": f"{self.day_names[day]} 10:05:00"}
-        self.findings.setdefault(day, []).append(rec)
+               "inf_time": f"{self.day_names[up]} 10:05:00"}
+        if ref_ticket_id is not None:
+            rec["ref_ticket_id"] = ref_ticket_id
+        self.findings.setdefault(up, []).append(rec)
         if resend:
             again = dict(rec)
             again["inf_time"] = f"{self.day_names[day]} 10:35:00"
-            self.findings[day].append(again)
+            self.findings[up].append(again)
         return rec
+
+    def registry_update(self, inst: Inst, day: int, **over: Any) -> None:
+        """Upload a new registry entry of ``inst`` on ``day`` (valid from that day), e.g. a renewal."""
+        rec = dict(inst.record(f"{self.day_names[day]} 00:00:00"))
+        rec.update({k: v.isoformat() if isinstance(v, date) else v for k, v in over.items()})
+        rec["inf_time"] = f"{self.day_names[day]} 10:01:00"
+        self.registry_updates.setdefault(day, []).append(rec)
 
     # --------------------------------------------------------------------------------------- the run
     def run_hour(self, day: int, hour: int, weekday: int) -> None:
@@ -674,6 +710,8 @@ class City:
                     else:
                         self.selfpay(inst, ev.t, base, ev.opts)
             if hour == 10 and q == 0:
+                for rec in self.registry_updates.get(day, []):
+                    self.w.push("institutions", self._arrival_of(rec), rec)
                 for rec in self.findings.get(day, []):
                     self.w.push("findings", self._arrival_of(rec), rec)
             self.w.advance(end)

@@ -51,6 +51,12 @@ class Planter:
         self.rng = city.rng
         self.n = city.cfg.days
         self.labels: list[dict[str, Any]] = []
+        #: the region whose pack judges the city (its own ladders decide the expected tickets)
+        self.region = city.cfg.profile
+        #: a plant host's grade: plain where the region grades nothing (or mixes, as Ezhou does); the
+        #: region's own scheme where it grades everyone, at a tier that allows all the plant needs
+        self.host_grade: tuple[str | None, str | None] = {
+            "xianyang": ("XY", "C"), "liaoning": ("LN", "III")}.get(self.region, (None, None))
         plain = [i for i in city.insts if i.is_pharmacy and i.scheme is None and i.pooling and not i.special]
         other = [i for i in city.insts if i.is_pharmacy and i not in plain]
         self.rng.shuffle(plain)
@@ -85,7 +91,7 @@ class Planter:
         inst.role = role if inst.role == "background" else f"{inst.role}+{role}"
         if inst.is_pharmacy:
             # A plant host is a plain pharmacy (ungraded, 门诊统筹, no 双通道) unless the plant says otherwise.
-            inst.scheme = inst.tier = None
+            inst.scheme, inst.tier = self.host_grade
             inst.pooling = True
             if inst.special:
                 inst.special = False
@@ -480,7 +486,16 @@ def _pct(value: Decimal, percent: int) -> Decimal:
 
 
 def plant_all(city: City) -> list[dict[str, Any]]:
-    """Plan every plant and look-alike on ``city`` (before generation) and return their labels."""
+    """Plan every plant and look-alike on ``city`` (before generation) and return their labels: the
+    Ezhou plants, or those of the profile's own region (``monitor.simulate.regions``)."""
+    from monitor.simulate.regions import PLANTERS
+
+    regional = PLANTERS.get(city.cfg.profile)
+    if regional is not None:
+        rp = regional(city)
+        rp.plant()
+        rp.labels.sort(key=lambda lb: (lb["rule_id"], lb["window_start"], lb["fixmedins_code"], lb["kind"]))
+        return rp.labels
     p = Planter(city)
     p.upload()
     p.suspended()

@@ -97,6 +97,17 @@ class Report:
                 out.append(f"{rs.rule_id}: precision {rs.precision:.3f} < {min_precision}")
         return out
 
+    def ticket_failures(self, min_ratio: float) -> list[str]:
+        """Per ticket action: matched / expected (recall) and matched / issued (precision) ≥ ``min_ratio``."""
+        out = []
+        t = self.tickets
+        for action in sorted(set(t.expected) | set(t.issued)):
+            if t.expected[action] and t.matched[action] / t.expected[action] < min_ratio:
+                out.append(f"ticket {action}: recall {t.matched[action]}/{t.expected[action]}")
+            if t.issued[action] and t.matched[action] / t.issued[action] < min_ratio:
+                out.append(f"ticket {action}: precision {t.matched[action]}/{t.issued[action]}")
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "rules": {
@@ -143,8 +154,11 @@ def score(out_dir: Path, labels_path: Path, implemented: set[str] | None = None,
     ``implemented`` defaults to ``implemented_rules()``, ``ladder_triggers`` to those of ``policy``."""
     if implemented is None:
         from monitor.detectors import implemented_rules
+        from monitor.policy.pack import load_pack
 
-        implemented = implemented_rules()
+        pack = load_pack(policy)
+        # a rule is judged where the region adopts it (#12: each region its own rules)
+        implemented = {r for r in implemented_rules() if pack.enabled(r)}
     if ladder_triggers is None:
         ladder_triggers = pack_triggers(policy)
     rows = _read(labels_path)
