@@ -47,10 +47,17 @@ from monitor.policy.ledger import Ledger, Trigger
 from monitor.policy.pack import Pack
 from monitor.privacy import KeyMismatch, Pseudonymizer
 from monitor.records import Drug, Finding, Institution, Record
+from monitor.state import EPOCH as STATE_EPOCH
+from monitor.state import U64, MemoryStore, StateStore, Table, restoring, to_seconds
 
 # the allow-list unpickler lives with the state store (table values use it too); re-exported here
 from monitor.state.safepickle import CheckpointError as CheckpointError
 from monitor.state.safepickle import load_state as load_state
+
+_EPOCH_ORDINAL = STATE_EPOCH.date().toordinal()
+#: Days an emitted alert/ticket id is remembered (de-duplication of outputs) after it was emitted: longer
+#: than any window a rule re-judges (trace codes: 3 years, ``horizon_days`` 1096) plus a month.
+EMITTED_MEMORY_DAYS = 1127
 
 Output = Alert | Ticket
 
@@ -144,35 +151,30 @@ class TimerQueue:
 
 
 class Dedup:
-    """Identities of recent records (64-bit stable hashes), forgotten ``horizon_days`` after their date."""
+    """Identities of recent records (64-bit stable hashes) in the store's ``seen`` table, each expiring
+    ``horizon_days`` after its business date (event-time TTL: gone once the watermark's day is
+    ``day + horizon_days``). A record whose day is already beyond the horizon cannot be told from a
+    duplicate, so it is counted (documented limit): the table does not store an entry already expired."""
 
-    def __init__(self, horizon_days: int) -> None:
+    TABLE = "seen"
+
+    def __init__(self, horizon_days: int, store: StateStore | None = None) -> None:
         self.horizon_days = horizon_days
-        self._seen: dict[int, int] = {}
-        self._by_day: dict[int, list[int]] = defaultdict(list)
-        self._pruned_through = 0
+        self._table = (store or MemoryStore()).table(self.TABLE, U64, U64)
+        self._horizon_s = horizon_days * 86400
 
     def seen(self, key: int, day: date) -> bool:
-        if key in self._seen:
+        if key < 2:
+            key += 2  # 0 and 1 are the packed table's empty/deleted marks
+        table = self._table
+        if table.get(key) is not None:
             return True
-        ordinal = day.toordinal()
-        if ordinal <= self._pruned_through:
-            return False  # older than the horizon: cannot tell, so count it (documented limit)
-        self._seen[key] = ordinal
-        self._by_day[ordinal].append(key)
+        # expires at 00:00 of day + horizon (Asia/Shanghai): EPOCH is a CST midnight
+        table.set_at(key, 1, (day.toordinal() - _EPOCH_ORDINAL) * 86400 + self._horizon_s)
         return False
 
-    def prune(self, today: date) -> None:
-        limit = today.toordinal() - self.horizon_days
-        if limit <= self._pruned_through:
-            return
-        for ordinal in [d for d in self._by_day if d <= limit]:
-            for key in self._by_day.pop(ordinal):
-                self._seen.pop(key, None)
-        self._pruned_through = limit
-
     def __len__(self) -> int:
-        return len(self._seen)
+        return len(self._table)
 
 
 @dataclass
@@ -308,14 +310,16 @@ class Context:
 class Engine:
     """Deterministic compliance engine over (state, record, now). See the module docstring."""
 
-    def __init__(self, pack: Pack, pseudo: Pseudonymizer | None = None) -> None:
+    def __init__(self, pack: Pack, pseudo: Pseudonymizer | None = None, store: StateStore | None = None) -> None:
         self.pack = pack
         self.pseudo = pseudo or Pseudonymizer()
+        #: the keyed state that grows (monitor.state): not pickled with the engine, checkpointed as deltas
+        self.state: StateStore = store if store is not None else MemoryStore()
         self.registry = Registry()
         self.timers = TimerQueue()
         self.ledger = Ledger(pack, self.registry)
         self.watermark = Watermark()
-        self.dedup = Dedup(int(pack.setting("dedup_horizon_days", 35)))
+        self.dedup = Dedup(int(pack.setting("dedup_horizon_days", 35)), self.state)
         self.stats = Stats.empty()
         self.detectors: list[Detector] = build_detectors(pack)
         self._by_name: dict[str, Detector] = {d.name: d for d in self.detectors}
@@ -325,18 +329,27 @@ class Engine:
                 self._routes[stream].append(det)
         #: Detectors that see every ticket the ledger issues (e.g. suspensions.repeated counts them).
         self._ticket_watchers: list[Detector] = [d for d in self.detectors if d.watches_tickets]
-        self._emitted: set[str] = set()
+        #: ids of emitted alerts and tickets (64-bit BLAKE2b of the id; ``EMITTED_MEMORY_DAYS``)
+        self._emitted: Table[int, int] = self.state.table("emitted", U64, U64)
         self._out: list[Output] = []
         self.firing_at: datetime | None = None
         self._last_prune: date | None = None
         self.ctx = Context(self)
+        for det in self.detectors:
+            bind = getattr(det, "bind_state", None)
+            if bind is not None:
+                bind(self.state)
 
     # ------------------------------------------------------------------------------------------ outputs
     def emit(self, item: Output) -> bool:
         ident = item.alert_id if isinstance(item, Alert) else item.ticket_id
-        if ident in self._emitted:
+        key = int.from_bytes(hashlib.blake2b(ident.encode(), digest_size=8).digest(), "big") | 2
+        emitted = self._emitted
+        if emitted.get(key) is not None:
             return False
-        self._emitted.add(ident)
+        now = self.firing_at or self.watermark.value
+        emitted.set_at(key, 1, 0 if now is None else
+                       to_seconds(now) + EMITTED_MEMORY_DAYS * 86400)
         self._out.append(item)
         if isinstance(item, Alert):
             self.stats.alerts[item.rule_id] += 1
@@ -372,7 +385,7 @@ class Engine:
         today = business_date(now)
         if self._last_prune != today:
             self._last_prune = today
-            self.dedup.prune(today)
+            self.state.expire(now)  # event-time TTL of every table (dedup, emitted ids, trace codes, …)
 
     def advance(self, now: datetime) -> list[Output]:
         """Move event time to ``now`` (e.g. ``--as-of`` or a Faust tick) and fire what is due."""
@@ -439,17 +452,40 @@ class Engine:
 
     # ------------------------------------------------------------------------------------- checkpoints
     def snapshot(self) -> bytes:
-        """The whole state, for a checkpoint stored with the input positions it reflects."""
+        """The whole state, self-contained: the engine and, for a memory store, every table whole. The
+        shells' incremental checkpoints use ``small_state`` plus the store's deltas instead
+        (``monitor.state.checkpoint``)."""
+        tables = self.state.dump() if isinstance(self.state, MemoryStore) else None
+        return pickle.dumps({"engine": self.small_state(), "tables": tables, "now_s": self.state.now_s},
+                            protocol=pickle.HIGHEST_PROTOCOL)
+
+    def small_state(self) -> bytes:
+        """The engine without its store: tables are pickled as references by name (``TableRef``), so
+        this is what an incremental checkpoint writes whole, beside the store's deltas."""
         return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
 
     @staticmethod
-    def restore(blob: bytes, pseudo: Pseudonymizer | None = None) -> Engine:
-        """The engine of a snapshot, keyed with ``pseudo`` (the current ``MONITOR_PII_KEY``): it must be
-        the key the snapshot was made under (``KeyMismatch``). Without ``pseudo`` only a dev-key snapshot
-        (demo, tests) is usable. Unpickled with the state allow-list (``load_state``)."""
-        engine = load_state(blob)
+    def restore(blob: bytes, pseudo: Pseudonymizer | None = None, store: StateStore | None = None) -> Engine:
+        """The engine of a ``snapshot`` (or, with the ``store`` it refers to, of a ``small_state``), keyed
+        with ``pseudo`` (the current ``MONITOR_PII_KEY``): it must be the key the snapshot was made
+        under (``KeyMismatch``). Without ``pseudo`` only a dev-key snapshot (demo, tests) is usable.
+        Unpickled with the state allow-list (``load_state``)."""
+        target = store if store is not None else MemoryStore()
+        with restoring(target):
+            head = load_state(blob)
+        if isinstance(head, dict) and "engine" in head:  # a self-contained snapshot
+            if head.get("tables"):
+                target.apply(head["tables"])
+            target.set_now(int(head.get("now_s") or 0))
+            with restoring(target):
+                engine = load_state(head["engine"])
+        elif store is None:
+            raise TypeError("a small_state needs the store it refers to")
+        else:
+            engine = head
         if not isinstance(engine, Engine):
             raise TypeError("checkpoint does not hold an Engine")
+        engine.state = target
         if pseudo is not None:
             if pseudo.fingerprint != engine.pseudo.fingerprint:
                 raise KeyMismatch(
@@ -463,6 +499,7 @@ class Engine:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state.pop("ctx", None)
+        state.pop("state", None)  # the store is checkpointed by itself (deltas); tables pickle by name
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

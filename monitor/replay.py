@@ -31,8 +31,6 @@ import hashlib
 import heapq
 import json
 import operator
-import os
-import pickle
 import re
 import sys
 from collections import Counter, deque
@@ -44,7 +42,7 @@ from typing import Any
 
 from monitor.clock import CST
 from monitor.detectors import unimplemented_rules
-from monitor.engine import CheckpointError, Engine, Output, load_state, seal, unseal
+from monitor.engine import CheckpointError, Engine, Output
 from monitor.nhsa import UPLOADS, stream_decoder
 from monitor.nhsa import advance as nhsa_advance
 from monitor.nhsa import apply as nhsa_apply
@@ -57,6 +55,7 @@ from monitor.records import STREAMS, InvalidRecord, Record, parse_value
 from monitor.sinks import Sink
 from monitor.sinks.config import bind_all
 from monitor.sinks.files import FileSink, Quarantine
+from monitor.state.checkpoint import CheckpointDir, Written
 from monitor.watermark import DEFAULT_QUORUM, EventClock, Released
 
 _EARLIEST = datetime(1970, 1, 1, tzinfo=CST)
@@ -228,6 +227,8 @@ class ReplayResult:
     dead_letters: Counter[str]
     outputs: int
     clock: EventClock[_Item] | None = None
+    #: what the ``--state`` checkpoint of this run wrote (None without ``--state``)
+    checkpoint: Written | None = None
 
     def summary(self) -> dict[str, Any]:
         st = self.engine.stats
@@ -380,34 +381,30 @@ def _source(rec: Record | Pending) -> str:
 
 #: The same rule for the worker (``monitor.streams.core``): both shells name a claim's source alike.
 claim_source = _source
-#: Version of the replay state file (``--state``): engine + event clock + output sizes, sealed.
-REPLAY_STATE_VERSION = 3
+#: Version of the replay state's shell part (``--state``): event clock + output sizes, in the envelope of
+#: ``monitor.state.checkpoint`` (the engine and its store's deltas beside it).
+REPLAY_STATE_VERSION = 4
 
 
-def save_state(path: Path, engine: Engine, clock: EventClock[_Item], sizes: dict[str, int]) -> None:
-    """The replay checkpoint: signed (``engine.seal``), written 0600 atomically (tmp, fsync, rename)."""
-    payload = pickle.dumps({"version": REPLAY_STATE_VERSION, "engine": engine.snapshot(), "clock": clock,
-                            "outputs": sizes}, protocol=pickle.HIGHEST_PROTOCOL)
-    blob = seal(payload, engine.pseudo)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(blob)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.chmod(tmp, 0o600)
-    tmp.replace(path)
+def save_state(ckpt: CheckpointDir, engine: Engine, clock: EventClock[_Item], sizes: dict[str, int]) -> Written:
+    """One incremental replay checkpoint in the ``--state`` folder (sealed, 0600, atomic: see
+    ``monitor.state.checkpoint``): the outputs it covers, the event clock, and what changed."""
+    return ckpt.save(engine, {"version": REPLAY_STATE_VERSION, "clock": clock, "outputs": sizes})
 
 
-def load_replay_state(path: Path, pseudo: Pseudonymizer) -> tuple[Engine, EventClock[_Item], dict[str, int]]:
-    """Verify and read a replay checkpoint (``CheckpointError``/``KeyMismatch`` when it cannot be used)."""
-    state = load_state(unseal(path.read_bytes(), pseudo))
-    if not isinstance(state, dict) or state.get("version") != REPLAY_STATE_VERSION:
-        raise CheckpointError(f"{path} is not a replay state of version {REPLAY_STATE_VERSION}")
-    clock = state["clock"]
+def load_replay_state(ckpt: CheckpointDir, pack: Pack) -> tuple[Engine, EventClock[_Item], dict[str, int]] | None:
+    """Verify and read the replay checkpoint of a ``--state`` folder (``CheckpointError``/``KeyMismatch``
+    when it cannot be used), or ``None`` when the folder holds none yet."""
+    loaded = ckpt.load(pack)
+    if loaded is None:
+        return None
+    engine, shell = loaded
+    if not isinstance(shell, dict) or shell.get("version") != REPLAY_STATE_VERSION:
+        raise CheckpointError(f"{ckpt.path} is not a replay state of version {REPLAY_STATE_VERSION}")
+    clock = shell["clock"]
     if not isinstance(clock, EventClock):
-        raise CheckpointError(f"{path} holds no event clock")
-    return Engine.restore(state["engine"], pseudo), clock, dict(state["outputs"])
+        raise CheckpointError(f"{ckpt.path} holds no event clock")
+    return engine, clock, dict(shell["outputs"])
 
 
 def replay_dir(
@@ -422,20 +419,24 @@ def replay_dir(
     quorum: int = DEFAULT_QUORUM,
     quarantine: Path | None = None,
     trace_findings: list[dict[str, Any]] | None = None,
+    state_backend: str | None = None,
 ) -> ReplayResult:
     """The whole ``monitor replay`` job: files in, ``alerts/tickets/dlq.jsonl`` + ``summary.json`` out.
 
-    With ``state``: resume from it when it exists (outputs cut back to the sizes it covers, then
-    appended: a run killed before it saved is redone exactly), save it at the end."""
+    With ``state`` (a folder, ``monitor.state.checkpoint``): resume from it when it holds a checkpoint
+    (outputs cut back to the sizes it covers, then appended: a run killed before it saved is redone
+    exactly), save what changed at the end. ``state_backend``: ``memory`` (default for a new folder) or
+    ``rocksdb`` (the tables on disk: large replays)."""
     pseudo = pseudo or Pseudonymizer()
-    resume = state is not None and state.exists()
+    ckpt = CheckpointDir(state, pseudo, "replay", state_backend) if state is not None else None
+    loaded = load_replay_state(ckpt, pack) if ckpt is not None else None
+    resume = loaded is not None
     sizes: dict[str, int] | None = None
-    if resume and state is not None:
-        engine, clock, sizes = load_replay_state(state, pseudo)
-        if engine.pack.label != pack.label:
-            raise ValueError(f"checkpoint {state} was made with policy {engine.pack.label}, not {pack.label}")
+    if loaded is not None:
+        engine, clock, sizes = loaded
     else:
-        engine, clock = Engine(pack, pseudo), new_clock(pack, quorum)
+        engine = Engine(pack, pseudo, store=ckpt.store() if ckpt is not None else None)
+        clock = new_clock(pack, quorum)
     bind_all(extra_sinks, engine)  # sinks that observe the engine (ClickHouse institution_daily, metrics)
     files = FileSink(out_dir, append=resume, truncate_to=sizes)
     try:
@@ -451,8 +452,11 @@ def replay_dir(
         files.close()
         for sink in extra_sinks:
             sink.close()
-    if state is not None:
-        save_state(state, engine, clock, files.sizes())
+    if ckpt is not None:
+        try:
+            result.checkpoint = save_state(ckpt, engine, clock, files.sizes())
+        finally:
+            ckpt.close()
     (out_dir / "summary.json").write_text(
         json.dumps(result.summary(), ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8"
     )

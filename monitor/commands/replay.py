@@ -1,4 +1,4 @@
-"""``monitor replay INPUT_DIR --out OUT_DIR [--policy ezhou] [--as-of TIME] [--state FILE] [--store DSN]
+"""``monitor replay INPUT_DIR --out OUT_DIR [--policy ezhou] [--as-of TIME] [--state PATH] [--store DSN]
 [--metrics-port PORT]``."""
 
 from __future__ import annotations
@@ -31,8 +31,11 @@ def register(sub: Any) -> None:
     p.add_argument("--policy", default="ezhou", help="built-in pack name or a pack .toml file (default ezhou)")
     p.add_argument("--as-of", type=as_of_time, default=None,
                    help="advance event time to this instant after the last record, firing due deadlines")
-    p.add_argument("--state", type=Path, default=None,
-                   help="checkpoint file: resume from it if present, save to it at the end")
+    p.add_argument("--state", type=Path, default=None, metavar="PATH",
+                   help="checkpoint folder: resume from it if it holds one, save what changed at the end")
+    p.add_argument("--state-backend", choices=("memory", "rocksdb"), default=None,
+                   help="where a new --state keeps its tables: memory (default; base + delta files) or "
+                        "rocksdb (PATH/db: large replays); an existing folder keeps its own")
     p.add_argument("--store", default=None, metavar="DSN",
                    help="ClickHouse store: chdb://PATH (embedded) or http://host:8123; 'none' disables "
                         "(default MONITOR_STORE, else chdb://$MONITOR_DATA_DIR/clickhouse)")
@@ -62,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings()
     sinks = _operational_sinks(args)
     result = replay_dir(args.input_dir, args.out, pack, as_of=args.as_of, state=args.state,
-                        progress=sys.stderr.isatty(), pseudo=settings.pseudonymizer(), extra_sinks=sinks)
+                        progress=sys.stderr.isatty(), pseudo=settings.pseudonymizer(), extra_sinks=sinks,
+                        state_backend=args.state_backend)
     summary = result.summary()
     print(json.dumps({k: summary[k] for k in ("records", "dead_letters", "alerts_by_rule", "tickets_by_action")},
                      ensure_ascii=False))

@@ -31,8 +31,11 @@ State budget (design §6: ≤ 64 bytes per remembered code at 10⁷ codes). Code
 open-addressing hash table over two flat ``array('Q')``: key = 64-bit BLAKE2b of the code (a collision
 between two real codes has probability ≈ n²/2⁶⁵, ~3·10⁻⁶ at 10⁷ codes), value = institution index
 (30 bits) | scan second since 2000-01-01 CST (32 bits) | state (2 bits). Between 37.5 % and 75 % full once
-grown, so 16 bytes / load ≈ 21–43 bytes per code (``bench/trace_state.py`` measures it). Codes whose last scan is older
-than ``horizon_days`` (default 3 years) are forgotten by a sweep every ``sweep_every_days``.
+grown, so 16 bytes / load ≈ 21–43 bytes per code (``bench/trace_state.py`` measures it). Since issue #14
+the codes live in the engine's store (``monitor.state``, table ``trace_codes``: a ``PackedTable`` with
+a 4-byte expiry per slot in memory, ≈ 27–53 bytes per code; RocksDB in the worker): each entry expires
+``horizon_days`` (default 3 years) after the code's last scan, on event time (``sweep_every_days`` is
+no longer used: the store's TTL replaces the sweep), so a checkpoint writes only the codes that changed.
 """
 
 from __future__ import annotations
@@ -52,6 +55,10 @@ from pydantic import Field
 from monitor.clock import CST, business_date, day_end, day_start
 from monitor.detectors.base import Detector, Params
 from monitor.records import SaleMovement, TraceScan
+from monitor.state import U64, MemoryStore, StateStore, Table, to_seconds
+
+#: the store table of remembered codes (``monitor.state``)
+CODES_TABLE = "trace_codes"
 
 if TYPE_CHECKING:
     from monitor.engine import Context
@@ -314,14 +321,12 @@ class TraceCodes(Detector):
         self.dup_cross = d.cross_institution
         #: codes under suspicion (rare): every scan of them until judged, by code key
         self.suspects: dict[int, Suspect] = {}
-        #: trace-code key space
-        self.codes = CodeTable()
+        #: trace-code key space: code key → packed (institution, scan second, state), in the engine's
+        #: store (``bind_state``), each entry expiring ``horizon_days`` after its last scan (event time)
+        self.codes: Table[int, int] = MemoryStore().table(CODES_TABLE, U64, U64)
+        self._horizon_s = d.horizon_days * 86400
         self.inst_index: dict[str, int] = {}
         self.inst_codes: list[str] = []
-        self.last_sweep: date | None = None
-        #: the instant from which the next sweep is due (``day_start(last_sweep + sweep_every)``), so
-        #: the per-scan check is one comparison
-        self.sweep_at: datetime | None = None
         if self.missing_enabled:
             m: MissingParams = self.param_model(MISSING)
             self.judge_after = timedelta(hours=m.judge_after_hours)
@@ -336,11 +341,14 @@ class TraceCodes(Detector):
         self.linked_by_day: dict[date, list[tuple[str, ...]]] = {}
         self.days: dict[tuple[str, date], MissingDay] = {}
 
+    def bind_state(self, store: StateStore) -> None:
+        """Keep the trace-code histories in the engine's store (called by the engine once it has one)."""
+        self.codes = store.table(CODES_TABLE, U64, U64)
+
     # ---------------------------------------------------------------------------------- records
     def on_record(self, rec: Record, arrival: datetime, ctx: Context) -> None:
         if isinstance(rec, TraceScan):
             if self.dup_enabled:
-                self._maybe_sweep(ctx)
                 self._dedup(rec, ctx)
             if self.missing_enabled and rec.scan_kind == "sale":
                 self._link(rec, ctx)
@@ -356,18 +364,6 @@ class TraceCodes(Detector):
                 raise OverflowError("more institutions than the trace-code table can index")
             self.inst_codes.append(code)
         return idx
-
-    def _maybe_sweep(self, ctx: Context) -> None:
-        now = ctx.now
-        if self.sweep_at is not None and now < self.sweep_at:
-            return  # business_date(now) − last_sweep < sweep_every
-        today = business_date(now)
-        if self.last_sweep is None:
-            self.last_sweep = today
-        elif today - self.last_sweep >= self.sweep_every:
-            self.last_sweep = today
-            ctx.count("trace.codes_expired", self.codes.sweep(now - self.horizon))
-        self.sweep_at = day_start(self.last_sweep + self.sweep_every)
 
     def _dedup(self, rec: TraceScan, ctx: Context) -> None:
         if rec.trdn_flag == "1":
@@ -392,23 +388,27 @@ class TraceCodes(Detector):
         # since EPOCH (pack_value, inlined; comparing seconds is comparing the truncated times).
         delta = rec.scan_time - EPOCH
         secs = delta.days * 86400 + delta.seconds
-        mine = (inst << _INST_SHIFT) | (min(max(secs, 0), _TIME_MASK) << 2)
-        old = self.codes.get_or_add(key, mine | (SOLD if is_sale else RETURNED))
+        kept = min(max(secs, 0), _TIME_MASK)
+        mine = (inst << _INST_SHIFT) | (kept << 2)
+        codes = self.codes
+        expires = kept + self._horizon_s  # TTL: horizon_days after this scan (LN-TIER 三(一)3 memory)
+        old = codes.get(key)
         if old is None:
+            codes.set_at(key, mine | (SOLD if is_sale else RETURNED), expires)
             return
         old_inst = old >> _INST_SHIFT
         old_secs = (old >> 2) & _TIME_MASK
         old_state = old & 3
         if not is_sale:
             if secs >= old_secs:
-                self.codes.put(key, mine | RETURNED)
+                codes.set_at(key, mine | RETURNED, expires)
             elif old_state == SOLD:
                 # a late return dated before the remembered sale: it undid an earlier sale
-                self.codes.put(key, (old >> 2 << 2) | SOLD_AFTER_RETURN)
+                codes.set_at(key, (old >> 2 << 2) | SOLD_AFTER_RETURN, old_secs + self._horizon_s)
             return
         if old_state == RETURNED:
             if secs >= old_secs:
-                self.codes.put(key, mine | SOLD_AFTER_RETURN)
+                codes.set_at(key, mine | SOLD_AFTER_RETURN, expires)
             return  # else: the sale that this return undid, uploaded late
         if old_inst == inst and old_secs == secs:
             return  # the same sale resent
@@ -449,12 +449,13 @@ class TraceCodes(Detector):
             after_return = returned
             last_sale, returned = ev, False
         assert final is not None
+        expires = to_seconds(final[0]) + self._horizon_s
         if final[1] <= 0:
-            self.codes.put(key, pack_value(self._inst(final[2] or (last_sale[2] if last_sale else "")),
-                                           final[0], RETURNED))
+            self.codes.set_at(key, pack_value(self._inst(final[2] or (last_sale[2] if last_sale else "")),
+                                              final[0], RETURNED), expires)
         else:
-            self.codes.put(key, pack_value(self._inst(final[2]), final[0],
-                                           SOLD_AFTER_RETURN if after_return else SOLD))
+            self.codes.set_at(key, pack_value(self._inst(final[2]), final[0],
+                                              SOLD_AFTER_RETURN if after_return else SOLD), expires)
 
     def _report(self, code: str, first: tuple[str, datetime], later: tuple[str, datetime],
                 later_refs: dict[str, Any], ctx: Context) -> None:

@@ -48,12 +48,14 @@ import heapq
 import pickle
 import struct
 from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from monitor.clock import CST
-from monitor.state.safepickle import load_state
+from monitor.state.safepickle import CheckpointError, load_state
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -234,6 +236,10 @@ class Table(Generic[K, V]):
 
     def apply(self, delta: TableDelta) -> None:
         raise NotImplementedError
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str, str]]:
+        # inside pickled engine state a table is a reference by name: its content is the store's
+        return (TableRef, (self.name, self.key.name, self.value.name))
 
     def _check(self, delta: TableDelta) -> None:
         if delta.key != self.key.name or delta.value != self.value.name:
@@ -456,6 +462,30 @@ class MemoryStore(StateStore):
         return {name: self.tables[name].dump() for name in sorted(self.tables)}
 
 
+_RESTORING: ContextVar[StateStore | None] = ContextVar("monitor_state_restoring", default=None)
+
+
+@contextmanager
+def restoring(store: StateStore) -> Iterator[StateStore]:
+    """While engine state is unpickled: the store its table references resolve to (``TableRef``)."""
+    token = _RESTORING.set(store)
+    try:
+        yield store
+    finally:
+        _RESTORING.reset(token)
+
+
+class TableRef:
+    """A table as pickled inside engine state: unpickling it yields the table of that name in the store
+    being restored (``restoring``), never a copy of its content."""
+
+    def __new__(cls, name: str, key: str, value: str) -> Any:  # returns the Table, not a TableRef
+        store = _RESTORING.get()
+        if store is None:
+            raise CheckpointError(f"engine state refers to table {name}: restore it with its store")
+        return store.table(name, _codec(key), _codec(value))
+
+
 _CODECS: dict[str, Codec[Any]] = {c.name: c for c in (U64, STR, DATE, PICKLE)}
 
 
@@ -469,4 +499,4 @@ def _codec(name: str) -> Codec[Any]:
 
 
 __all__ = ["DATE", "EPOCH", "PICKLE", "STR", "U64", "Codec", "Delta", "MemoryStore", "MemoryTable",
-           "StateStore", "Table", "TableDelta", "TupleKey", "to_seconds"]
+           "StateStore", "Table", "TableDelta", "TableRef", "TupleKey", "restoring", "to_seconds"]

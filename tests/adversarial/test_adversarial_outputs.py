@@ -101,8 +101,10 @@ def _replay_with_state(city_dir: Path, tmp_path: Path, pseudo: Pseudonymizer) ->
 def test_checkpoint_is_private_holds_no_key_and_refuses_tampering(city_dir: Path, tmp_path: Path) -> None:
     key = "a-deployment-secret-0123456789abcdef"
     state = _replay_with_state(city_dir, tmp_path, Pseudonymizer(key))
-    blob = state.read_bytes()
-    assert stat.S_IMODE(state.stat().st_mode) == 0o600
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    (base,) = state.iterdir()  # one checkpoint: a base (monitor.state.checkpoint)
+    assert base.name.endswith(".base") and stat.S_IMODE(base.stat().st_mode) == 0o600
+    blob = base.read_bytes()
     assert key.encode() not in blob
     # a tampered checkpoint that would run code when unpickled: refused before anything is unpickled
     marker = tmp_path / "pwned"
@@ -112,7 +114,7 @@ def test_checkpoint_is_private_holds_no_key_and_refuses_tampering(city_dir: Path
             return (os.system, (f"touch {marker}",))
 
     head = blob[: blob.index(b"\x80")]  # magic + fingerprint + mac
-    state.write_bytes(head + pickle.dumps(Evil()))
+    base.write_bytes(head + pickle.dumps(Evil()))
     with pytest.raises(ValueError, match=r"signature|not a state type"):
         replay_dir(city_dir, tmp_path / "out", load_pack("ezhou"), state=state, pseudo=Pseudonymizer(key))
     assert not marker.exists()
