@@ -71,7 +71,8 @@ def ladder_text(spec: LadderSpec) -> str:
     elif spec.kind == "escalation":
         parts.append(f"rectify within {spec.rectify_days} days; found again after that and within "
                      f"{spec.escalate_within_months} months → "
-                     + " → ".join(s.action + (f" for {s.duration_months} month(s)" if s.duration_months else "")
+                     + " → ".join(s.action + (f" for {s.duration_months} month(s) then REINSTATE"
+                                               if s.duration_months else "")
                                   + (f", no reapplication for {s.reapply_after_years} years"
                                      if s.reapply_after_years else "")
                                   + (", requires verification" if s.requires_verification else "")

@@ -566,7 +566,8 @@ class Ledger:
                     st.active, st.deadline, st.pending = None, None, []
                 if st.notice == ref:
                     st.notice, st.deadline = None, None
-                st.steps = [step for step in st.steps if step.ticket_id != ref]  # the step was not taken
+                if spec is not None and spec.kind == "escalation":  # the step was not taken
+                    st.steps = [step for step in st.steps if step.ticket_id != ref]
                 ctx.count("ledger.ticket_rejected")
             elif rec.kind == "ticket_approved" and spec is not None and spec.on_approved and ref not in book.confirmed:
                 book.confirmed.add(ref)

@@ -30,6 +30,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from monitor.clock import add_months, add_years
+from monitor.outputs import make_id
 from monitor.simulate.catalogue import Person, money
 from monitor.simulate.city import Inst, Restriction
 from monitor.simulate.generator import DAY, HOUR, DayMods, Tx
@@ -428,7 +429,8 @@ class Planter:
             start = self.on(13)
             self.label("complaints.repeated", p, 5, 12, aliases=("finding:complaint_verified",),
                        tickets=[self.ticket("SUSPEND_OUTPATIENT_POOLING", start, GUESS,
-                                            effective_until=add_months(start, 1))],
+                                            effective_until=add_months(start, 1)),
+                                self.ticket("REINSTATE", add_months(start, 1), GUESS)],  # fixed term ends
                        note="2 verified complaints in one agreement year")
             self.restrict(p, 12, self.day_of(add_months(start, 1)) + GUESS)
             # Look-alikes: one complaint resent (same finding_id); two complaints in different years.
@@ -463,6 +465,62 @@ class Planter:
             self.label("findings.agreement_terminated", t, 11, aliases=("finding:agreement_terminated",),
                        tickets=[self.ticket("CANCEL_OUTPATIENT_POOLING", self.on(12), GUESS)])
             self.restrict(t, 11, None, "insured")
+
+    def findings_lookalikes(self) -> None:
+        """#12 look-alikes of the findings-driven ladders: findings uploaded out of order, a renewal
+        uploaded mid-term, a rejected ticket, and a quiet pharmacy's uncoded pack under the minimum volume."""
+        city = self.city
+        if self.fits(4, 13):
+            # EZ-DM 二(一): the older complaint (day 4) is uploaded after the newer (day 10), on day 13
+            p = self.pharmacy("complaints.repeated:out_of_order")
+            p.agreement_start = add_years(city.cfg.start, -1)
+            city.finding(p, 10, "complaint_verified", "参保人投诉，经查属实")
+            city.finding(p, 4, "complaint_verified", "参保人投诉，经查属实（后到）", arrive=13)
+            start = self.on(14)
+            self.label("complaints.repeated", p, 4, 10, aliases=("finding:complaint_verified",),
+                       tickets=[self.ticket("SUSPEND_OUTPATIENT_POOLING", start, 1,
+                                            effective_until=add_months(start, 1)),
+                                self.ticket("REINSTATE", add_months(start, 1), 1)],
+                       note="2 verified complaints of one agreement year, the older uploaded last")
+            self.restrict(p, 10, self.day_of(add_months(start, 1)) + GUESS)
+        if self.fits(5, 14):
+            # EZ-DM 二(二) 协议期内 two notices; the next term's registry entry is uploaded between them
+            c = self.pharmacy("cloud_monitor.repeated:renewal")
+            c.agreement_end = self.on(40)
+            c.agreement_start = add_years(c.agreement_end, -3) + timedelta(days=1)
+            nxt = c.agreement_end + timedelta(days=1)
+            city.finding(c, 5, "cloud_monitor_notice", "医保云监控预警通报")
+            city.registry_update(c, 9, agreement_start=nxt, agreement_end=add_years(nxt, 3) - timedelta(days=1))
+            city.finding(c, 14, "cloud_monitor_notice", "医保云监控预警通报（第二次）")
+            self.label("cloud_monitor.repeated", c, 5, 14, aliases=("finding:cloud_monitor_notice",),
+                       tickets=[self.ticket("CANCEL_OUTPATIENT_POOLING", self.on(15), 1)],
+                       note="2 notices in one term, the renewal for the next term uploaded between them")
+            self.restrict(c, 14, None)
+        if self.fits(6, 11):
+            # a rejected ticket restricts nothing: 门诊统筹 settled after the rejection is not flagged
+            r = self.pharmacy("findings.infostd_substandard:rejected")
+            rec = city.finding(r, 6, "infostd_substandard", "信息化建设不达标（误报）")
+            start = self.on(7)
+            tid = make_id("TK", "infostd", r.code, "SUSPEND_OUTPATIENT_POOLING", rec["finding_id"], start.isoformat())
+            city.finding(r, 8, "ticket_rejected", "处理单驳回", ref_ticket_id=tid)
+            self.restrict(r, 6, 9)
+            self.label("findings.infostd_substandard", r, 6, aliases=("finding:infostd_substandard",),
+                       tickets=[self.ticket("SUSPEND_OUTPATIENT_POOLING", start, 1,
+                                            effective_until=add_months(start, 6))],
+                       note="the agency rejects this ticket on day 8")
+            for day in (10, 11):
+                self.force(r, day, 10, 5, "settle", pooling=True, force=True, person=self.person(retired=False))
+            self.label("status.settled_while_suspended", r, 10, 11, kind="lookalike",
+                       note="门诊统筹 after the suspension ticket was rejected")
+        if self.fits(9):
+            q = self.pharmacy("trace.missing:quiet", rate=0.0)
+            q.rate = 0.0
+            drug = self.ordinary(q)
+            self.mods(q, 9).trace_missing_every = 3
+            for hour in (10, 13, 16):
+                self.force(q, 9, hour, 0, "settle", lines=[(drug, 1)], pooling=False)
+            self.label("trace.missing", q, 9,
+                       note="quiet: 1 of 3 packs uncoded — an alert, under the minimum volume for the ladder")
 
     def splits(self) -> None:
         if self.fits(5):
@@ -508,5 +566,6 @@ def plant_all(city: City) -> list[dict[str, Any]]:
     p.tiers()
     p.findings()
     p.splits()
+    p.findings_lookalikes()
     p.labels.sort(key=lambda lb: (lb["rule_id"], lb["window_start"], lb["fixmedins_code"], lb["kind"]))
     return p.labels
