@@ -53,19 +53,60 @@ def ids(rows: list[dict[str, Any]], key: str) -> set[str]:
     return {r[key] for r in rows}
 
 
-@pytest.mark.parametrize("arrays", [1, 25], ids=["one-record-values", "array-values"])
-def test_parity_with_replay(broker: Broker, make_worker: Any, tmp_path: Path, arrays: int) -> None:
-    """produce → worker (3 partitions per topic) → consume gives replay's alert and ticket ids."""
-    city = tmp_path / "city"
-    build_city(city)
-    expected = replay(city, tmp_path / "replay")
+@pytest.fixture(scope="module")
+def default_city(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, list[dict[str, Any]]]]:
+    """``build_city()``'s default city and replay's outputs for it, made once for the module's tests that
+    load it (they only read the folder)."""
+    tmp = tmp_path_factory.mktemp("default-city")
+    build_city(tmp / "city")
+    expected = replay(tmp / "city", tmp / "replay")
     assert expected["tickets"] and expected["alerts"]  # the city exercises the ladders
-    env = kafka_env(broker, tmp_path / "data")
-    worker = make_worker(env)
-    stats = produce_dir(city, worker.settings, arrays=arrays)
+    return tmp / "city", expected
+
+
+@pytest.fixture(scope="module")
+def array_run(tansu_bin: str, default_city: tuple[Path, dict[str, list[dict[str, Any]]]],
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The default city produced as 25-record array values to its own broker, applied to the end by one
+    worker with every sink of the worker on (embedded store, /metrics, inspector API behind a token, the
+    case system): the run of ``test_parity_with_replay[array-values]`` and
+    ``test_worker_feeds_store_metrics_case_system_and_pages``, which check different outputs of it."""
+    city, expected = default_city
+    tmp = tmp_path_factory.mktemp("array-run")
+    broker = Broker(tansu_bin, tmp)
+    worker: Worker | None = None
+    try:
+        with case_system() as (url, posted):
+            env = kafka_env(broker, tmp / "data", MONITOR_UI_TOKEN="inspector-token", MONITOR_CASE_WEBHOOK_URL=url)
+            worker = Worker(env, tmp)
+            stats = produce_dir(city, worker.settings, arrays=25)
+            worker.start()
+            run_to_end(worker, stats.messages)
+            yield {"worker": worker, "stats": stats, "expected": expected, "city": city, "posted": posted,
+                   "env": env, "dsn": f"chdb://{tmp / 'data' / 'clickhouse'}"}
+    finally:
+        if worker is not None:
+            worker.stop()
+        broker.stop()
+
+
+@pytest.mark.parametrize("arrays", [1, 25], ids=["one-record-values", "array-values"])
+def test_parity_with_replay(request: pytest.FixtureRequest, default_city: tuple[Path, dict[str, list[dict[str, Any]]]],
+                            tmp_path: Path, arrays: int) -> None:
+    """produce → worker (3 partitions per topic) → consume gives replay's alert and ticket ids. The
+    array-values run is shared with the sinks test (``array_run``); one-record values get their own."""
+    city, expected = default_city
+    if arrays == 1:
+        broker: Broker = request.getfixturevalue("broker")
+        worker: Worker = request.getfixturevalue("make_worker")(kafka_env(broker, tmp_path / "data"))
+        stats = produce_dir(city, worker.settings, arrays=arrays)
+        worker.start()
+        run_to_end(worker, stats.messages)
+    else:
+        run = request.getfixturevalue("array_run")
+        worker, stats = run["worker"], run["stats"]
     assert stats.records == sum(1 for _ in city.glob("*.jsonl") for _ in _.open("rb"))
-    worker.start()
-    run_to_end(worker, stats.messages)
+    assert stats.messages < stats.records if arrays > 1 else stats.messages == stats.records
     alerts = consume(worker.settings, "monitor.alerts")
     tickets = consume(worker.settings, "monitor.tickets")
     assert ids(alerts, "alert_id") == ids(expected["alerts"], "alert_id")
@@ -258,53 +299,44 @@ def case_system() -> Iterator[tuple[str, list[str]]]:
         server.server_close()
 
 
-def test_worker_feeds_store_metrics_case_system_and_pages(broker: Broker, make_worker: Any, tmp_path: Path) -> None:
+def test_worker_feeds_store_metrics_case_system_and_pages(array_run: dict[str, Any]) -> None:
     """Issue 7/9 in worker mode: alerts and tickets land in the embedded chDB store (one row per id after
     FINAL), tickets reach the case system once per id, /metrics carries our metrics and Faust's sensor,
     and the inspector API is served by the Faust web server behind the bearer token."""
-    city = tmp_path / "city"
-    build_city(city)
-    expected = replay(city, tmp_path / "replay")
+    worker, expected, posted, env = array_run["worker"], array_run["expected"], array_run["posted"], array_run["env"]
     alert_ids, ticket_ids = ids(expected["alerts"], "alert_id"), ids(expected["tickets"], "ticket_id")
     flagged = {r["fixmedins_code"] for r in expected["alerts"] + expected["tickets"]}
-    with case_system() as (url, posted):
-        env = kafka_env(broker, tmp_path / "data", MONITOR_UI_TOKEN="inspector-token",
-                        MONITOR_CASE_WEBHOOK_URL=url)
-        worker = make_worker(env)
-        stats = produce_dir(city, worker.settings, arrays=25)
-        worker.start()
-        run_to_end(worker, stats.messages)
-        web = f"http://127.0.0.1:{env['MONITOR_METRICS_PORT']}"
+    assert worker.alive(), worker.tail()
+    web = f"http://127.0.0.1:{env['MONITOR_METRICS_PORT']}"
 
-        def scraped() -> str | None:
-            status, body = http_get(web + "/metrics")
-            text = body.decode()
-            # Faust commits acknowledged offsets on its own interval: wait for the committed gauge
-            return text if status == 200 and "faust_topic_partition_offset_commited{" in text else None
+    def scraped() -> str | None:
+        status, body = http_get(web + "/metrics")
+        text = body.decode()
+        # Faust commits acknowledged offsets on its own interval: wait for the committed gauge
+        return text if status == 200 and "faust_topic_partition_offset_commited{" in text else None
 
-        metrics = wait_for(scraped, "faust_topic_partition_offset_commited on /metrics")
-        assert "faust_topic_partition_end_offset{" in metrics
-        assert "faust_messages_received_total" in metrics  # Faust's sensor, prefix "faust"
-        alerts_total = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-                           if line.startswith("monitor_alerts_total{"))
-        assert alerts_total >= len(alert_ids)  # re-produced after a restart would count again
-        assert 'monitor_records_total{region="420702",stream="settlements"}' in metrics
+    metrics = wait_for(scraped, "faust_topic_partition_offset_commited on /metrics")
+    assert "faust_topic_partition_end_offset{" in metrics
+    assert "faust_messages_received_total" in metrics  # Faust's sensor, prefix "faust"
+    alerts_total = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                       if line.startswith("monitor_alerts_total{"))
+    assert alerts_total >= len(alert_ids)  # re-produced after a restart would count again
+    assert 'monitor_records_total{region="420702",stream="settlements"}' in metrics
 
-        assert http_get(web + "/api/institutions")[0] == 401
+    assert http_get(web + "/api/institutions")[0] == 401
 
-        def listed() -> set[str] | None:
-            status, body = http_get(web + "/api/institutions", "inspector-token")
-            codes = {r["code"] for r in json.loads(body)["institutions"]} if status == 200 else set()
-            return codes if codes == flagged else None
+    def listed() -> set[str] | None:
+        status, body = http_get(web + "/api/institutions", "inspector-token")
+        codes = {r["code"] for r in json.loads(body)["institutions"]} if status == 200 else set()
+        return codes if codes == flagged else None
 
-        wait_for(listed, "the inspector API to list the flagged institutions")
-        status, page = http_get(web + "/", "inspector-token")
-        assert status == 200 and b"<html" in page.lower()
-        wait_for(lambda: set(posted) >= ticket_ids, "every ticket at the case system")
-        assert worker.stop() == 0, worker.tail()
-        assert sorted(posted) == sorted(ticket_ids)  # once per id
-    dsn = f"chdb://{tmp_path / 'data' / 'clickhouse'}"
-    got, rows = store_ids(dsn, "alerts", "alert_id")
+    wait_for(listed, "the inspector API to list the flagged institutions")
+    status, page = http_get(web + "/", "inspector-token")
+    assert status == 200 and b"<html" in page.lower()
+    wait_for(lambda: set(posted) >= ticket_ids, "every ticket at the case system")
+    assert worker.stop() == 0, worker.tail()
+    assert sorted(posted) == sorted(ticket_ids)  # once per id
+    got, rows = store_ids(array_run["dsn"], "alerts", "alert_id")
     assert got == alert_ids and rows == len(alert_ids)
-    got, rows = store_ids(dsn, "tickets", "ticket_id")
+    got, rows = store_ids(array_run["dsn"], "tickets", "ticket_id")
     assert got == ticket_ids and rows == len(ticket_ids)
