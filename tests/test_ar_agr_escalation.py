@@ -158,3 +158,12 @@ def test_ar_agr_2_2_13_no_renewal_once_per_agreement_term_in_force_on_the_busine
     _, tickets = run_engine(recs, policy="autonomous-region", as_of="2027-02-10 00:00:00")
     assert [t["effective_from"] for t in tickets if t["ladder"] == "dual_price_no_renewal"] == [
         "2026-03-06", "2027-02-06"]
+
+
+def test_ar_agr_3_2_2_dual_pricing_during_the_settlement_suspension_terminates_and_nothing_is_reinstated() -> None:
+    """Found again on 04-02, after the suspension's rectify_by (03-30) while it still runs (to 04-22): 解除
+    from 04-05; the suspension's end (04-23) issues no REINSTATE — the agreement has ended."""
+    recs = [*registry(), *days((D, 1), (date(2026, 3, 20), 3), (date(2026, 4, 2), 4))]
+    _, tickets = run_engine(recs, policy="autonomous-region", as_of="2026-05-10 00:00:00")
+    assert [s[:2] for s in steps(tickets)] == [
+        ("INTERVIEW", "2026-03-04"), ("SUSPEND_SETTLEMENT", "2026-03-23"), ("TERMINATE_AGREEMENT", "2026-04-05")]
