@@ -1,8 +1,10 @@
 """``monitor replay ROOT`` over several cities (one folder per city): both tiers in-process.
 
 1. The trace tier reads every city's ``tracecodes.jsonl``, merged in arrival order (``inf_time``, else
-   ``scan_time``; ties by city folder name, then line), through the same pure stages as the Faust
-   trace-worker (``monitor.trace.rules``) → ``ROOT_OUT/trace_findings.jsonl`` (sorted by id).
+   ``scan_time``; ties by city folder name, then line), through the intake clock (``monitor.trace.forward``:
+   a future claim is held until ``quorum`` institutions agree, else clamped; ``as_of`` vouches at the end)
+   and the same pure stages as the Faust trace-worker (``monitor.trace.rules``) →
+   ``ROOT_OUT/trace_findings.jsonl`` (sorted by id).
 2. Each city is replayed into ``ROOT_OUT/<city>/`` with its own engine; the findings charging one of
    its institutions (by region) are raised at their ``detected_at``, between its records, as the city
    worker raises them from ``monitor.trace_findings``; its ``trace.duplicate`` leaves cross-institution
@@ -23,7 +25,9 @@ from monitor.engine import Engine, Output
 from monitor.policy.pack import Pack
 from monitor.records import TraceScan, parse_value
 from monitor.trace.city import apply_finding, without_cross_duplicates
+from monitor.trace.forward import Pending, ScanClock
 from monitor.trace.rules import InProcessTier, Scan, TraceParams, scan_from_record, secs_of
+from monitor.watermark import DEFAULT_QUORUM
 
 
 def city_dirs(root: Path) -> list[Path]:
@@ -47,17 +51,26 @@ def _scans(path: Path, city: int) -> Iterator[tuple[int, int, int, str, Scan]]:
 
 
 def trace_findings(dirs: list[Path], params: TraceParams, as_of: datetime | None = None,
-                   homes: dict[str, int] | None = None) -> list[dict[str, Any]]:
+                   homes: dict[str, int] | None = None, quorum: int = DEFAULT_QUORUM) -> list[dict[str, Any]]:
     """The trace tier over several cities' trace scans, in-process (sorted by finding id). ``homes``,
-    when given, is filled with each institution's city (index into ``dirs``)."""
+    when given, is filled with each institution's city (index into ``dirs``); ``quorum`` is
+    ``MONITOR_CLOCK_QUORUM`` (``monitor.trace.forward``)."""
     tier = InProcessTier(params)
+    intake = ScanClock(params.skew, quorum)
     found: dict[str, dict[str, Any]] = {}
+
+    def apply(ready: list[Pending]) -> None:
+        for p in ready:
+            for f in tier.on_scan(p.code, p.scan):
+                found.setdefault(f["finding_id"], f)
+
     merged = heapq.merge(*(_scans(d / "tracecodes.jsonl", i) for i, d in enumerate(dirs)))
     for _, city, _, code, scan in merged:
         if homes is not None:
             homes.setdefault(scan.inst, city)
-        for f in tier.on_scan(code, scan):
-            found.setdefault(f["finding_id"], f)
+        apply(intake.offer(None, code, scan))
+    apply(intake.close(secs_of(as_of) if as_of is not None else None))
+    tier.codes.counts["trace.clock_skew"] += intake.skewed
     if as_of is not None:
         for f in tier.advance_to(secs_of(as_of)):
             found.setdefault(f["finding_id"], f)
@@ -83,7 +96,7 @@ def replay_cities(root: Path, out_dir: Path, pack: Pack, as_of: datetime | None 
     out_dir.mkdir(parents=True, exist_ok=True)
     params = TraceParams.from_pack(pack)
     homes: dict[str, int] = {}
-    findings = trace_findings(dirs, params, as_of, homes)
+    findings = trace_findings(dirs, params, as_of, homes, quorum=replay_kwargs.get("quorum", DEFAULT_QUORUM))
     with (out_dir / "trace_findings.jsonl").open("w", encoding="utf-8") as fh:
         for f in findings:
             fh.write(json.dumps(f, ensure_ascii=False, sort_keys=True) + "\n")

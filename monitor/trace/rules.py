@@ -132,6 +132,9 @@ class TraceParams:
     prefix_digits: int = 7
     min_votes: int = 3
     min_institutions: int = 2
+    #: seconds an upload may claim to be ahead of event time (the pack's ``max_clock_skew_minutes``;
+    #: ``monitor.trace.forward``)
+    skew: int = 3600
     bases: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -150,6 +153,7 @@ class TraceParams:
             settle=int(r.settle_hours * 3600), retention=r.retention_days * 86400,
             sweep_every=r.sweep_every_days * 86400, max_scans=r.max_scans, window=int(n.window_days * 86400),
             prefix_digits=m.prefix_digits, min_votes=m.min_votes, min_institutions=m.min_institutions,
+            skew=int(float(pack.setting("max_clock_skew_minutes", 60)) * 60),
             bases={rid: "; ".join(rules[rid].basis) for rid in TRACE_RULES if rid in rules},
         )
 
@@ -292,20 +296,44 @@ PRODUCT_PREFIX = b"p"
 DUE_PREFIX = b"d"
 META_KEY = b"m"
 _DUE = struct.Struct(">IB")
+_BUCKET = struct.Struct(">I")
+_LEN = struct.Struct(">H")
 JOB_SETTLE, JOB_NEVER, JOB_MISMATCH = 1, 2, 3
+#: Seconds of event time per due bucket: the due judgments are stored as one table value per bucket (one
+#: write per bucket and batch instead of one key per scheduled judgment).
+DUE_BUCKET = 10
 
 
-def due_key(deadline: int, job: int, subject: str, scan: Scan) -> bytes:
-    return (DUE_PREFIX + _DUE.pack(deadline, job) + subject.encode() + b"\x00"
+def due_entry(deadline: int, job: int, subject: str, scan: Scan) -> bytes:
+    """A scheduled judgment; entries sort by deadline, then job, subject and scan."""
+    return (_DUE.pack(deadline, job) + subject.encode() + b"\x00"
             + struct.pack(">BI", scan.kind, scan.secs) + scan.inst.encode())
 
 
-def parse_due(key: bytes) -> tuple[int, int, str, tuple[int, int, str]]:
-    deadline, job = _DUE.unpack_from(key, 1)
-    rest = key[1 + _DUE.size:]
+def parse_due(entry: bytes) -> tuple[int, int, str, tuple[int, int, str]]:
+    deadline, job = _DUE.unpack_from(entry, 0)
+    rest = entry[_DUE.size:]
     subject, _, tail = rest.partition(b"\x00")
     kind, secs = struct.unpack_from(">BI", tail)
     return deadline, job, subject.decode(), (kind, secs, tail[5:].decode())
+
+
+def bucket_key(bucket: int) -> bytes:
+    return DUE_PREFIX + _BUCKET.pack(bucket)
+
+
+def encode_bucket(entries: set[bytes]) -> bytes:
+    return b"".join(_LEN.pack(len(e)) + e for e in sorted(entries))
+
+
+def decode_bucket(raw: bytes) -> set[bytes]:
+    out: set[bytes] = set()
+    i, n = 0, len(raw)
+    while i < n:
+        (ln,) = _LEN.unpack_from(raw, i)
+        out.add(raw[i + 2:i + 2 + ln])
+        i += 2 + ln
+    return out
 
 
 # -------------------------------------------------------------------------------------------- clock
@@ -358,8 +386,11 @@ class StageClock:
 class Stage:
     """One partition of a stage: state in a KV, due judgments in event time, findings out.
 
-    ``on_scan`` / ``on_tick`` / ``advance_to`` return the findings made due, in deadline order. The KV
-    also holds the stage's meta (clock, last applied input offset, last sweep) under ``META_KEY``;
+    ``on_batch`` (and its one-scan / one-tick forms ``on_scan`` / ``on_tick``) and ``advance_to`` return
+    the findings made due, in deadline order. The writes of one call are buffered and reach the KV once
+    per key when it ends (a Faust table: one changelog message per key and batch), the meta last. The KV
+    also holds the stage's meta (clock, last applied input offset, last sweep) under ``META_KEY``, written
+    after everything else of the batch, so a KV prefix that holds a meta also holds that batch's effects;
     ``applied_offset`` lets a shell skip input the state already reflects and re-read what it lacks."""
 
     prefix: bytes = b""
@@ -377,20 +408,68 @@ class Stage:
         self.last_sweep: int | None = meta.get("sweep")
         self.forced: int | None = meta.get("forced")
         self.counts: Counter[str] = Counter()
-        self.due: list[bytes] = [k for k, _ in kv.scan_prefix(DUE_PREFIX)]
+        #: writes of the running batch (None: delete), flushed once per key by ``_flush``
+        self._pending: dict[bytes, bytes | None] = {}
+        #: due bucket → its entries; the heap holds every entry (stale ones are skipped when popped)
+        self.buckets: dict[int, set[bytes]] = {}
+        self._dirty: set[int] = set()
+        self.due: list[bytes] = []
+        for key, value in kv.scan_prefix(DUE_PREFIX):
+            entries = decode_bucket(value)
+            self.buckets[_BUCKET.unpack_from(key, 1)[0]] = entries
+            self.due.extend(entries)
         heapq.heapify(self.due)
 
+    # -- buffered KV (read-your-writes; one write per key per batch)
+    def _get(self, key: bytes) -> bytes | None:
+        if key in self._pending:
+            return self._pending[key]
+        return self.kv.get(key)
+
+    def _put(self, key: bytes, value: bytes) -> None:
+        self._pending[key] = value
+
+    def _delete(self, key: bytes) -> None:
+        self._pending[key] = None
+
+    def _flush(self) -> None:
+        for b in self._dirty:
+            entries = self.buckets.get(b)
+            if entries:
+                self._pending[bucket_key(b)] = encode_bucket(entries)
+            else:
+                self.buckets.pop(b, None)
+                self._pending[bucket_key(b)] = None
+        self._dirty.clear()
+        meta = self._pending.pop(META_KEY, None)
+        kv = self.kv
+        for key, value in self._pending.items():
+            if value is None:
+                kv.delete(key)
+            else:
+                kv.put(key, value)
+        if meta is not None:
+            kv.put(META_KEY, meta)
+        self._pending.clear()
+
     # -- input
+    def on_batch(self, scans: list[tuple[str, Scan]], claims: list[tuple[str, int, bool]],
+                 sent: float | None = None, offset: int | None = None) -> list[dict[str, Any]]:
+        """Apply ``scans`` (key, scan) in order, then the sources' ``claims`` (source, latest arrival
+        forwarded, idle), then judge what became due (``offset``: the input message they came in)."""
+        for key, scan in scans:
+            self.apply(key, scan)
+        for source, arrival, idle in claims:
+            self.clock.observe(source, arrival, idle, sent)
+        return self._after(offset)
+
     def on_scan(self, key: str, scan: Scan, source: str, offset: int | None = None,
                 sent: float | None = None) -> list[dict[str, Any]]:
-        self.clock.observe(source, scan.arrival, sent=sent)
-        self.apply(key, scan)
-        return self._after(offset)
+        return self.on_batch([(key, scan)], [(source, scan.arrival, False)], sent, offset)
 
     def on_tick(self, source: str, arrival: int, idle: bool, offset: int | None = None,
                 sent: float | None = None) -> list[dict[str, Any]]:
-        self.clock.observe(source, arrival, idle, sent)
-        return self._after(offset)
+        return self.on_batch([], [(source, arrival, idle)], sent, offset)
 
     def advance_to(self, secs: int) -> list[dict[str, Any]]:
         """Move event time to ``secs`` (replay ``--as-of``)."""
@@ -407,19 +486,23 @@ class Stage:
         out = self._fire()
         if self.outbox:
             for f in out:
-                self.kv.put(OUTBOX_PREFIX + f["finding_id"].encode(),
-                            json.dumps(f, ensure_ascii=False, sort_keys=True).encode())
+                self._put(OUTBOX_PREFIX + f["finding_id"].encode(),
+                          json.dumps(f, ensure_ascii=False, sort_keys=True).encode())
         if offset is not None:
             self.applied_offset = offset
-        self.kv.put(META_KEY, json.dumps({"clock": self.clock.src, "offset": self.applied_offset,
-                                          "sweep": self.last_sweep, "forced": self.forced}).encode())
+        self._put(META_KEY, json.dumps({"clock": self.clock.src, "offset": self.applied_offset,
+                                        "sweep": self.last_sweep, "forced": self.forced}).encode())
+        self._flush()
         return out
 
     def schedule(self, deadline: int, job: int, subject: str, scan: Scan) -> None:
-        k = due_key(deadline, job, subject, scan)
-        if self.kv.get(k) is None:
-            self.kv.put(k, b"")
-            heapq.heappush(self.due, k)
+        entry = due_entry(deadline, job, subject, scan)
+        b = deadline // DUE_BUCKET
+        entries = self.buckets.setdefault(b, set())
+        if entry not in entries:
+            entries.add(entry)
+            self._dirty.add(b)
+            heapq.heappush(self.due, entry)
 
     def _fire(self) -> list[dict[str, Any]]:
         wm = self.watermark()
@@ -428,14 +511,17 @@ class Stage:
         out: list[dict[str, Any]] = []
         due = self.due
         while due:
-            deadline = _DUE.unpack_from(due[0], 1)[0]
+            deadline = _DUE.unpack_from(due[0], 0)[0]
             if deadline >= wm:
                 break  # strictly past: every scan that arrived at the deadline's second is in
-            k = heapq.heappop(due)
-            if self.kv.get(k) is None:
-                continue
-            self.kv.delete(k)
-            d, job, subject, ident = parse_due(k)
+            entry = heapq.heappop(due)
+            b = deadline // DUE_BUCKET
+            entries = self.buckets.get(b)
+            if entries is None or entry not in entries:
+                continue  # a duplicate heap entry (re-scheduled after a recovery)
+            entries.discard(entry)
+            self._dirty.add(b)
+            d, job, subject, ident = parse_due(entry)
             out.extend(self.judge(d, job, subject, ident))
         self.maybe_sweep(wm)
         return out
@@ -465,7 +551,7 @@ class CodeStage(Stage):
     prefix = CODE_PREFIX
 
     def history(self, code: str) -> list[Scan]:
-        raw = self.kv.get(CODE_PREFIX + code.encode())
+        raw = self._get(CODE_PREFIX + code.encode())
         return decode_history(raw) if raw else []
 
     def apply(self, key: str, scan: Scan) -> None:
@@ -479,7 +565,7 @@ class CodeStage(Stage):
         if len(scans) > self.params.max_scans:
             del scans[0]
             self.counts["trace.scans_dropped"] += 1
-        self.kv.put(CODE_PREFIX + key.encode(), encode_history(scans))
+        self._put(CODE_PREFIX + key.encode(), encode_history(scans))
         self.schedule(scan.arrival + self.params.settle, JOB_SETTLE, key, scan)
 
     def judge(self, deadline: int, job: int, subject: str, ident: tuple[int, int, str]) -> list[dict[str, Any]]:
@@ -551,9 +637,10 @@ class CodeStage(Stage):
         self.last_sweep = wm
         limit = wm - p.retention
         stale = [k for k, v in self.kv.scan_prefix(CODE_PREFIX)
-                 if max(max(s.secs, s.arrival) for s in decode_history(v)) < limit]
+                 if k not in self._pending  # written in this batch: just scanned
+                 and max(max(s.secs, s.arrival) for s in decode_history(v)) < limit]
         for k in stale:
-            self.kv.delete(k)
+            self._delete(k)
         self.counts["trace.codes_expired"] += len(stale)
 
 
@@ -602,7 +689,7 @@ class ProductStage(Stage):
         return code[:self.params.prefix_digits]
 
     def votes(self, product: str) -> dict[str, list[list[Any]]]:
-        raw = self.kv.get(PRODUCT_PREFIX + product.encode())
+        raw = self._get(PRODUCT_PREFIX + product.encode())
         return json.loads(raw) if raw else {}
 
     def apply(self, key: str, scan: Scan) -> None:
@@ -617,7 +704,7 @@ class ProductStage(Stage):
             mine.append(vote)
             mine.sort()
             del mine[4 * self.params.min_votes:]
-            self.kv.put(PRODUCT_PREFIX + product.encode(), json.dumps(votes, sort_keys=True).encode())
+            self._put(PRODUCT_PREFIX + product.encode(), json.dumps(votes, sort_keys=True).encode())
         elif scan.kind == SALE and scan.med:
             self.schedule(scan.arrival + self.params.settle, JOB_MISMATCH, key + "\x01" + scan.med, scan)
 
