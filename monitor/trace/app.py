@@ -2,28 +2,33 @@
 
 Flow (every process runs the same app in one consumer group, ``<MONITOR_APP_ID>-trace``):
 
-1. agent ``trace-source`` reads ``medins.tracecodes`` of every city (raw bytes; bad values go to
-   ``monitor.dlq`` with the reason) and **repartitions** each scan by ``drug_trac_codg`` onto
+1. the **source intake** reads ``medins.tracecodes`` of every city (raw bytes; bad values go to
+   ``monitor.dlq`` with the reason) **one fetch at a time** (up to ``SOURCE_BATCH`` messages, handed
+   over by the consumer's drain loop in one call: ``_trace_transport``), passes each scan through its
+   source partition's intake clock (``monitor.trace.forward.ScanClock``: a future ``inf_time`` is held
+   or clamped and never moves event time) and **repartitions** the batch by ``drug_trac_codg`` onto
    ``monitor-trace-by-code`` and, for stock-in and sale scans, by product identifier onto
-   ``monitor-trace-by-product`` — Faust topic sends keyed by the new key, which is what ``group_by``
-   does, but done by hand because each source partition must also send **watermark ticks to every
-   partition** (``group_by`` can only route by key). Each forwarded scan and tick carries its source
-   partition and the latest arrival that partition forwarded; a timer marks source partitions read to
-   their fetch high-watermark as idle.
-2. agents ``trace-codes`` / ``trace-products`` apply the scans of their partitions to the pure stages
-   of ``monitor.trace.rules`` whose state lives in Faust tables (``trace-codes``, ``trace-products``)
-   on the **rocksdict** RocksDB store, changelog-backed; findings go to ``monitor.trace_findings``
-   keyed by the charged ``fixmedins_code``.
+   ``monitor-trace-by-product``: **one message per destination partition and batch**, carrying its
+   scans and each source's claim (latest arrival forwarded). That is what ``group_by`` does, done by
+   hand because each source partition must also tell **every** partition how far it has forwarded: a
+   timer sends one coalesced tick per destination partition (all owned sources' claims; those read to
+   their fetch high-watermark marked idle).
+2. agents ``trace-codes`` / ``trace-products`` apply each message's scans to the pure stages of
+   ``monitor.trace.rules`` whose state lives in Faust tables (``trace-codes``, ``trace-products``) on the
+   **rocksdict** RocksDB store, changelog-backed — **one table write per key per message** (the stage
+   buffers its writes; due judgments are stored in 10-second buckets); findings go to
+   ``monitor.trace_findings`` keyed by the charged ``fixmedins_code``.
 
 Recovery on a broker whose ListOffsets under-reports the changelog end (tansu: the table comes back
 without its last changelog batch, notes/local-kafka.md): each stage partition keeps **the input offset
-its table reflects** inside the table itself (meta key, written after the event's own writes, so a
-recovered table prefix carries the offset of the last event it fully holds). On the first event of a
-partition after an assignment the agent compares: an event the table already reflects is skipped; a
+its table reflects** inside the table itself (meta key, written after the message's own writes, so a
+recovered table prefix carries the offset of the last message it fully holds). On the first message of a
+partition after an assignment the agent compares: a message the table already reflects is skipped; a
 gap (Faust committed input whose table writes were lost) is re-read from the repartition topic with a
 plain consumer up to the fetch high-watermark and re-applied — the stages are idempotent per scan, so
-re-applying a partly written event is harmless. Findings are at-least-once with ids stable on
-redelivery.
+re-applying a partly written message is harmless. Findings are at-least-once with ids stable on
+redelivery. A source message is acknowledged (so committed) only once every scan in it was forwarded
+(a scan the intake clock holds keeps its message unacknowledged until it is released).
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+import zlib
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import faust
@@ -40,6 +46,7 @@ from monitor.records import InvalidRecord, TraceScan, parse_value
 from monitor.replay import dead_letter
 from monitor.settings import Settings
 from monitor.streams.topics import DLQ, TRACE_BY_CODE, TRACE_BY_PRODUCT, TRACE_FINDINGS
+from monitor.trace.forward import Pending, ScanClock
 from monitor.trace.rules import (
     OUTBOX_PREFIX,
     STOCK_IN,
@@ -53,10 +60,17 @@ from monitor.trace.rules import (
 
 log = logging.getLogger("monitor.trace")
 
-TICK_EVERY = 200  # forwarded records between busy ticks of a source partition
-TICK_SECONDS = 1.0  # idle/busy ticks of every assigned source partition
+SOURCE_BATCH = 2000  # messages per fetch at most (Faust ``broker_max_poll_records``): one forwarding batch
+TICK_SECONDS = 0.5
+PRODUCER_LINGER = 0.02  # seconds
+PRODUCER_BATCH_BYTES = 256 << 10  # coalesced ticks of every owned source partition to every stage partition
 ROCKS_OPTIONS = {"driver": "rocksdict", "write_buffer_size": 4 << 20, "max_write_buffer_number": 2,
                  "block_cache_size": 32 << 20, "block_cache_compressed_size": 8 << 20}
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The stage partition of a key (stable across processes and restarts)."""
+    return zlib.crc32(key.encode()) % partitions
 
 
 def _trace_store() -> type:
@@ -83,53 +97,158 @@ TraceStore = _trace_store()
 
 
 class TableKV:
-    """One partition of a Faust table as the stages' ``KV`` (called only while an event of that
-    partition is being handled: Faust's RocksDB store routes reads and writes by the current event)."""
+    """One partition of a Faust table as the stages' ``KV``.
+
+    Reads and writes go to the partition's rocksdict database (the one Faust's RocksDB store opens and
+    recovers into); each write is also queued for the table's changelog and sent by ``send_changelog``
+    as one produce batch per message handled — not one Faust ``table[key] = value`` each, whose
+    per-write producer-buffer round trips bounded the worker at ~250 writes/s here. The records are what
+    Faust itself would write (raw key, raw value, ``None`` for a delete), so Faust's changelog recovery
+    restores them; Faust's commit flushes the producer first, so input offsets are committed only
+    after these writes are acknowledged."""
 
     def __init__(self, table: Any, partition: int) -> None:
         self.table = table
         self.partition = partition
+        self.changes: list[tuple[bytes, bytes | None]] = []
+
+    def _db(self) -> Any:
+        return self.table.data._db_for_partition(self.partition)
 
     def get(self, key: bytes) -> bytes | None:
-        value: bytes | None = self.table.get(key)
+        value: bytes | None = self._db().get(key)
         return value
 
     def put(self, key: bytes, value: bytes) -> None:
-        self.table[key] = value
+        self._db()[key] = value
+        self.changes.append((key, value))
 
     def delete(self, key: bytes) -> None:
-        self.table.pop(key, None)
+        db = self._db()
+        if db.get(key) is not None:
+            del db[key]
+            self.changes.append((key, None))
 
     def scan_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         # Prefix iteration is not part of Faust's table API: read the partition's rocksdict directly.
-        db = self.table.data._db_for_partition(self.partition)
-        for key, value in db.items(from_key=prefix):
+        for key, value in self._db().items(from_key=prefix):
             if not isinstance(key, bytes) or not key.startswith(prefix):
                 break
             yield key, value
 
+    async def send_changelog(self, app: Any) -> None:
+        """Send the queued writes to the table's changelog partition (in write order)."""
+        if not self.changes:
+            return
+        changes, self.changes = self.changes, []
+        await send_records(app, self.table.changelog_topic.get_topic_name(), self.partition, changes)
 
-def encode_scan(code: str, scan: Scan, source: str, clock: int) -> bytes:
-    """A forwarded scan; ``t`` = the forwarder's wall clock (how recent the data is: ``StageClock``)."""
-    return json.dumps({"k": code, "s": source, "c": clock, "t": round(time.time(), 3),
-                       "x": [scan.kind, scan.inst, scan.secs, scan.arrival, int(scan.split), scan.med,
-                             scan.docno]}, separators=(",", ":")).encode()
+
+async def send_records(app: Any, topic: str, partition: int, records: list[tuple[bytes, bytes | None]]) -> None:
+    """Append ``records`` (in order) for one partition to the app's Kafka producer, the one Faust flushes
+    before it commits. Straight into aiokafka's accumulator: a send waits only when the partition's open
+    batch is full (``send_batch`` would wait for the previous batch's round trip every time)."""
+    producer = app.producer._ensure_producer()
+    send = producer.send
+    for key, value in records:
+        await send(topic, value, key=key, partition=partition)
 
 
-def encode_tick(source: str, clock: int, idle: bool) -> bytes:
-    """A watermark tick; ``t`` = when the claim (idle: read to the end) was made (``StageClock``)."""
-    return json.dumps({"s": source, "c": clock, "i": int(idle), "t": round(time.time(), 3)},
-                      separators=(",", ":")).encode()
+SourceHandler = Callable[[list[Any]], Awaitable[None]]
+
+
+def _trace_transport(source_topic: str, handler: SourceHandler) -> type:
+    """Faust's aiokafka transport, with two changes to its consumer.
+
+    * **Batch intake of the source topic.** Faust hands every message to the topic conductor through
+      ``wait_first(callback(message), …)`` (several task creations and event-loop turns per message:
+      notes/local-kafka.md measured ~5 000 messages/s for an agent that does nothing). The drain loop
+      here passes the ``source_topic`` messages of each fetch to ``handler`` as one list instead; every
+      other topic (the repartition topics the stage agents read, the tables' changelogs during
+      recovery) still goes through Faust's conductor as before. The handler acknowledges a source
+      message itself, once its scans are forwarded (``monitor.streams.batch`` does the same for
+      ``monitor worker``; read offsets, gaps and commits follow Faust's rules).
+    * **Short fetch waits.** The broker holds a fetch at most ``batch.FETCH_MAX_WAIT_MS`` (Faust fixes
+      1 500 ms): each hop of the tier (source → repartition topic → stage → findings) is a fetch of data
+      this group just produced, and tansu holds a fetch that found nothing for the whole wait even when
+      data arrives meanwhile (up to 1.5 s per hop)."""
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    from monitor.streams.batch import FETCH_MAX_WAIT_MS
+
+    base_thread: Any = faust_aiokafka.AIOKafkaConsumerThread
+    base_consumer: Any = faust_aiokafka.Consumer
+
+    class FetchThread(base_thread):
+        def _create_worker_consumer(self, transport: Any) -> Any:
+            consumer = super()._create_worker_consumer(transport)
+            consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read by its fetcher at start
+            return consumer
+
+    class TraceConsumer(base_consumer):
+        def _new_consumer_thread(self) -> Any:
+            return FetchThread(self, loop=self.loop, beacon=self.beacon)
+
+        async def _drain_messages(self, fetcher: Any) -> None:
+            callback = self.callback
+            consumer_should_stop = self._stopped.is_set
+            fetcher_should_stop = fetcher._stopped.is_set
+            read_offsets = self._read_offset
+            acks_enabled_for = self.app.topics.acks_enabled_for
+            commit_every = self._commit_every
+            try:
+                while not (consumer_should_stop() or fetcher_should_stop()):
+                    await self.sleep(0)  # as Faust: getmany may not yield to the loop when data waits
+                    if self.should_stop:
+                        break
+                    batch: list[Any] = []
+                    async for tp, message in self.getmany(timeout=1.0):
+                        offset = message.offset
+                        r_offset = read_offsets[tp]
+                        if r_offset is not None and offset < r_offset:
+                            continue  # read before in this generation (Faust drops it too)
+                        if r_offset and offset - r_offset > 1 and acks_enabled_for(message.topic):
+                            await self._add_gap(tp, r_offset + 1, offset)
+                        if message.topic == source_topic:
+                            batch.append(message)
+                        else:
+                            await self.wait_first(callback(message), self.suspend_flow.wait())
+                        read_offsets[tp] = offset
+                    if batch:
+                        await handler(batch)
+                    me: Any = self  # Faust's counter of acks since the last commit
+                    if commit_every is not None and me._n_acked >= commit_every:
+                        me._n_acked = 0
+                        await self.commit()
+            except self.consumer_stopped_errors:
+                if self.transport.app.should_stop:
+                    return
+                raise
+
+    class TraceTransport(faust_aiokafka.Transport):
+        Consumer = TraceConsumer
+
+    return TraceTransport
+
+
+def encode_batch(scans: list[tuple[str, Scan]], claims: list[tuple[str, int, bool]]) -> bytes:
+    """One repartition message: scans (code, scan) for one stage partition and the claims (source,
+    latest arrival forwarded, idle) of the sources they came from, with ``t`` = the forwarder's wall
+    clock (how recent the claims are: ``rules.StageClock``). A tick is a message without scans."""
+    return json.dumps({"t": round(time.time(), 3), "src": [[s, c, int(i)] for s, c, i in claims],
+                       "x": [[code, s.kind, s.inst, s.secs, s.arrival, int(s.split), s.med, s.docno]
+                             for code, s in scans]}, separators=(",", ":")).encode()
+
+
+def decode_batch(raw: bytes) -> tuple[list[tuple[str, Scan]], list[tuple[str, int, bool]], float | None]:
+    msg = json.loads(raw)
+    scans = [(x[0], Scan(x[1], x[2], x[3], x[4], bool(x[5]), x[6], x[7])) for x in msg["x"]]
+    return scans, [(str(s), int(c), bool(i)) for s, c, i in msg["src"]], msg.get("t")
 
 
 def apply_message(stage: Stage, raw: bytes, offset: int) -> list[dict[str, Any]]:
-    msg = json.loads(raw)
-    if "x" in msg:
-        k, inst, secs, arrival, split, med, docno = msg["x"]
-        scan = Scan(k, inst, secs, arrival, bool(split), med, docno)
-        stage.clock.observe(msg["s"], msg["c"], sent=msg.get("t"))
-        return stage.on_scan(msg["k"], scan, msg["s"], offset, sent=msg.get("t"))
-    return stage.on_tick(msg["s"], msg["c"], bool(msg["i"]), offset, sent=msg.get("t"))
+    scans, claims, sent = decode_batch(raw)
+    return stage.on_batch(scans, claims, sent, offset)
 
 
 def create_trace_app(settings: Settings, sources: int, web_port: int = 6067) -> faust.App:
@@ -157,6 +276,10 @@ def create_trace_app(settings: Settings, sources: int, web_port: int = 6067) -> 
         # here: "persisted offset … is higher than the last offset in that topic (41 > 40)"). The table's
         # own input offset (meta key) and the catch-up below make recovery complete without it.
         table_standby_replicas=0,
+        # fewer, larger produce requests (repartition batches, changelog writes): notes/local-kafka.md
+        producer_linger=PRODUCER_LINGER,
+        broker_max_poll_records=SOURCE_BATCH,
+        producer_max_batch_size=PRODUCER_BATCH_BYTES,
         **faust_app_settings(settings, web_port),
     )
     registry = CollectorRegistry()
@@ -177,24 +300,37 @@ def create_trace_app(settings: Settings, sources: int, web_port: int = 6067) -> 
     }
     stage_types: dict[str, type[Stage]] = {TRACE_BY_CODE.name: CodeStage, TRACE_BY_PRODUCT.name: ProductStage}
     stages: dict[tuple[str, int], Stage] = {}
-    #: source partition → [latest arrival forwarded, last offset read, records since the last tick]
-    source_state: dict[int, list[int]] = {}
+    parts = settings.partitions
+    quorum = settings.clock_quorum
+    #: source partition → its intake clock (held scans included)
+    intake: dict[int, ScanClock] = {}
+    #: source partition → [latest arrival whose scans are all sent, last offset whose scans are all sent]
+    published: dict[int, list[int]] = {}
 
-    async def send_ticks(partition: int, idle: bool) -> None:
-        # An idle source is re-ticked every TICK_SECONDS even when unchanged: its claim only counts while
-        # it is as recent as the newest forwarded data (StageClock), so a dead owner's claim goes stale.
-        st = source_state.setdefault(partition, [0, -1, 0])
-        st[2] = 0
-        value = encode_tick(str(partition), st[0], idle)
-        for topic in (by_code, by_product):
-            for p in range(settings.partitions):
-                await topic.send(key=b"tick", value=value, partition=p)
+    def route(ready: list[Pending], outgoing: dict[tuple[Any, int], list[tuple[str, Scan]]],
+              release: list[Any]) -> None:
+        for p in ready:
+            code = p.code
+            outgoing.setdefault((by_code, partition_of(code, parts)), []).append((code, p.scan))
+            if p.scan.kind == STOCK_IN or p.scan.med:
+                outgoing.setdefault((by_product, partition_of(code[:params.prefix_digits], parts)),
+                                    []).append((code, p.scan))
+            if p.held:
+                release.append(p.token)
 
-    @app.agent(source, name="trace-source")
-    async def trace_source(stream: Any) -> None:
-        async for event in stream.events():
-            msg = event.message
-            st = source_state.setdefault(msg.partition, [0, -1, 0])
+    #: source message → its scans the intake clock still holds (acknowledged when none is left)
+    waiting: dict[Any, int] = {}
+
+    async def forward(messages: list[Any]) -> None:
+        """One fetch of ``medins.tracecodes`` → one repartition message per stage partition."""
+        outgoing: dict[tuple[Any, int], list[tuple[str, Scan]]] = {}
+        release: list[Any] = []  # tokens of held scans released now
+        touched: dict[int, int] = {}  # source partition → last offset of this batch
+        for msg in messages:
+            clock = intake.get(msg.partition)
+            if clock is None:
+                clock = intake[msg.partition] = ScanClock(params.skew, quorum)
+            touched[msg.partition] = msg.offset
             for item in parse_value("tracecodes", msg.value):
                 if isinstance(item, InvalidRecord):
                     letter = dead_letter(msg.topic, msg.value, item.reason, partition=msg.partition,
@@ -202,32 +338,55 @@ def create_trace_app(settings: Settings, sources: int, web_port: int = 6067) -> 
                     await dlq.send(key=None, value=letter.model_dump_json().encode())
                     continue
                 assert isinstance(item, TraceScan)
-                scan = scan_from_record(item)
-                st[0] = max(st[0], scan.arrival)
-                code = item.drug_trac_codg
-                value = encode_scan(code, scan, str(msg.partition), st[0])
-                await by_code.send(key=code.encode(), value=value)
-                if scan.kind == STOCK_IN or scan.med:
-                    await by_product.send(key=code[:params.prefix_digits].encode(), value=value)
-                st[2] += 1
-            st[1] = msg.offset
-            if st[2] >= TICK_EVERY:
-                await send_ticks(msg.partition, idle=False)
+                skewed = clock.skewed
+                ready = clock.offer(msg, item.drug_trac_codg, scan_from_record(item))
+                if not any(p.token is msg and not p.held for p in ready):
+                    waiting[msg] = waiting.get(msg, 0) + 1  # held: acknowledged when released
+                route(ready, outgoing, release)
+                if clock.skewed > skewed:
+                    log.warning("trace: %d scan(s) of medins.tracecodes[%d] clamped to event time "
+                                "(clock skew)", clock.skewed - skewed, msg.partition)
+        claims = [(str(sp), intake[sp].value(), False) for sp in sorted(touched)]
+        for (topic, dest), scans in outgoing.items():
+            await topic.send(key=b"b", value=encode_batch(scans, claims), partition=dest)
+        for sp, offset in touched.items():
+            published[sp] = [intake[sp].value(), offset]
+        for token in release:
+            waiting[token] -= 1
+        consumer: Any = app.consumer
+        for msg in messages:
+            if not waiting.get(msg):
+                waiting.pop(msg, None)
+                consumer.ack(msg)
+        for token in release:
+            if token in waiting and not waiting[token]:
+                del waiting[token]
+                consumer.ack(token)
+
+    app.transport = _trace_transport(source.get_topic_name(), forward)(app.conf.broker_consumer, app)
+    app.topics.add(source)
 
     @app.timer(TICK_SECONDS)
     async def tick_sources() -> None:
-        for tp in list(app.consumer.assignment()):
+        # An idle source is re-claimed every tick even when unchanged: its claim only counts while it is
+        # as recent as the newest forwarded data (StageClock), so a dead owner's claim goes stale.
+        claims = []
+        consumer: Any = app.consumer
+        for tp in sorted(consumer.assignment()):
             if tp.topic != source.get_topic_name():
                 continue
-            st = source_state.setdefault(tp.partition, [0, -1, 0])
-            highwater = app.consumer.highwater(tp)
-            done = st[1]
+            arrival, done = published.get(tp.partition, [0, -1])
             if done < 0:  # nothing read since the assignment: maybe everything was read before it
-                consumer: Any = app.consumer
                 committed = consumer._committed_offset.get(tp)  # the next offset to read (Kafka's sense)
                 done = committed - 1 if committed is not None else -1
-            idle = highwater is not None and done + 1 >= highwater
-            await send_ticks(tp.partition, idle=idle)
+            highwater = consumer.highwater(tp)
+            claims.append((str(tp.partition), arrival, highwater is not None and done + 1 >= highwater))
+        if not claims:
+            return
+        value = encode_batch([], claims)
+        for topic in (by_code, by_product):
+            for p in range(parts):
+                await topic.send(key=b"tick", value=value, partition=p)
 
     async def catch_up(topic: str, partition: int, stage: Stage, until: int) -> list[dict[str, Any]]:
         """Re-read ``topic``/``partition`` from the stage's applied offset + 1 up to ``until`` (exclusive)."""
@@ -259,10 +418,10 @@ def create_trace_app(settings: Settings, sources: int, web_port: int = 6067) -> 
     #: stage partition → findings sent and not yet known delivered: (outbox key, delivery future)
     in_flight: dict[tuple[str, int], list[tuple[bytes, Any]]] = {}
 
-    async def deliver(key: tuple[str, int], outbox_key: bytes, value: bytes) -> None:
-        inst = json.loads(value)["fixmedins_code"]
-        fut = await findings.send(key=inst.encode(), value=value)
-        in_flight.setdefault(key, []).append((outbox_key, fut))
+    async def deliver(key: tuple[str, int], finding: dict[str, Any]) -> None:
+        value = json.dumps(finding, ensure_ascii=False, sort_keys=True).encode()
+        fut = await findings.send(key=finding["fixmedins_code"].encode(), value=value)
+        in_flight.setdefault(key, []).append((OUTBOX_PREFIX + finding["finding_id"].encode(), fut))
 
     def settle_outbox(key: tuple[str, int], kv: TableKV) -> None:
         """Drop from the table's outbox the findings the broker has acknowledged."""
@@ -285,17 +444,18 @@ def create_trace_app(settings: Settings, sources: int, web_port: int = 6067) -> 
                 in_flight[key] = []
                 # findings the table made but whose delivery is not known (the previous owner may have
                 # died before its producer sent them): again, with the same ids
-                for outbox_key, value in list(kv.scan_prefix(OUTBOX_PREFIX)):
-                    await deliver(key, outbox_key, value)
+                for _, value in list(kv.scan_prefix(OUTBOX_PREFIX)):
+                    await deliver(key, json.loads(value))
                 if msg.offset > stage.applied_offset + 1:
-                    await catch_up(msg.topic, msg.partition, stage, msg.offset)
-            assert isinstance(stage.kv, TableKV)
-            settle_outbox(key, stage.kv)
+                    for f in await catch_up(msg.topic, msg.partition, stage, msg.offset):
+                        await deliver(key, f)
+            table_kv = stage.kv
+            assert isinstance(table_kv, TableKV)
+            settle_outbox(key, table_kv)
             if msg.offset > stage.applied_offset:  # else already in the table (redelivered)
-                apply_message(stage, msg.value, msg.offset)
-            for outbox_key, value in list(stage.kv.scan_prefix(OUTBOX_PREFIX)):
-                if not any(k == outbox_key for k, _ in in_flight[key]):
-                    await deliver(key, outbox_key, value)
+                for f in apply_message(stage, msg.value, msg.offset):
+                    await deliver(key, f)
+            await table_kv.send_changelog(app)
 
     app.agent(by_code, name="trace-codes")(run_stage)
     app.agent(by_product, name="trace-products")(run_stage)
@@ -306,7 +466,11 @@ def create_trace_app(settings: Settings, sources: int, web_port: int = 6067) -> 
             stages.pop((tp.topic, tp.partition), None)
             in_flight.pop((tp.topic, tp.partition), None)
             if tp.topic == source.get_topic_name():
-                source_state.pop(tp.partition, None)
+                # held scans are dropped unacknowledged: the next owner re-reads them from the commit
+                intake.pop(tp.partition, None)
+                published.pop(tp.partition, None)
+                for msg in [m for m in waiting if m.partition == tp.partition]:
+                    del waiting[msg]
 
     app.trace_registry = registry  # type: ignore[attr-defined]
     return app
