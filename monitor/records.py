@@ -36,6 +36,7 @@ from pydantic import (
 )
 
 from monitor.clock import CST, as_cst, day_start
+from monitor.lean import LeanDecoder
 
 #: Naive local time → the aware Asia/Shanghai instant, memoised: records uploaded together repeat their
 #: ``inf_time`` and neighbouring business times, and ``datetime.replace(tzinfo=…)`` is the dearest step of
@@ -525,6 +526,21 @@ _ADAPTERS: dict[str, TypeAdapter[Any]] = {
     "drugs": TypeAdapter(Drug),
 }
 
+#: The lean decoders (``monitor.lean``), generated from the models above.
+_LEAN_ALIASES = {"code": Code, "trace": TraceCodeStr, "money": Money, "price": Price, "quantity": Quantity,
+                 "time": CstDateTime, "date": BizDate}
+_LEAN: dict[str, LeanDecoder] = {
+    "settlements": LeanDecoder([(Settlement, None)], _LEAN_ALIASES),
+    "inventory": LeanDecoder([(Stocktake, "3501"), (StockChange, "3502"), (PurchaseMovement, "3503"),
+                              (PurchaseMovement, "3504"), (SaleMovement, "3505"), (SaleMovement, "3506")],
+                             _LEAN_ALIASES, tag_field="infno"),
+    "tracecodes": LeanDecoder([(TraceScan, None)], _LEAN_ALIASES),
+    "prescriptions": LeanDecoder([(Prescription, None)], _LEAN_ALIASES),
+    "findings": LeanDecoder([(Finding, None)], _LEAN_ALIASES),
+    "institutions": LeanDecoder([(Institution, None)], _LEAN_ALIASES),
+    "drugs": LeanDecoder([(Drug, None)], _LEAN_ALIASES),
+}
+
 
 # ------------------------------------------------------------------------------------------------- parsing
 @dataclass(frozen=True, slots=True)
@@ -564,7 +580,19 @@ def parse_value(stream: str, raw: bytes) -> list[Record | InvalidRecord]:
 
     Never raises for bad data: every problem becomes an ``InvalidRecord`` that the shell dead-letters
     with the original bytes. Raises ``KeyError`` only for an unknown stream (a programming error).
+    Plain NHSA text takes the lean path (``monitor.lean``: the same records, no pydantic validation per
+    record); anything it does not read goes through the models (``parse_value_with_models``).
     """
+    if len(raw) > MAX_VALUE_BYTES:
+        return [InvalidRecord(f"value too large: {len(raw)} bytes > {MAX_VALUE_BYTES} (not read)")]
+    fast = _LEAN[stream].decode(raw)
+    if fast is not None:
+        return fast
+    return parse_value_with_models(stream, raw)
+
+
+def parse_value_with_models(stream: str, raw: bytes) -> list[Record | InvalidRecord]:
+    """``parse_value`` through the pydantic models only: the contract, and the source of every error."""
     adapter = _ADAPTERS[stream]
     if len(raw) > MAX_VALUE_BYTES:
         return [InvalidRecord(f"value too large: {len(raw)} bytes > {MAX_VALUE_BYTES} (not read)")]

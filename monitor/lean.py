@@ -1,0 +1,233 @@
+"""Lean decode of the hot path (issue #16): typed JSON into msgspec Structs, then the pydantic record.
+
+The pydantic models of ``monitor.records`` stay the documented contract and the only source of error
+messages. This module *generates* from them, once at import, one ``msgspec.Struct`` per model (per
+``infno`` for the inventory union) whose types are a **subset** of what the model accepts — plain NHSA
+text as institutions upload it — and a converter that builds the very same pydantic instance
+(``__dict__``, fields set, extra, private) without running pydantic's validation:
+
+* ``Code`` → a string of 1–64 characters with nothing for pydantic's ``strip_whitespace`` to strip;
+  ``TraceCodeStr`` → 1–100 ASCII letters and digits;
+* ``Money`` → a decimal *string* ``-?[0-9]{1,10}(.[0-9]{1,14})?`` (|x| < 10¹⁰, ≤ 24 digits: inside the
+  bounds of issue #17); ``Price``/``Quantity`` → ``[0-9]{1,8}(.[0-9]{1,16})?`` (0 ≤ x < 10⁸), and ``gt``
+  checked after;
+* ``CstDateTime`` → exactly ``yyyy-MM-dd HH:mm:ss`` (ASCII), read as Asia/Shanghai and held to the
+  1990–2099 window as ``records._to_cst`` does; ``BizDate`` → an RFC 3339 date in the same window;
+* ``Literal``, ``bool``, ``str``, ``int`` ranges, optional fields, nested lists of models: as declared;
+* the models' own ``mode="after"`` validators run on the built instance.
+
+Anything else — numbers where text is usual (``coerce_numbers_to_str``), other time forms (compact,
+epoch milliseconds, date-only, with an offset), whitespace to strip, values at or past a bound, bad JSON,
+nesting too deep, invalid UTF-8 — makes the fast path give up (``None``) and ``records.parse_value`` runs
+pydantic as before: the same records, the same dead letters with the same reasons. The fast path can
+only be narrower than the models, never wider; ``tests/test_lean_decode.py`` checks that every model
+compiles, that both paths give identical instances on the simulated cities and on edge values, and
+the adversarial suite runs through it.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+from collections.abc import Callable
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal, Union
+
+import msgspec
+from annotated_types import Ge, Gt, Le
+from pydantic import BaseModel
+
+from monitor.clock import CST
+
+#: What the fast path refuses: it gives the value to pydantic instead.
+_FAIL = (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError, RecursionError, ArithmeticError)
+
+_CODE = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+_TRACE = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+_MONEY = Annotated[str, msgspec.Meta(pattern=r"^-?[0-9]{1,10}(?:\.[0-9]{1,14})?\Z")]
+_UNSIGNED = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,8}(?:\.[0-9]{1,16})?\Z")]
+_UNSET = msgspec.UNSET
+
+_EARLIEST = date(1990, 1, 1)
+_LATEST = date(2099, 12, 31)
+_TIME_MEMO: dict[str, datetime] = {}
+_TIME_MEMO_MAX = 1 << 16
+_TIME_SHAPE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}\Z")
+
+
+class _GiveUp(ValueError):
+    """Not a value the fast path reads: pydantic decides."""
+
+
+def _time(text: str) -> datetime:
+    """``yyyy-MM-dd HH:mm:ss`` → the aware Asia/Shanghai instant (``records.CstDateTime`` on that form)."""
+    hit = _TIME_MEMO.get(text)
+    if hit is None:
+        if _TIME_SHAPE.match(text) is None:
+            raise _GiveUp(text)
+        naive = datetime.fromisoformat(text)
+        if not _EARLIEST <= naive.date() <= _LATEST:
+            raise _GiveUp(text)
+        if len(_TIME_MEMO) >= _TIME_MEMO_MAX:
+            _TIME_MEMO.clear()
+        hit = _TIME_MEMO[text] = datetime(naive.year, naive.month, naive.day, naive.hour, naive.minute,
+                                          naive.second, 0, CST)
+    return hit
+
+
+def _code(text: str) -> str:
+    """A code pydantic's ``strip_whitespace`` leaves as it is (``str.strip`` removes a superset of the
+    White_Space characters pydantic-core trims, and returns the same object when it removes nothing)."""
+    if text.strip() is not text:
+        raise _GiveUp(text)
+    return text
+
+
+def _trace(text: str) -> str:
+    """``records.TraceCodeStr``: 1–100 ASCII letters and digits (the length is the Struct's)."""
+    if not (text.isascii() and text.isalnum()):
+        raise _GiveUp(text)
+    return text
+
+
+def _date(value: date) -> date:
+    if not _EARLIEST <= value <= _LATEST:
+        raise _GiveUp(str(value))
+    return value
+
+
+def _positive(text: str) -> Decimal:
+    value = Decimal(text)
+    if not value > 0:
+        raise _GiveUp(text)
+    return value
+
+
+# ------------------------------------------------------------------------------------------ generation
+class _Compiled:
+    """One model's Struct and its converter (``convert(struct) → pydantic instance``)."""
+
+    def __init__(self, struct: type[msgspec.Struct], convert: Callable[[Any], BaseModel]) -> None:
+        self.struct = struct
+        self.convert = convert
+
+
+def _optional(hint: Any) -> tuple[Any, bool]:
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) < len(typing.get_args(hint)):
+            return (args[0] if len(args) == 1 else Union[tuple(args)]), True  # noqa: UP007
+    return hint, False
+
+
+def compile_model(model: type[BaseModel], aliases: dict[str, Any], *, tag: str | None = None,
+                  tag_field: str | None = None, name: str | None = None) -> _Compiled:
+    """Generate the Struct and converter of ``model`` (module docstring). ``aliases``: the record module's
+    annotated types by role (``code``, ``trace``, ``money``, ``price``, ``quantity``, ``time``, ``date``).
+    Raises ``NotImplementedError`` for a field it has no lean form for (a test compiles every model)."""
+    hints = typing.get_type_hints(model, include_extras=True)
+    env: dict[str, Any] = {"_UNSET": _UNSET, "_time": _time, "_date": _date, "_Decimal": Decimal,
+                           "_positive": _positive, "_code": _code, "_trace": _trace, "_new": object.__new__,
+                           "_set": object.__setattr__, "_cls": model}
+    struct_fields: list[tuple[str, Any, Any]] = []
+    lines: list[str] = []
+    required: list[str] = []
+    names: list[str] = []
+    for i, (fname, info) in enumerate(model.model_fields.items()):
+        names.append(fname)
+        var = f"x{i}"
+        if fname == tag_field:
+            lines.append(f"    {var} = {tag!r}")
+            required.append(fname)
+            continue
+        hint, optional = _optional(hints[fname])
+        strict_positive = any(isinstance(m, Gt) and m.gt == 0 for m in info.metadata)
+        ftype: Any
+        expr = "{v}"
+        if hint == aliases["code"]:
+            ftype, expr = _CODE, "_code({v})"
+        elif hint == aliases["trace"]:
+            ftype, expr = _TRACE, "_trace({v})"
+        elif hint == aliases["money"]:
+            ftype, expr = _MONEY, "_Decimal({v})"
+        elif hint in (aliases["price"], aliases["quantity"]):
+            ftype, expr = _UNSIGNED, ("_positive({v})" if strict_positive else "_Decimal({v})")
+        elif hint == aliases["time"]:
+            ftype, expr = str, "_time({v})"
+        elif hint == aliases["date"]:
+            ftype, expr = date, "_date({v})"
+        elif hint is str or hint is bool:
+            ftype = hint
+        elif typing.get_origin(hint) is Literal and all(isinstance(a, str) for a in typing.get_args(hint)):
+            ftype = hint
+        elif typing.get_origin(hint) is list and isinstance(typing.get_args(hint)[0], type) and issubclass(
+                typing.get_args(hint)[0], BaseModel):
+            sub = compile_model(typing.get_args(hint)[0], aliases)
+            env[f"_c{i}"] = sub.convert
+            ftype, expr = list[sub.struct], f"[_c{i}(e) for e in {{v}}]"  # type: ignore[name-defined]
+        elif set(typing.get_args(hint)) == {int, Decimal}:  # whole numbers on the fast path
+            ge: Any = next((m.ge for m in info.metadata if isinstance(m, Ge)), None)
+            le: Any = next((m.le for m in info.metadata if isinstance(m, Le)), None)
+            ftype = Annotated[int, msgspec.Meta(ge=ge, le=le)]
+        else:
+            raise NotImplementedError(f"{model.__name__}.{fname}: no lean form for {hints[fname]!r}")
+        if optional:
+            ftype = ftype | None
+        if info.is_required():
+            required.append(fname)
+            struct_fields.append((fname, ftype, msgspec.NODEFAULT))
+            lines.append(f"    {var} = {expr.format(v=f's.{fname}')}")
+        else:
+            env[f"_d{i}"] = info.default
+            struct_fields.append((fname, ftype | msgspec.UnsetType, _UNSET))
+            conv = expr.format(v=var)
+            lines.append(f"    {var} = s.{fname}")
+            lines.append(f"    if {var} is _UNSET:\n        {var} = _d{i}\n    else:\n        fs.add({fname!r})")
+            if conv != var:
+                lines.append(f"        if {var} is not None:\n            {var} = {conv}")
+    validators = list(model.__pydantic_decorators__.model_validators.values())
+    if model.__pydantic_decorators__.field_validators or any(v.info.mode != "after" for v in validators):
+        raise NotImplementedError(f"{model.__name__}: only mode='after' model validators have a lean form")
+    for j, v in enumerate(validators):
+        env[f"_v{j}"] = v.func
+    body = "\n".join(lines)
+    mapping = ", ".join(f"{n!r}: x{i}" for i, n in enumerate(names))
+    checks = "".join(f"    _v{j}(o)\n" for j in range(len(validators)))
+    env["_required"] = frozenset(required)
+    source = (f"def convert(s):\n    fs = set(_required)\n{body}\n    o = _new(_cls)\n"
+              f"    _set(o, '__dict__', {{{mapping}}})\n    _set(o, '__pydantic_fields_set__', fs)\n"
+              f"    _set(o, '__pydantic_extra__', None)\n    _set(o, '__pydantic_private__', None)\n"
+              f"{checks}    return o\n")
+    exec(compile(source, f"<lean {model.__name__}>", "exec"), env)  # the converter generated from the model
+    kw: dict[str, Any] = {"kw_only": True, "frozen": True}
+    if tag is not None:
+        kw.update(tag=tag, tag_field=tag_field)
+    struct = msgspec.defstruct(name or f"Lean{model.__name__}", struct_fields, **kw)
+    return _Compiled(struct, env["convert"])
+
+
+class LeanDecoder:
+    """``decode(raw)`` → the list of records of one stream's value, or ``None`` when the fast path gives up
+    (module docstring). ``variants``: (model, tag) pairs; several form a union tagged by ``tag_field``."""
+
+    def __init__(self, variants: list[tuple[type[BaseModel], str | None]], aliases: dict[str, Any],
+                 tag_field: str | None = None) -> None:
+        compiled = [compile_model(m, aliases, tag=t, tag_field=tag_field,
+                                  name=f"Lean{m.__name__}{t or ''}") for m, t in variants]
+        self._convert: dict[type, Callable[[Any], BaseModel]] = {c.struct: c.convert for c in compiled}
+        one: Any = compiled[0].struct if len(compiled) == 1 else Union[tuple(c.struct for c in compiled)]  # noqa: UP007
+        self._decoder = msgspec.json.Decoder(Union[one, list[one]])  # noqa: UP007
+
+    def decode(self, raw: bytes) -> list[Any] | None:
+        try:
+            value = self._decoder.decode(raw)
+            if type(value) is list:
+                if not value:
+                    return None  # "empty array" is pydantic's (records.parse_value) to say
+                convert = self._convert
+                return [convert[type(v)](v) for v in value]
+            return [self._convert[type(value)](value)]
+        except _FAIL:
+            return None
