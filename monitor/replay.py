@@ -25,13 +25,10 @@ operator's quarantine folder (``MONITOR_QUARANTINE_DIR``), never in ``dlq.jsonl`
 
 from __future__ import annotations
 
-import base64
 import gc
-import hashlib
 import heapq
 import json
 import operator
-import re
 import sys
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
@@ -43,14 +40,25 @@ from typing import Any
 from monitor.clock import CST
 from monitor.detectors import unimplemented_rules
 from monitor.engine import CheckpointError, Engine, Output
-from monitor.nhsa import UPLOADS, stream_decoder
+from monitor.intake import (  # noqa: F401 — dead_letter, ValueCopy, mask_personal: re-exported for callers
+    REGISTRY_STREAMS,
+    ValueCopy,
+    ahead_of_transport,
+    arrival_key,
+    claim_source,
+    dead_letter,
+    decoder,
+    mask_personal,
+    new_clock,
+)
+from monitor.nhsa import UPLOADS
 from monitor.nhsa import advance as nhsa_advance
 from monitor.nhsa import apply as nhsa_apply
 from monitor.nhsa.items import Pending
 from monitor.nhsa.join import take_rejected
 from monitor.outputs import DeadLetter
 from monitor.policy.pack import Pack
-from monitor.privacy import Pseudonymizer, mask_certno, mask_name
+from monitor.privacy import Pseudonymizer
 from monitor.records import STREAMS, InvalidRecord, Record, parse_value
 from monitor.sinks import Sink
 from monitor.sinks.config import bind_all
@@ -59,89 +67,6 @@ from monitor.state.checkpoint import CheckpointDir, Written
 from monitor.watermark import DEFAULT_QUORUM, EventClock, Released
 
 _EARLIEST = datetime(1970, 1, 1, tzinfo=CST)
-
-#: Bytes of a dead-lettered value kept in the dead letter (the rest is named by its SHA-256).
-DEAD_LETTER_PREFIX_BYTES = 1024
-#: Personal fields masked in dead-letter copies (design §6; notes/nhsa-fields.md).
-_PERSONAL_FIELDS = ("certno", "psn_no", "psn_name", "mdtrt_cert_no", "psn_cert_no", "tel", "addr")
-_FIELD_RE = re.compile(rb'("(?:' + b"|".join(f.encode() for f in _PERSONAL_FIELDS) + rb')"\s*:\s*)("?)([^",}\]]*)')
-#: A citizen ID number (15 or 18 characters) anywhere, even under a wrong key or cut by the prefix.
-_ID_RE = re.compile(rb"(?<![0-9A-Za-z])\d{14}(?:\d{3}[0-9Xx]|\d)?(?![0-9A-Za-z])")
-
-
-def _mask_value(field: bytes, value: bytes) -> bytes:
-    """The mask of one field value as it stands in JSON text (escapes decoded first; the result stays
-    valid JSON string content)."""
-    try:
-        text = json.loads(b'"' + value + b'"')
-    except ValueError:
-        text = value.decode("utf-8", "replace").replace("\\", "")
-    if not isinstance(text, str):
-        text = str(text)
-    if field == b"certno" or field.endswith(b"cert_no"):
-        masked = mask_certno(text) or ""
-    elif field == b"psn_name":
-        masked = mask_name(text) or ""
-    else:
-        masked = "***" if text else ""
-    return json.dumps(masked, ensure_ascii=False)[1:-1].encode("utf-8")
-
-
-def mask_personal(raw: bytes) -> bytes:
-    """Personal fields of a (possibly invalid or cut) JSON value replaced by masks, ID numbers masked."""
-    def field(m: re.Match[bytes]) -> bytes:
-        name = m.group(1).split(b'"')[1]
-        masked = _mask_value(name, m.group(3))
-        return m.group(1) + (m.group(2) + masked if m.group(2) else b'"' + masked + b'"')  # a number → a string
-
-    out = _FIELD_RE.sub(field, raw)
-    return _ID_RE.sub(lambda m: m.group(0)[:4] + b"*" * (len(m.group(0)) - 6) + m.group(0)[-2:], out)
-
-
-@dataclass(frozen=True)
-class ValueCopy:
-    """The one bounded, masked copy of a dead-lettered value that all its dead letters share."""
-
-    text: str | None
-    b64: str | None
-    sha256: str
-    size: int
-    truncated: bool
-    quarantined: bool = False
-
-    @classmethod
-    def of(cls, raw: bytes, quarantine: Quarantine | None = None) -> ValueCopy:
-        digest = hashlib.sha256(raw).hexdigest()
-        head = raw[:DEAD_LETTER_PREFIX_BYTES + 64]  # a margin so that a field cut at the edge is still masked
-        masked = mask_personal(head)[:DEAD_LETTER_PREFIX_BYTES]
-        if _is_utf8(raw):  # masks are UTF-8 too: only a character cut by the prefix can be dropped
-            text: str | None = masked.decode("utf-8", "ignore")
-            b64 = None
-        else:
-            text, b64 = None, base64.b64encode(masked).decode("ascii")
-        kept = quarantine.keep(digest, raw) if quarantine is not None else False
-        return cls(text, b64, digest, len(raw), len(raw) > len(masked), kept)
-
-
-def _is_utf8(raw: bytes) -> bool:
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def dead_letter(source: str, raw: bytes, error: str, *, line: int | None = None, index: int | None = None,
-                partition: int | None = None, offset: int | None = None, key: str | None = None,
-                copy: ValueCopy | None = None, first: bool = True) -> DeadLetter:
-    """A dead letter with a bounded, masked copy of the value (text when UTF-8, else base64) and its
-    SHA-256. Pass the value's ``copy`` to share it; ``first=False`` leaves the prefix to the first letter."""
-    copy = copy or ValueCopy.of(raw)
-    return DeadLetter(source=source, line=line, index=index, partition=partition, offset=offset, key=key,
-                      value=copy.text if first else None, value_b64=copy.b64 if first else None,
-                      value_sha256=copy.sha256, value_bytes=copy.size, value_truncated=copy.truncated,
-                      quarantined=copy.quarantined, error=error)
-
 
 @dataclass(order=True)
 class _Item:
@@ -197,7 +122,7 @@ def _read_stream(path: Path, order: int, max_skew: timedelta, quarantine: Quaran
             item.arrival = last
         else:
             later = [p.arrival for p in pending if p.arrival != _EARLIEST]
-            if later and item.arrival - min(later) > max_skew:
+            if later and ahead_of_transport(item.arrival, min(later), max_skew):
                 item.arrival, item.skewed = max(min(later), last), True
         last = max(last, item.arrival)
         return item
@@ -214,7 +139,9 @@ def _read_stream(path: Path, order: int, max_skew: timedelta, quarantine: Quaran
         yield settle(pending.popleft())
 
 
+#: ``intake.arrival_key(arrival, file rank, line)`` of an item, read as one C call (bench/).
 _MERGE_KEY = operator.attrgetter("arrival", "order", "line")
+assert _MERGE_KEY(_Item(_EARLIEST, 1, 2, None, None)) == arrival_key(_EARLIEST, 1, 2)
 
 
 def input_files(input_dir: Path) -> list[Path]:
@@ -244,11 +171,6 @@ class ReplayResult:
             "quality": dict(sorted(st.quality.items())),
             "unimplemented_rules": unimplemented_rules(self.engine.pack),
         }
-
-
-def new_clock(pack: Pack, quorum: int = DEFAULT_QUORUM) -> EventClock[_Item]:
-    """Replay's event clock: tolerance = the pack's ``max_clock_skew_minutes``."""
-    return EventClock(timedelta(minutes=float(pack.setting("max_clock_skew_minutes", 60))), quorum=quorum)
 
 
 class _Progress:
@@ -294,7 +216,7 @@ def run_replay(
     max_skew = clock.tolerance
     # Ordered by (arrival, file, line) as ``_Item``'s own ordering, but compared as plain tuples: the
     # dataclass's generated ``__lt__``/``__eq__`` cost ~1 µs per record in the merge (bench/).
-    decode = stream_decoder(engine)  # platform envelopes and field variance (monitor.nhsa)
+    decode = decoder(engine)  # the intake's parse (monitor.intake): NHSA codec over the lean path
     merged = heapq.merge(*(_read_stream(p, i, max_skew, quarantine, decode) for i, p in enumerate(files)),
                          key=_MERGE_KEY)
     # The engine's state is many long-lived small objects: with the default thresholds the cyclic
@@ -344,11 +266,11 @@ def run_replay(
             else:
                 rec = item.record
                 assert rec is not None
-                if rec.STREAM in _REGISTRY_STREAMS:  # never held, never moves time (engine contract)
+                if rec.STREAM in REGISTRY_STREAMS:  # never held, never moves time (engine contract)
                     out.extend(nhsa_apply(engine, rec, None))
                     bar.tick(engine)
                 else:
-                    apply(clock.offer(item, item.arrival, _source(rec)))
+                    apply(clock.offer(item, item.arrival, claim_source(rec)))
             if len(out) + len(letters) >= batch:
                 flush_batch()
         if as_of is not None or not keep_held:
@@ -367,20 +289,6 @@ def run_replay(
     return ReplayResult(engine, dead, total, clock)
 
 
-_REGISTRY_STREAMS = frozenset({"institutions", "drugs"})
-
-
-def _source(rec: Record | Pending) -> str:
-    """Whose clock made a record's arrival claim: its institution (else its stream)."""
-    code = getattr(rec, "fixmedins_code", None)
-    if code is None:
-        inner = getattr(rec, "settlement", None)
-        code = getattr(inner, "fixmedins_code", None)
-    return code if isinstance(code, str) and code else rec.STREAM
-
-
-#: The same rule for the worker (``monitor.streams.core``): both shells name a claim's source alike.
-claim_source = _source
 #: Version of the replay state's shell part (``--state``): event clock + output sizes, in the envelope of
 #: ``monitor.state.checkpoint`` (the engine and its store's deltas beside it).
 REPLAY_STATE_VERSION = 4

@@ -59,9 +59,6 @@ class Settings(BaseSettings):
     #: Flow control: if the arrival-order merge has released nothing for this many seconds while
     #: records wait, release them anyway (a partition that never reports its end).
     merge_stall_seconds: float = Field(default=10.0, gt=0)
-    #: An ``inf_time`` more than this many seconds ahead of the broker timestamp is clamped to it and
-    #: counted as clock skew (design §2 "Clocks lie").
-    clock_skew_seconds: float = Field(default=300.0, ge=0)
     #: Stop the worker when more than this share of the last ``dlq_window`` input records were dead
     #: letters (a bad deploy, not bad data).
     dlq_max_ratio: float = Field(default=0.5, gt=0, le=1)

@@ -42,7 +42,7 @@ import threading
 import time
 import traceback
 from collections.abc import Awaitable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, cast
 
 import faust
@@ -382,7 +382,6 @@ def build_core(settings: Settings, store: CheckpointStore) -> ShellCore:
     if settings.trace_tier:
         pack = without_cross_duplicates(pack)  # repeats across institutions: the trace tier's trace.resold
     limit = DeadLetterLimit(settings.dlq_window, settings.dlq_max_ratio)
-    skew = timedelta(seconds=settings.clock_skew_seconds)
     journal = open_journal(store.folder, settings.app_id)
     if journal.died_on is not None:
         topic, partition, offset, index = journal.died_on
@@ -393,9 +392,9 @@ def build_core(settings: Settings, store: CheckpointStore) -> ShellCore:
     ckpt = store.load()
     if ckpt is None:
         log.info("no checkpoint in %s: starting from the beginning of the input topics", store.path)
-        return ShellCore(Engine(pack, settings.pseudonymizer()), clock_skew=skew, dlq_limit=limit,
+        return ShellCore(Engine(pack, settings.pseudonymizer()), dlq_limit=limit,
                          journal=journal, quorum=settings.clock_quorum)
-    core = ShellCore.from_checkpoint(ckpt, settings.pseudonymizer(), clock_skew=skew, dlq_limit=limit,
+    core = ShellCore.from_checkpoint(ckpt, settings.pseudonymizer(), dlq_limit=limit,
                                      journal=journal, quorum=settings.clock_quorum)
     if core.engine.pack.label != pack.label:
         raise ValueError(f"checkpoint {store.path} was made with policy {core.engine.pack.label}, "

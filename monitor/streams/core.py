@@ -56,22 +56,29 @@ from typing import Any
 
 from monitor.clock import CST
 from monitor.engine import Engine, Output
+from monitor.intake import (
+    REGISTRY_STREAMS,
+    ahead_of_transport,
+    arrival_key,
+    claim_source,
+    dead_letter,
+    decoder,
+    new_clock,
+)
 from monitor.nhsa import advance as nhsa_advance
-from monitor.nhsa import stream_decoder
 from monitor.nhsa.items import Pending
 from monitor.nhsa.join import take_rejected
 from monitor.outputs import DeadLetter
 from monitor.privacy import Pseudonymizer
 from monitor.records import InvalidRecord, Record
-from monitor.replay import claim_source, dead_letter, new_clock
 from monitor.streams.quarantine import CrashJournal
 from monitor.streams.topics import STREAM_OF_TOPIC, STREAM_ORDER
 from monitor.trace.city import shell_apply, shell_decoder
 from monitor.watermark import DEFAULT_QUORUM, EventClock, Released
 
 TP = tuple[str, int]
-#: Streams applied outside the event clock, as in replay: registry records never move time.
-_REGISTRY_STREAMS = frozenset({"institutions", "drugs"})
+#: Streams applied outside the event clock, as in replay: registry records never move time (monitor.intake).
+_REGISTRY_STREAMS = REGISTRY_STREAMS
 _EARLIEST = datetime(1970, 1, 1, tzinfo=CST)
 #: Streams whose broker timestamps move idle event time (registry uploads are not activity).
 ACTIVITY_STREAMS = frozenset({"settlements", "inventory", "tracecodes", "prescriptions", "findings", "uploads"})
@@ -228,7 +235,7 @@ class BrokerClock:
 class ShellCore:
     """See the module docstring."""
 
-    def __init__(self, engine: Engine, *, clock_skew: timedelta = timedelta(minutes=5),
+    def __init__(self, engine: Engine, *,
                  dlq_limit: DeadLetterLimit | None = None, checkpoint: Checkpoint | None = None,
                  journal: CrashJournal | None = None, quorum: int = DEFAULT_QUORUM) -> None:
         self.engine = engine
@@ -241,7 +248,8 @@ class ShellCore:
         self.broker_clock = BrokerClock()
         self.letters: list[DeadLetter] = []  # made while releasing (engine failures, quarantine)
         self.engine_failures = 0
-        self.clock_skew = clock_skew
+        #: the one clock-skew setting (monitor.intake): the pack's max_clock_skew_minutes
+        self.clock_skew = self.event_clock.tolerance
         self.dlq_limit = dlq_limit or DeadLetterLimit(1000, 0.5)
         self.positions: dict[TP, tuple[int, int]] = dict(checkpoint.positions) if checkpoint else {}
         self.last_arrival: dict[TP, datetime] = dict(checkpoint.last_arrival) if checkpoint else {}
@@ -254,7 +262,7 @@ class ShellCore:
         self.dead_letters = 0
         self.applied = 0
         # platform envelopes and field variance (monitor.nhsa); monitor.trace_findings (monitor.trace.city)
-        self._decode = shell_decoder(stream_decoder(engine))
+        self._decode = shell_decoder(decoder(engine))
 
     @classmethod
     def from_checkpoint(cls, ckpt: Checkpoint, pseudo: Pseudonymizer | None = None, **kw: Any) -> ShellCore:
@@ -324,13 +332,14 @@ class ShellCore:
             own = override = msg.timestamp - self.broker_clock.lead()
         sort_time = own if own is not None else last
         self.last_arrival[tp] = max(last, sort_time)
-        if rec.inf_time is not None and msg.timestamp is not None and (
-                rec.inf_time > msg.timestamp + self.clock_skew):
-            # an upload clock ahead of the broker never moves time forward for others (design §2)
+        if rec.inf_time is not None and msg.timestamp is not None and ahead_of_transport(
+                rec.inf_time, msg.timestamp, self.clock_skew):
+            # an upload clock ahead of its own message's timestamp never moves time forward for others
+            # (design §2; monitor.intake: the same rule and tolerance as replay's look-ahead)
             override = msg.timestamp
             sort_time = msg.timestamp
             self.engine.stats.quality[f"{rec.STREAM}.clock_skew"] += 1
-        key = (sort_time, STREAM_ORDER[rec.STREAM], seq, msg.partition, msg.offset, entry.pending)
+        key = arrival_key(sort_time, STREAM_ORDER[rec.STREAM], seq, msg.partition, msg.offset, entry.pending)
         return _Item(key, rec, override, entry, self.last_arrival[tp], rec.STREAM, index)
 
     def _duplicate(self, tp: TP, msg: Inbound) -> None:
