@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from monitor.clock import CST
 from monitor.detectors import unimplemented_rules
@@ -287,6 +287,63 @@ def run_replay(
         gc.set_threshold(*previous)
     bar.done()
     return ReplayResult(engine, dead, total, clock)
+
+
+T = TypeVar("T")
+
+
+def fan_out(tasks: Sequence[Callable[[], T]], jobs: int, weights: Sequence[float] | None = None) -> list[T]:
+    """Run independent ``tasks`` in up to ``jobs`` forked processes (``monitor replay --jobs``); the results
+    come back in task order, so what a caller writes from them does not depend on ``jobs``. Tasks are
+    dealt heaviest first to the least-loaded process (``weights``: e.g. input bytes). A task that raises
+    makes ``fan_out`` raise ``RuntimeError`` with the task's traceback, after every process has ended.
+    Fork, not spawn: a task sees its parent's objects (the keyed pseudonymizer included) without pickling."""
+    if jobs <= 1 or len(tasks) <= 1:
+        return [task() for task in tasks]
+    import multiprocessing
+    import queue
+    import traceback
+
+    ctx = multiprocessing.get_context("fork")
+    loads = [0.0] * min(jobs, len(tasks))
+    shares: list[list[int]] = [[] for _ in loads]
+    for i in sorted(range(len(tasks)), key=lambda i: -(weights[i] if weights else 1.0)):
+        k = loads.index(min(loads))
+        shares[k].append(i)
+        loads[k] += weights[i] if weights else 1.0
+    results: Any = ctx.Queue()
+
+    def work(share: list[int]) -> None:
+        for i in share:
+            try:
+                results.put((i, True, tasks[i]()))
+            except BaseException:  # the parent reports it; the other tasks of this share still run
+                results.put((i, False, traceback.format_exc()))
+
+    procs = [ctx.Process(target=work, args=(share,), daemon=True) for share in shares]
+    for proc in procs:
+        proc.start()
+    done: dict[int, Any] = {}
+    failed: list[str] = []
+    try:
+        while len(done) + len(failed) < len(tasks):
+            try:
+                i, ok, value = results.get(timeout=0.5)
+            except queue.Empty:
+                if not any(proc.is_alive() for proc in procs) and results.empty():
+                    raise RuntimeError(f"replay: a worker process died (exit codes "
+                                       f"{[proc.exitcode for proc in procs]}) before its tasks finished") from None
+                continue
+            if ok:
+                done[i] = value
+            else:
+                failed.append(f"task {i}:\n{value}")
+    finally:
+        for proc in procs:
+            proc.join()
+    if failed:
+        raise RuntimeError("replay: " + "\n".join(failed))
+    return [done[i] for i in range(len(tasks))]
 
 
 #: Version of the replay state's shell part (``--state``): event clock + output sizes, in the envelope of

@@ -41,6 +41,9 @@ def register(sub: Any) -> None:
                         "(default MONITOR_STORE, else chdb://$MONITOR_DATA_DIR/clickhouse)")
     p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
                    help="serve Prometheus /metrics on 127.0.0.1:PORT while replaying (MONITOR_METRICS_PORT)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="several cities (one folder each): replay them in N processes after the national "
+                        "trace tier (same outputs as --jobs 1)")
     p.set_defaults(func=run)
 
 
@@ -121,7 +124,7 @@ def _run_cities(args: argparse.Namespace) -> int:
     if args.state is not None:
         print("monitor replay: --state applies to one city folder, not to several", file=sys.stderr)
         return 2
-    summary = replay_cities(args.input_dir, args.out, pack, as_of=args.as_of,
+    summary = replay_cities(args.input_dir, args.out, pack, as_of=args.as_of, jobs=max(1, args.jobs),
                             pseudo=Settings().pseudonymizer(), progress=sys.stderr.isatty())
     print(json.dumps({"trace_findings": summary["trace_findings"],
                       "cities": {c: s["alerts_by_rule"] for c, s in summary["cities"].items()}},

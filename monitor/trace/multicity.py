@@ -87,10 +87,12 @@ def feed_for(engine_ref: Callable[[], Engine], findings: list[dict[str, Any]]
         yield parse_time(f["detected_at"]), raiser(f)
 
 
-def replay_cities(root: Path, out_dir: Path, pack: Pack, as_of: datetime | None = None,
+def replay_cities(root: Path, out_dir: Path, pack: Pack, as_of: datetime | None = None, jobs: int = 1,
                   **replay_kwargs: Any) -> dict[str, Any]:
-    """The whole multi-city job; returns a summary (per city and the trace tier's counts)."""
-    from monitor.replay import replay_dir
+    """The whole multi-city job; returns a summary (per city and the trace tier's counts). ``jobs``: the
+    cities' replays run in that many processes (``monitor.replay.fan_out``) after the trace tier, which
+    reads every city's scans in one process (its rules span cities); outputs do not depend on it."""
+    from monitor.replay import fan_out, input_files, replay_dir
 
     dirs = city_dirs(root)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -102,8 +104,19 @@ def replay_cities(root: Path, out_dir: Path, pack: Pack, as_of: datetime | None 
             fh.write(json.dumps(f, ensure_ascii=False, sort_keys=True) + "\n")
     city_pack = without_cross_duplicates(pack)
     summary: dict[str, Any] = {"trace_findings": len(findings), "cities": {}}
-    for i, d in enumerate(dirs):
-        mine = [f for f in findings if homes.get(f["fixmedins_code"]) == i]
-        result = replay_dir(d, out_dir / d.name, city_pack, as_of=as_of, trace_findings=mine, **replay_kwargs)
-        summary["cities"][d.name] = result.summary()
+    if jobs > 1:
+        replay_kwargs["progress"] = False  # several processes would draw over each other's line
+
+    def city(i: int, d: Path) -> Callable[[], dict[str, Any]]:
+        def run() -> dict[str, Any]:
+            mine = [f for f in findings if homes.get(f["fixmedins_code"]) == i]
+            return replay_dir(d, out_dir / d.name, city_pack, as_of=as_of, trace_findings=mine,
+                              **replay_kwargs).summary()
+        return run
+
+    # Each city's replay reads only its own folder and the findings above, and writes only OUT/<city>/:
+    # in parallel (--jobs) the files are the same as one after the other.
+    sizes = [float(sum(p.stat().st_size for p in input_files(d))) for d in dirs]
+    for d, result in zip(dirs, fan_out([city(i, d) for i, d in enumerate(dirs)], jobs, sizes), strict=True):
+        summary["cities"][d.name] = result
     return summary
