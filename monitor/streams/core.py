@@ -185,6 +185,19 @@ class DeadLetterLimit:
         return f"{self._bad} of the last {len(self._marks)} input records were dead letters"
 
 
+_EPOCH_MEMO: dict[datetime, float] = {}
+
+
+def _epoch_seconds(when: datetime) -> float:
+    """``when.timestamp()``, memoised: the records of one upload batch share their ``inf_time`` object."""
+    hit = _EPOCH_MEMO.get(when)
+    if hit is None:
+        if len(_EPOCH_MEMO) >= 1 << 14:
+            _EPOCH_MEMO.clear()
+        hit = _EPOCH_MEMO[when] = when.timestamp()
+    return hit
+
+
 class BrokerClock:
     """What the broker's clock says about event time, robust to producers that stamp messages with
     their own wall clock and to single broken timestamps (module docstring, ``tick``).
@@ -208,11 +221,13 @@ class BrokerClock:
         self._now: datetime | None = None
         self._changed = False
 
-    def observe(self, broker_time: datetime, inf_time: datetime | None) -> None:
-        stamp = broker_time.timestamp()
+    def observe(self, broker_time: datetime, inf_time: datetime | None, stamp: float | None = None) -> None:
+        """One sample; ``stamp`` = ``broker_time.timestamp()`` when the caller has it (once per message)."""
+        if stamp is None:
+            stamp = broker_time.timestamp()
         self._stamps.append(stamp)
         if inf_time is not None:
-            self._lags.append(stamp - inf_time.timestamp())
+            self._lags.append(stamp - _epoch_seconds(inf_time))
             self._lead = None
         self._changed = True
 
@@ -289,7 +304,11 @@ class ShellCore:
         skip = pos_done if msg.offset == pos_offset else 0
         entry = _Message(msg.offset, 0, skip, [msg.handle] if msg.handle is not None else [],
                          value=msg.value, key=key_text)
-        queue = self._queues.setdefault(tp, deque())
+        queue = self._queues.get(tp)
+        if queue is None:
+            queue = self._queues[tp] = deque()
+        observe = (self.broker_clock.observe if msg.timestamp is not None else None)
+        stamp = msg.timestamp.timestamp() if msg.timestamp is not None else None
         valid_index = 0
         for position, item in enumerate(parsed):
             if isinstance(item, InvalidRecord):
@@ -303,14 +322,17 @@ class ShellCore:
             if valid_index <= skip:
                 continue  # applied before the checkpoint this run resumed from
             seq = msg.seq[min(position, len(msg.seq) - 1)] if msg.seq else -1
-            if msg.timestamp is not None and item.STREAM in ACTIVITY_STREAMS:
-                self.broker_clock.observe(msg.timestamp, item.inf_time)
+            if observe is not None and item.STREAM in ACTIVITY_STREAMS:
+                observe(msg.timestamp, item.inf_time, stamp)  # type: ignore[arg-type]  # not None here
             queue.append(self._item(tp, stream, msg, item, entry, seq, position))
             entry.pending += 1
         if msg.timestamp is not None and stream in ACTIVITY_STREAMS and (
                 self.max_broker_time is None or msg.timestamp > self.max_broker_time):
             self.max_broker_time = msg.timestamp
-        self._messages.setdefault(tp, deque()).append(entry)
+        messages = self._messages.get(tp)
+        if messages is None:
+            messages = self._messages[tp] = deque()
+        messages.append(entry)
         self._complete_front(tp)
         if self.dlq_limit.exceeded:
             raise DeadLetterLimitExceeded(self.dlq_limit.describe())
@@ -418,6 +440,10 @@ class ShellCore:
         if rec.STREAM in _REGISTRY_STREAMS or rec.STREAM == "trace_findings":
             return self._apply(tp, item)
         claim = item.arrival if item.arrival is not None else rec.arrival_time
+        clock = self.event_clock
+        if claim is None or clock.value is None or claim <= clock.value + clock.tolerance:
+            # plausible: released at once (EventClock's contract), so it needs no detached copy
+            return self._apply_released(clock.offer((tp, item), claim, claim_source(rec)))
         # held items keep no consumer handle and no copy of the raw value (checkpoint size, personal data)
         detached = _Item(item.key, rec, item.arrival, _Message(item.message.offset, 0, 0, key=item.message.key),
                          item.last_after, item.stream, item.index)
@@ -429,7 +455,8 @@ class ShellCore:
         out: list[Output] = []
         for rel in released:
             tp, item = rel.item
-            item = (live or {}).get(id(item), item)  # the record just offered keeps its message's value
+            if live:
+                item = live.get(id(item), item)  # the record just offered keeps its message's value
             if rel.skewed:  # clamped by the event clock (replay: same counter, same arrival)
                 self.engine.stats.quality[f"{item.stream}.clock_skew"] += 1
                 item = _Item(item.key, item.record, rel.arrival, item.message, item.last_after, item.stream,
