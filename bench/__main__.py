@@ -16,6 +16,10 @@ Cases (issue 8):
   workers on tansu (``bench.trace_tier``);
 * ``inspector`` — issue 17: ``monitor serve`` list and case-file latency p50/p99 at 20 000 alerts with 50
   concurrent clients (target p99 ≤ 1 s; ``bench.inspector_case``).
+* ``jobs``    — issue 16: ``monitor replay ROOT --jobs 2`` vs ``--jobs 1`` on a two-city input, wall clock
+  (scale-out on one box: never a per-core figure);
+* ``worker_core`` — issue 16: the Kafka shell's bookkeeping per record without Kafka and engine
+  (``bench.worker_overhead``), one record per message and arrays of 100;
 * ``nhsa``    — decode µs/record of platform envelopes vs flat records, same city, same run (issue #13).
 """
 
@@ -31,9 +35,11 @@ from pathlib import Path
 from bench import replay_case
 from bench.gen import CITY_MONTH, PROVINCE_DAY, InputInfo, load_or_generate, simulated_city_month
 from bench.report import Row, meta, render, write_json
+from monitor.records import parse_value_with_models
 
 HERE = Path(__file__).resolve().parent
-ALL_CASES = ("replay", "scaling", "memory", "trace", "kafka", "inspector", "trace_tier", "nhsa")
+ALL_CASES = ("replay", "jobs", "worker_core", "scaling", "memory", "trace", "kafka", "inspector", "trace_tier",
+             "nhsa")
 
 #: design §6
 REPLAY_TARGET = 100_000.0
@@ -79,11 +85,15 @@ def case_replay(data: Path, prof: Profile) -> list[Row]:
         info = _city_month(data, prof) if shape is CITY_MONTH else load_or_generate(data, shape, prof.slice_records)
         rates, bases, facts = [], [], {}
         stage_runs: list[dict[str, float]] = []
+        before, model_bases = [], []
         for i in range(prof.runs):
             _log(f"replay {shape.name} ({info.records:,} records) run {i + 1}/{prof.runs}")
             bases.append(replay_case.baseline_rate(info))
+            model_bases.append(replay_case.baseline_rate(info, parse_value_with_models))
             rate, facts = replay_case.replay_rate(info)
             rates.append(rate)
+            with replay_case.models_only():  # issue #16's same-run baseline: the parse before the lean path
+                before.append(replay_case.replay_rate(info)[0])
             stage_runs.append(replay_case.stages(info))
         rows.append(Row("replay", f"{shape.name} slice", "records/s", rates, baseline="bare parse loop",
                         baseline_median=statistics.median(bases), target=REPLAY_TARGET,
@@ -91,10 +101,16 @@ def case_replay(data: Path, prof: Profile) -> list[Row]:
                              f"{info.source}",
                         extra={**facts, "input": info.by_stream, "source": info.source,
                                "baseline_values": bases}))
-        rows.append(Row("replay", f"{shape.name} bare parse", "records/s", bases, note="baseline: ceiling"))
-        for stage in ("parse", "detect", "ledger", "output"):
+        rows.append(Row("replay", f"{shape.name} bare parse", "records/s", bases, baseline="models only",
+                        baseline_median=statistics.median(model_bases), note="baseline: ceiling; lean decode"))
+        rows.append(Row("replay", f"{shape.name} slice, models' parse (before #16)", "records/s", before,
+                        note="same run, every value through the pydantic models (records.parse_value_with_models)"))
+        rows.append(Row("replay", f"{shape.name} lean decode vs models' parse", "×", [
+            r / b for r, b in zip(rates, before, strict=True)], note="replay rate ratio, run by run"))
+        stage_names = ("parse", "intake", "detect", "ledger", "output")
+        for stage in stage_names:
             per = [s[stage] / s["records"] * 1e6 for s in stage_runs]
-            share = [s[stage] / sum(s[k] for k in ("parse", "detect", "ledger", "output")) * 100 for s in stage_runs]
+            share = [s[stage] / sum(s[k] for k in stage_names) * 100 for s in stage_runs]
             rows.append(Row("replay", f"{shape.name} stage {stage}", "µs/record", per,
                             note=f"{statistics.median(share):.0f} % of the time"))
         # Inside detect: each detector's calls (the ledger's share, nested in them, is not subtracted).
@@ -104,6 +120,64 @@ def case_replay(data: Path, prof: Profile) -> list[Row]:
             per = [s.get(key, 0.0) / s["records"] * 1e6 for s in stage_runs]
             rows.append(Row("replay", f"{shape.name} detect: {key[4:]}", "µs/record", per,
                             note="its on_record + on_timer"))
+    return rows
+
+
+def case_jobs(data: Path, prof: Profile) -> list[Row]:
+    """Two simulated cities (seeds 1 and 2, the city-month's size) replayed as one multi-city input."""
+    import shutil
+    import tempfile
+
+    from monitor.clock import parse_time
+    from monitor.policy.pack import load_pack
+    from monitor.simulate import SimConfig, simulate
+    from monitor.trace.multicity import replay_cities
+
+    root = data / f"two-cities-{prof.sim_scale or prof.slice_records}"
+    for name, seed in (("city1", 1), ("city2", 2)):
+        if not (root / name / "settlements.jsonl").exists():
+            _log(f"input: two cities, {name}")
+            if prof.sim_scale:
+                simulate(SimConfig(out=root / name, days=30, seed=seed, institutions=300, scale=prof.sim_scale))
+            else:
+                simulate(SimConfig(out=root / name, days=4, seed=seed, institutions=8, scale=0.05))
+    records = sum(1 for p in root.rglob("*.jsonl") if p.name != "labels.jsonl" for _ in p.open("rb"))
+    as_of = parse_time("2026-02-15 00:00:00")
+    pack = load_pack("ezhou")
+    walls: dict[int, list[float]] = {1: [], 2: []}
+    for i in range(prof.runs):
+        for jobs in (1, 2):
+            _log(f"jobs: two cities ({records:,} records) --jobs {jobs} run {i + 1}/{prof.runs}")
+            out = Path(tempfile.mkdtemp(prefix="bench-jobs-"))
+            try:
+                t0 = time.perf_counter()
+                replay_cities(root, out, pack, as_of=as_of, jobs=jobs)
+                walls[jobs].append(records / (time.perf_counter() - t0))
+            finally:
+                shutil.rmtree(out, ignore_errors=True)
+    one = statistics.median(walls[1])
+    return [
+        Row("jobs", "two cities, --jobs 2 (wall clock)", "records/s", walls[2], baseline="--jobs 1",
+            baseline_median=one, note=f"{records:,} records; target ratio ≥ 1.8×; scale-out, not per core"),
+        Row("jobs", "two cities, --jobs 1 (wall clock)", "records/s", walls[1], note="baseline"),
+    ]
+
+
+def case_worker_core(data: Path, prof: Profile) -> list[Row]:
+    from bench.worker_overhead import measure
+
+    info = _city_month(data, prof)
+    n = min(prof.kafka_records * 2, 40_000)
+    rows: list[Row] = []
+    for per in (1, 100):
+        runs = [measure(info.folder, n, per, runs=2) for _ in range(prof.runs)]
+        label = "one record per message" if per == 1 else "arrays of 100"
+        _log(f"worker_core: {label} ({int(runs[0]['records']):,} records)")
+        rows.append(Row("worker_core", f"ShellCore bookkeeping, {label}", "µs/record",
+                        [r["bookkeeping"] for r in runs], target=15.0, higher_is_better=False,
+                        note="receive + merge + event clock + positions/acks, minus the parse; null engine"))
+        rows.append(Row("worker_core", f"intake parse, {label}", "µs/record", [r["parse"] for r in runs],
+                        higher_is_better=False, note="monitor.intake.decoder alone, same values"))
     return rows
 
 
@@ -244,6 +318,10 @@ def main(argv: list[str] | None = None) -> int:
             rows += case_replay(args.data, prof)
         elif case == "scaling":
             rows += case_scaling(args.data, prof)
+        elif case == "jobs":
+            rows += case_jobs(args.data, prof)
+        elif case == "worker_core":
+            rows += case_worker_core(args.data, prof)
         elif case == "memory":
             rows += case_memory(args.data, prof)
         elif case == "trace":

@@ -9,18 +9,20 @@ load does not count against it. The wall-clock rate is kept in the JSON facts (`
   and ``summary.json``) and divides the input records by the wall time.
 * ``baseline_rate`` is the ceiling for our own code: a bare loop that reads the same files and parses
   every line with the same models (``parse_value``), keeping the last record per institution in a dict.
-* ``stages`` splits one instrumented run into parse (read + ``parse_value`` + arrival-order merge), detect
+* ``stages`` splits one instrumented run into parse (read + ``parse_value``), intake (arrival-order merge
+  and event clock), detect
   (``Engine.process``/``advance`` without the ledger: dedup, timers, detectors, building alerts), ledger
   (``Ledger.on_trigger``/``on_timer``) and output (serialising and writing the JSONL files).
 """
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,11 +32,30 @@ from monitor.clock import CST
 from monitor.engine import Engine, Output
 from monitor.policy.pack import load_pack
 from monitor.records import InvalidRecord, Record, parse_value
-from monitor.replay import input_files, replay_dir
+from monitor.replay import input_files, new_clock, replay_dir
 from monitor.sinks.files import FileSink
 
 #: Catalogue records without any time come first (as in the replay shell).
 _EARLIEST = datetime(1970, 1, 1, tzinfo=CST)
+
+
+class _NoLean:
+    def decode(self, raw: bytes) -> None:
+        return None
+
+
+@contextlib.contextmanager
+def models_only() -> Iterator[None]:
+    """The parse as it was before the lean path (``records.parse_value_with_models`` for every value):
+    the same-run baseline of issue #16's decode."""
+    from monitor import records
+
+    saved = dict(records._LEAN)
+    records._LEAN.update({k: _NoLean() for k in saved})  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        records._LEAN.update(saved)
 
 
 def replay_rate(info: InputInfo) -> tuple[float, dict[str, Any]]:
@@ -57,8 +78,9 @@ def replay_rate(info: InputInfo) -> tuple[float, dict[str, Any]]:
     return n / elapsed, facts
 
 
-def baseline_rate(info: InputInfo) -> float:
-    """The bare parse loop over the same files (read + ``parse_value`` + one dict update per record)."""
+def baseline_rate(info: InputInfo, parse: Callable[[str, bytes], list[Any]] = parse_value) -> float:
+    """The bare parse loop over the same files (read + ``parse`` + one dict update per record);
+    ``parse_value_with_models`` for the models-only ceiling."""
     last: dict[str, Record] = {}
     n = 0
     t0 = time.process_time()
@@ -66,7 +88,7 @@ def baseline_rate(info: InputInfo) -> float:
         stream = path.stem
         with path.open("rb") as fh:
             for raw in fh:
-                for rec in parse_value(stream, raw.rstrip(b"\r\n")):
+                for rec in parse(stream, raw.rstrip(b"\r\n")):
                     n += 1
                     if not isinstance(rec, InvalidRecord):
                         last[getattr(rec, "fixmedins_code", stream)] = rec
@@ -86,8 +108,19 @@ def stages(info: InputInfo) -> dict[str, float]:
                     if not isinstance(rec, InvalidRecord):
                         items.append((rec.arrival_time or _EARLIEST, order, line, rec))
         streams.append(items)
-    merged = [item[3] for item in heapq.merge(*streams, key=lambda it: (it[0], it[1], it[2]))]
     t_parse = time.process_time() - t0
+    # intake: the arrival-order merge and the event clock (monitor.intake), as the replay shell runs them
+    t0 = time.process_time()
+    clock = new_clock(load_pack("ezhou"))
+    merged = []
+    for item in heapq.merge(*streams, key=lambda it: (it[0], it[1], it[2])):
+        rec = item[3]
+        if rec.STREAM in ("institutions", "drugs"):
+            merged.append(rec)
+        else:
+            merged.extend(r.item for r in clock.offer(rec, item[0], getattr(rec, "fixmedins_code", rec.STREAM)))
+    merged.extend(r.item for r in clock.close(info.as_of))
+    t_intake = time.process_time() - t0
 
     engine = Engine(load_pack("ezhou"))
     spent: dict[str, float] = {}
@@ -132,6 +165,6 @@ def stages(info: InputInfo) -> dict[str, float]:
         t_output = time.process_time() - t2
     finally:
         shutil.rmtree(out, ignore_errors=True)
-    return {"parse": t_parse, "detect": t_engine - t_ledger, "ledger": t_ledger, "output": t_output,
+    return {"parse": t_parse, "intake": t_intake, "detect": t_engine - t_ledger, "ledger": t_ledger, "output": t_output,
             "records": float(len(merged)), "outputs": float(len(outputs)),
             **{f"det:{k}": v for k, v in per_det.items()}}

@@ -47,8 +47,9 @@ def test_bench_runs_every_offline_case_at_tiny_size(tmp_path: Path, capsys: obje
     for shape in (CITY_MONTH, PROVINCE_DAY):
         assert ("replay", f"{shape.name} slice") in names
         assert ("replay", f"{shape.name} bare parse") in names
-        for stage in ("parse", "detect", "ledger", "output"):
+        for stage in ("parse", "intake", "detect", "ledger", "output"):
             assert ("replay", f"{shape.name} stage {stage}") in names
+        assert ("replay", f"{shape.name} slice, models' parse (before #16)") in names
     assert {n for c, n in names if c == "scaling"} == {"city-month 1×", "city-month 4×", "city-month 16×"}
     assert ("memory", "city-month replay peak RSS") in names
     city = next(r for r in rows if r["name"] == "city-month slice")
@@ -58,6 +59,19 @@ def test_bench_runs_every_offline_case_at_tiny_size(tmp_path: Path, capsys: obje
     assert all(r["values"] and all(v >= 0 for v in r["values"]) for r in rows)
     peak = next(r for r in rows if r["case"] == "memory")
     assert peak["median"] >= peak["baseline_median"] > 0
+
+
+def test_bench_jobs_and_worker_core_cases_at_tiny_size(tmp_path: Path) -> None:
+    """Issue 16's rows: --jobs 2 against --jobs 1 on two cities, the shell's bookkeeping per record."""
+    out = tmp_path / "r.json"
+    assert main(["--records", "600", "--runs", "1", "--cases", "jobs,worker_core", "--json", str(out),
+                 "--data", str(tmp_path / "data")]) == 0
+    rows = {(r["case"], r["name"]): r for r in json.loads(out.read_text())["rows"]}
+    jobs = rows[("jobs", "two cities, --jobs 2 (wall clock)")]
+    assert jobs["baseline"] == "--jobs 1" and jobs["baseline_median"] > 0 and jobs["values"][0] > 0
+    for label in ("one record per message", "arrays of 100"):
+        row = rows[("worker_core", f"ShellCore bookkeeping, {label}")]
+        assert row["target"] == 15.0 and not row["higher_is_better"] and len(row["values"]) == 1
 
 
 def test_unknown_case_is_refused() -> None:
