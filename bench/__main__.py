@@ -21,6 +21,10 @@ Cases (issue 8):
 * ``worker_core`` — issue 16: the Kafka shell's bookkeeping per record without Kafka and engine
   (``bench.worker_overhead``), one record per message and arrays of 100;
 * ``nhsa``    — decode µs/record of platform envelopes vs flat records, same city, same run (issue #13).
+* ``city_year`` — issue #14: a city-year (300 institutions × 365 days, ``city_year_records``) through the
+  worker's checkpoint path on ``monitor.state``: peak RSS, checkpoint p50/p99 s, bytes per checkpoint
+  against the state, restart-to-first-record after kill -9 late in the year (``bench.city_year``), and
+  replay records per CPU-second against ``--baseline-ref`` (default ``main``) in the same run.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from monitor.records import parse_value_with_models
 
 HERE = Path(__file__).resolve().parent
 ALL_CASES = ("replay", "jobs", "worker_core", "scaling", "memory", "trace", "kafka", "inspector", "trace_tier",
-             "nhsa")
+             "nhsa", "city_year")
 
 #: design §6
 REPLAY_TARGET = 100_000.0
@@ -57,13 +61,15 @@ class Profile:
     trace_codes: tuple[int, ...]
     kafka_records: int
     inspector_requests: int = 400
+    #: records of the city-year case (300 institutions × 365 days, ``bench.gen``)
+    city_year_records: int = 400_000
 
 
 PROFILES = {
     "full": Profile(runs=3, sim_scale=0.02, slice_records=80_000, scaling_base=10_000, memory_records=300_000,
                     trace_codes=(1_000_000, 10_000_000), kafka_records=20_000),
     "quick": Profile(runs=2, sim_scale=0.005, slice_records=30_000, scaling_base=5_000, memory_records=100_000,
-                     trace_codes=(1_000_000,), kafka_records=10_000),
+                     trace_codes=(1_000_000,), kafka_records=10_000, city_year_records=120_000),
 }
 
 
@@ -282,6 +288,78 @@ def case_nhsa(data: Path, prof: Profile) -> list[Row]:
     ]
 
 
+def _city_year_input(data: Path, records: int, seed: int = 5) -> InputInfo:
+    """300 institutions × 365 days from 2026-01-01 (``bench.gen``: the record budget sets the volume per
+    institution-day; one trace code per pack, so the 3-year code memory grows all year)."""
+    from datetime import date
+
+    from bench.gen import Shape
+
+    return load_or_generate(data, Shape("city-year", institutions=300, days=365, start=date(2026, 1, 1)),
+                            records, seed)
+
+
+def case_city_year(data: Path, prof: Profile, baseline_ref: str) -> list[Row]:
+    """Issue #14 (bench.city_year): the worker's checkpoint path over a city-year, both backends, and replay
+    records per CPU-second against ``baseline_ref``'s code on the same input (a git worktree)."""
+    import subprocess
+    import tempfile
+
+    from bench import city_year
+
+    info = _city_year_input(data, prof.city_year_records)
+    size = (f"300 institutions × 365 d, {info.records:,} records "
+            f"({info.records / 300 / 365:.1f} per institution-day, bench.gen)")
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="bench-city-year-") as tmp:
+        work = Path(tmp)
+        for backend in ("rocksdb", "memory"):
+            _log(f"city-year {backend} ({info.records:,} records), kill -9 on 2026-12-01")
+            r = city_year.measure(info.folder, work, backend, every=5000, kill_day="2026-12-01T00:00:00+08:00",
+                                  log=_log)
+            note = f"{size}; {r['checkpoints']} checkpoints every 5 000 records ({r['bases']} bases)"
+            state = r["store_entries_end"]
+            rows += [
+                Row("city_year", f"{backend}: peak RSS", "MiB", [r["peak_rss_mib"]], target=1024.0,
+                    higher_is_better=False, note=note, extra=r),
+                Row("city_year", f"{backend}: checkpoint p50", "s", [r["checkpoint_p50_s"]], target=1.0,
+                    higher_is_better=False, note=note),
+                Row("city_year", f"{backend}: checkpoint p99", "s", [r["checkpoint_p99_s"]], target=1.0,
+                    higher_is_better=False, note=note),
+                Row("city_year", f"{backend}: bytes per checkpoint (median)", "B",
+                    [float(r["bytes_per_checkpoint_median"] or 0)], baseline="state on disk at the kill",
+                    baseline_median=float(r["disk_bytes_end"]), higher_is_better=False,
+                    note=f"{r['entries_per_checkpoint_median']} changed entries per checkpoint of {state:,} in the "
+                         f"store + {r['small_state_bytes_end']:,} B small engine state"),
+                Row("city_year", f"{backend}: restart to first record after kill -9", "s",
+                    [r["restart_to_first_record_s"]], target=10.0, higher_is_better=False,
+                    note=f"restore {r['restore_s']:.2f} s + interpreter and imports; killed at {r['kill_at']}"),
+            ]
+        # replay throughput, same run: this checkout against baseline_ref (a throwaway worktree)
+        base = work / "baseline"
+        made = subprocess.run(["git", "-C", str(HERE.parent), "worktree", "add", "--detach", str(base),
+                               baseline_ref], capture_output=True, text=True)
+        if made.returncode != 0:
+            _log(f"city-year: no worktree of {baseline_ref} ({made.stderr.strip()}) — throughput row skipped")
+            return rows
+        try:
+            month = _city_month(data, prof)
+            mine, theirs = [], []
+            for i in range(min(prof.runs, 2)):
+                _log(f"city-year: replay records/CPU-s, this checkout vs {baseline_ref}, run {i + 1}")
+                mine.append(city_year.replay_cpu_rate(HERE.parent, month.folder, month.as_of))
+                theirs.append(city_year.replay_cpu_rate(base, month.folder, month.as_of))
+            rows.append(Row("city_year", "replay records per CPU-second", "records/CPU-s", mine,
+                            baseline=f"{baseline_ref} (same input, same run)",
+                            baseline_median=statistics.median(theirs),
+                            note=f"{month.records:,} records of {month.source} (memory store)",
+                            extra={"baseline_values": theirs}))
+        finally:
+            subprocess.run(["git", "-C", str(HERE.parent), "worktree", "remove", "--force", str(base)],
+                           capture_output=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller inputs, 2 runs per case (~2 min)")
@@ -293,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="override every input size (slices, scaling base, memory, Kafka) and use bench.gen's "
                          "generator instead of monitor.simulate — for the smoke test")
     ap.add_argument("--trace-codes", default=None, help="override trace-code counts, e.g. 1000,10000")
+    ap.add_argument("--city-year-records", type=int, default=None, help="records of the city-year case")
+    ap.add_argument("--baseline-ref", default="main", help="git ref the city-year case compares replay with")
     args = ap.parse_args(argv)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = sorted(set(cases) - set(ALL_CASES))
@@ -309,7 +389,10 @@ def main(argv: list[str] | None = None) -> int:
             trace_codes=tuple(int(x) for x in args.trace_codes.split(",")) if args.trace_codes else prof.trace_codes,
             kafka_records=args.records or prof.kafka_records,
             inspector_requests=100 if args.records else prof.inspector_requests,
+            city_year_records=args.records or prof.city_year_records,
         )
+    if args.city_year_records is not None:
+        prof = Profile(**{**prof.__dict__, "city_year_records": args.city_year_records})
     t0 = time.perf_counter()
     started = meta("", prof.runs)  # the commit measured is the one checked out when the run starts
     rows: list[Row] = []
@@ -335,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
             rows += case_trace_tier(prof.trace_codes[0], prof.kafka_records // 4)
         elif case == "nhsa":
             rows += case_nhsa(args.data, prof)
+        elif case == "city_year":
+            rows += case_city_year(args.data, prof, args.baseline_ref)
     flags = "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     info = {**started, "args": flags}
     info["elapsed_s"] = round(time.perf_counter() - t0, 1)

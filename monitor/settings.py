@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     #: Largest share of the time spent writing checkpoints (each pickles the whole engine): after one
     #: that took t seconds, the next waits at least ``t · (1/share − 1)`` (and ``checkpoint_interval``).
     checkpoint_max_share: float = Field(default=0.1, gt=0, le=1)
+    #: Where the engine's keyed state lives (``monitor.state``): ``memory`` (checkpoints = base + delta
+    #: files) or ``rocksdb`` (on disk under the checkpoint folder; one WriteBatch per checkpoint).
+    state_backend: Literal["memory", "rocksdb"] = "memory"
     #: Wall-clock seconds between ticks (flow control only: release merged records, advance event time
     #: to the latest broker timestamp seen). Never used as business time.
     tick_interval: float = Field(default=0.5, gt=0)

@@ -138,3 +138,15 @@ def test_rocks_entries_are_verified_before_they_are_decoded(tmp_path: Path) -> N
     with pytest.raises(CheckpointError):
         s.table("codes", U64, PICKLE).get(7)
     s.close()
+
+
+def test_an_institutions_ticket_list_in_the_ledger_is_bounded() -> None:
+    """The ledger's per-institution ticket list (inspection only) keeps the newest RECENT_TICKETS ids:
+    a ledger that runs for years no longer grows with every ticket (issue #14)."""
+    from monitor.policy.ledger import RECENT_TICKETS, InstitutionLedger
+
+    book = InstitutionLedger()
+    for i in range(RECENT_TICKETS + 36):
+        book.tickets.append(f"TK{i}")
+    assert len(book.tickets) == RECENT_TICKETS and book.tickets[-1] == f"TK{RECENT_TICKETS + 35}"
+    assert book.tickets[0] == "TK36"

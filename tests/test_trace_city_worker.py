@@ -167,7 +167,7 @@ def test_a_checkpoint_of_the_other_mode_is_refused(tmp_path: Path) -> None:
         settings = Settings(data_dir=tmp_path, trace_tier=trace_tier, pii_key=DEV_KEY.decode())
         store = CheckpointStore(settings.data_dir, settings.app_id, settings.pseudonymizer())
         core = build_core(settings, store)
-        store.save(core.checkpoint()[0])
+        store.save(core.checkpoint(full=False)[0], core.engine)
         return core
 
     start(trace_tier=False)

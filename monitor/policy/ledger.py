@@ -35,6 +35,7 @@ is reviewed by nobody, and counts toward nothing); ``ticket_approved`` confirms 
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -140,11 +141,16 @@ class LadderState:
     steps: list[Step] = field(default_factory=list)
 
 
+RECENT_TICKETS = 64
+
+
 @dataclass
 class InstitutionLedger:
     ladders: dict[str, LadderState] = field(default_factory=dict)
     sanctions: list[Sanction] = field(default_factory=list)
-    tickets: list[str] = field(default_factory=list)
+    #: The institution's most recent ``RECENT_TICKETS`` ticket ids, newest last (inspection only: no
+    #: decision reads it; bounded so that a ledger running for years does not grow with every ticket).
+    tickets: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT_TICKETS))
     #: ticket id → ladder, for findings that refer to a ticket (approved, rejected, rectified).
     ticket_ladder: dict[str, str] = field(default_factory=dict)
     #: Approved tickets whose ``on_approved`` trigger has fired (a finding on them is the same case).

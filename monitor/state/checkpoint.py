@@ -165,6 +165,34 @@ class CheckpointDir:
             raise CheckpointError(f"{self.path} holds a {env.backend} state, not {self.backend}")
         return env
 
+    def read_envelope(self, blob: bytes) -> Envelope:
+        """A sealed envelope, verified, then unpickled (its deltas are not applied)."""
+        return self._read(blob)
+
+    def newest_envelope(self) -> bytes | None:
+        """The sealed envelope of the newest checkpoint without loading the store's content (memory: the
+        newest file; rocksdb: read from a read-only view of the database, so a running worker keeps it)."""
+        if self.backend == "rocksdb":
+            if not (self.path / "db").exists():
+                return None
+            from rocksdict import AccessType, Options, Rdict
+
+            db = Rdict(str(self.path / "db"), options=Options(raw_mode=True), access_type=AccessType.read_only())
+            try:
+                raw = db.get(b"Menvelope")
+            finally:
+                db.close()
+            return bytes(raw) if raw is not None else None
+        for _ in range(5):  # a new base may remove the files we listed: list again
+            files = self._files() if self.path.exists() else []
+            if not files:
+                return None
+            try:
+                return files[-1][2].read_bytes()
+            except FileNotFoundError:
+                continue
+        return None
+
     def _files(self) -> list[tuple[int, str, Path]]:
         out = []
         for p in self.path.iterdir():

@@ -345,8 +345,8 @@ class WorkerShell:
         flushing = time.monotonic()
         await asyncio.to_thread(self._flush_sinks)
         snapshot = time.monotonic()
-        ckpt, handles = self.core.checkpoint()
-        self.store.save(ckpt)
+        ckpt, handles = self.core.checkpoint(full=False)
+        self.store.save(ckpt, self.core.engine)  # incremental: what changed since the last one
         done = time.monotonic()
         self._checkpoint_seconds = done - started
         self._checkpoint_parts = (flushing - started, snapshot - flushing, done - snapshot)
@@ -389,13 +389,13 @@ def build_core(settings: Settings, store: CheckpointStore) -> ShellCore:
         log.error("the previous run died while applying %s[%d] offset %d record %d (%d of %d deaths on it%s)",
                   topic, partition, offset, index, strikes, STRIKES,
                   ": it is dead-lettered instead of applied" if strikes >= STRIKES else "")
-    ckpt = store.load()
-    if ckpt is None:
+    restored = store.restore()
+    if restored is None:
         log.info("no checkpoint in %s: starting from the beginning of the input topics", store.path)
-        return ShellCore(Engine(pack, settings.pseudonymizer()), dlq_limit=limit,
+        return ShellCore(Engine(pack, settings.pseudonymizer(), store=store.state()), dlq_limit=limit,
                          journal=journal, quorum=settings.clock_quorum)
-    core = ShellCore.from_checkpoint(ckpt, settings.pseudonymizer(), dlq_limit=limit,
-                                     journal=journal, quorum=settings.clock_quorum)
+    engine, ckpt = restored
+    core = ShellCore(engine, checkpoint=ckpt, dlq_limit=limit, journal=journal, quorum=settings.clock_quorum)
     if core.engine.pack.label != pack.label:
         raise ValueError(f"checkpoint {store.path} was made with policy {core.engine.pack.label}, "
                          f"not {pack.label}")
@@ -460,7 +460,8 @@ def create_app(settings: Settings, sink_settings: SinkSettings | None = None) ->
         broker_max_poll_records=BATCH_MAX,
         **faust_app_settings(settings, conf.metrics_port if conf.metrics_port is not None else WEB_PORT),
     )
-    store = CheckpointStore(settings.data_dir, settings.app_id, settings.pseudonymizer())
+    store = CheckpointStore(settings.data_dir, settings.app_id, settings.pseudonymizer(),
+                            settings.state_backend)
     core = build_core(settings, store)
     # One registry for our metrics and Faust's sensor, both on the web server's /metrics.
     registry = CollectorRegistry()

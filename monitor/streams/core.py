@@ -517,9 +517,11 @@ class ShellCore:
         return out
 
     # -------------------------------------------------------------------------------------- checkpoints
-    def checkpoint(self) -> tuple[Checkpoint, list[Any]]:
-        """The state to persist and the handles safe to acknowledge once it is durable."""
-        ckpt = Checkpoint(self.engine.snapshot(), dict(self.positions), dict(self._applied_last),
+    def checkpoint(self, full: bool = True) -> tuple[Checkpoint, list[Any]]:
+        """The state to persist and the handles safe to acknowledge once it is durable. ``full``: with
+        a self-contained engine snapshot; the worker passes False and saves the engine incrementally
+        (``monitor.streams.checkpoint.CheckpointStore.save``)."""
+        ckpt = Checkpoint(self.engine.snapshot() if full else b"", dict(self.positions), dict(self._applied_last),
                           self.max_broker_time, self.engine.watermark.value,
                           clock=copy.deepcopy(self.event_clock))
         handles, self._completed = self._completed, []

@@ -23,7 +23,7 @@ from typing import Any
 from monitor.engine import Engine
 from monitor.privacy import DEV_KEY
 from monitor.settings import Settings
-from monitor.streams.checkpoint import read_checkpoint
+from monitor.streams.checkpoint import CheckpointStore
 from monitor.streams.core import Checkpoint
 
 DEADLINE = 180.0  # seconds: overall limit of any wait (a shared 2-core machine can be slow)
@@ -122,11 +122,9 @@ class Worker:
         return self.proc.returncode
 
     def checkpoint(self) -> Checkpoint | None:
-        path = self.settings.data_dir / "checkpoints" / f"{self.settings.app_id}.ckpt"
-        try:
-            return read_checkpoint(path.read_bytes(), self.settings.pseudonymizer())  # signed (harden-core)
-        except FileNotFoundError:
-            return None
+        store = CheckpointStore(self.settings.data_dir, self.settings.app_id, self.settings.pseudonymizer(),
+                                self.settings.state_backend)
+        return store.load()  # the newest envelope's positions, verified (signed: harden-core)
 
     def applied_messages(self) -> int:
         """Input messages fully reflected in the last durable checkpoint."""
@@ -134,8 +132,10 @@ class Worker:
         return sum(offset for offset, _ in ckpt.positions.values()) if ckpt else 0
 
     def checkpoint_engine(self) -> Engine | None:
-        ckpt = self.checkpoint()
-        return Engine.restore(ckpt.engine, self.settings.pseudonymizer()) if ckpt else None
+        store = CheckpointStore(self.settings.data_dir, self.settings.app_id, self.settings.pseudonymizer(),
+                                self.settings.state_backend)
+        restored = store.restore()  # base + deltas into a store of this process (memory backend)
+        return restored[0] if restored is not None else None
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
