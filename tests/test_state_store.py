@@ -150,3 +150,4 @@ def test_an_institutions_ticket_list_in_the_ledger_is_bounded() -> None:
         book.tickets.append(f"TK{i}")
     assert len(book.tickets) == RECENT_TICKETS and book.tickets[-1] == f"TK{RECENT_TICKETS + 35}"
     assert book.tickets[0] == "TK36"
+

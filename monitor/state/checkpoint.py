@@ -15,9 +15,10 @@ A checkpoint folder is ``PATH/`` (0700). Two backends, one envelope:
 
 * **memory** (replays, small workers): ``PATH/ckpt-<generation>.base`` holds every table, each later
   ``PATH/ckpt-<generation>.delta`` only the change. Restore = the newest base, then every later delta in
-  order; the newest envelope's ``engine`` and ``shell`` win. When the deltas written since the base have
-  grown as large as the base, the next checkpoint writes a new base and removes the older files (a
-  delta costs the change; a base, rarely, the state: ≤ 2× the change amortised).
+  order; the newest envelope's ``engine`` and ``shell`` win. When the table deltas written since the base
+  have grown as large as the base's tables, the next checkpoint writes a new base and removes the older
+  files (a delta costs the change; a base, rarely, the state: ≤ 2× the change amortised; the small
+  engine state is in every file).
 * **rocksdb** (the worker, large replays): the tables live in ``PATH/db`` (``monitor.state.rocks``).
   The checkpoint is the store's own durable write: the pending changes *and* the sealed envelope
   (``delta=None``) go into **one synced WriteBatch**, so after a kill -9 the database holds exactly the
@@ -229,10 +230,11 @@ class CheckpointDir:
                 if env.generation != gen or env.delta is None:
                     raise CheckpointError(f"{path}: its envelope is generation {env.generation}")
                 store.apply(env.delta)
+                tables = max(len(blob) - len(env.engine), 1)
                 if env.base:
-                    self._base_bytes, self._delta_bytes = len(blob), 0
+                    self._base_bytes, self._delta_bytes = tables, 0
                 else:
-                    self._delta_bytes += len(blob)
+                    self._delta_bytes += tables
                 last = env
         assert last is not None
         if pack is not None and last.policy != pack.label:
@@ -272,13 +274,14 @@ class CheckpointDir:
         blob = seal(pickle.dumps(env, protocol=pickle.HIGHEST_PROTOCOL), self.pseudo)
         _write_atomic(self.path / f"ckpt-{gen:010d}.{'base' if base else 'delta'}", blob)
         store.committed()
+        tables = max(len(blob) - len(small), 1)  # the small state is rewritten anyway: only deltas pile up
         if base:
-            self._base_bytes, self._delta_bytes = len(blob), 0
+            self._base_bytes, self._delta_bytes = tables, 0
             for old_gen, _, path in self._files():
                 if old_gen < gen:
                     path.unlink()
         else:
-            self._delta_bytes += len(blob)
+            self._delta_bytes += tables
         return Written(gen, len(blob), time.perf_counter() - started, base,
                        sum(len(d) for d in delta.values()))
 

@@ -235,12 +235,13 @@ class RocksStore(StateStore):
     def commit(self, meta: dict[str, bytes]) -> int:
         """Write every pending change and ``meta`` as one synced ``WriteBatch``; returns its size in bytes."""
         batch = WriteBatch(raw_mode=True)
+        # index lines that came due go first, so that no later write of the batch is undone by them
+        for xkey in self._index_gone:
+            batch.delete(xkey)
         for name in sorted(self.tables):
             table = self.tables[name]
             assert isinstance(table, RocksTable)
             table.write_to(batch)
-        for xkey in self._index_gone:
-            batch.delete(xkey)
         for name, value in sorted(meta.items()):
             batch.put(b"M" + name.encode(), value)
         size = int(batch.size_in_bytes())
