@@ -254,3 +254,16 @@ def test_ln_tier_4_3_1_rectification_notice_then_termination_or_closed_by_rectif
     closed = [*recs, f("R1", "rectified", "2026-03-20", ref_ticket_id=notice["ticket_id"])]
     _, tickets = run_engine(closed, policy=pack, as_of="2026-05-01 00:00:00")
     assert [t["action"] for t in tickets] == ["REVIEW"]
+
+
+def test_ticket_texts_name_every_action_as_the_inspector_pages_do() -> None:
+    """Tickets' summaries (ledger ACTION_TEXT) and the inspector's display names (names.toml) agree for
+    every action, SUSPEND_SETTLEMENT (AR-AGR 三(二)2 暂停医保结算) included."""
+    from monitor.inspect.names import action_name
+    from monitor.outputs import ACTIONS
+    from monitor.policy.ledger import ACTION_TEXT
+
+    assert "SUSPEND_SETTLEMENT" in ACTIONS
+    for action in ACTIONS:
+        name = action_name(action)
+        assert ACTION_TEXT[action] == (name.zh, name.en), action
