@@ -45,8 +45,9 @@ def check(report: object, labels: list[dict[str, object]], must_plant: set[str],
 
 def test_simulate_profile_xianyang_scores_its_own_rules(tmp_path: Path) -> None:
     report, labels = run("xianyang", tmp_path, 24)
-    check(report, labels, {"upload.not_realtime", "upload.silent_stream", "data.incomplete", "tier.not_entitled",
-                           "tier.downgrade", "trace.duplicate", "findings.agreement_terminated"},
+    check(report, labels, {"upload.not_realtime", "upload.silent_stream", "upload.time_unknown",
+                           "data.incomplete", "tier.not_entitled", "tier.downgrade", "trace.duplicate",
+                           "findings.agreement_terminated"},
           {"REVIEW", "DOWNGRADE_TIER", "TERMINATE_AGREEMENT"})
 
 

@@ -121,6 +121,7 @@ class DayMods:
     no_rx_every: int = 0  # every n-th prescription-requiring settlement has no prescription uploaded
     no_rx_kind: str = "none"  # "none": no hi_rxno at all (the settler's failure); "missing": cited, never uploaded
     no_scans: bool = False  # no trace-code scan of the day's sales is uploaded at all (a silent stream)
+    no_upload_time_every: int = 0  # every n-th insured 3505 sale of the day is uploaded without inf_time
     counter: dict[str, int] = field(default_factory=dict)
 
     def hit(self, name: str, every: int) -> bool:
@@ -549,6 +550,8 @@ class City:
                 s_arr = t + self.upload_delay(inst, t)
                 last_arrival = max(last_arrival, s_arr)
                 sale = self.sale_record(inst, d, b, q, t, s_arr, price, docno, True, whole, setl_id, p, hi_rxno)
+                if mods is not None and mods.hit("no_upload_time", mods.no_upload_time_every):
+                    del sale["inf_time"]  # planted: uploaded without its upload time (design §2 silence)
                 self.w.push("inventory", s_arr, sale)
                 self.resend("inventory", s_arr, sale)
                 if no_trace or (mods is not None and mods.no_scans):

@@ -211,6 +211,11 @@ class XianyangPlanter(RegionalPlanter):
         self.silent_trace_stream(11)
         self.quiet_trace_slip(7)
         self.trace_duplicate(12, verify=True)
+        if self.fits(10):  # 第五条3 实时: a 3505 record without upload time is not on time (data quality)
+            u = self.pharmacy("upload.time_unknown")
+            self.mods(u, 10).no_upload_time_every = 2
+            self.label("upload.time_unknown", u, 10,
+                       note="every 2nd insured 3505 sale without inf_time (> 5 % of the day's 进销存+追溯码 records)")
         self.tier_cases("XY")
         # 第十四条(一) 2 interviews in the last 12 months: the first (day 5) is uploaded after the second
         # (occurred day 9, uploaded day 9) — out of order, on day 12; D → C (C allows what D does here)
