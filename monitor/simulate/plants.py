@@ -30,7 +30,6 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from monitor.clock import add_months, add_years
-from monitor.outputs import make_id
 from monitor.simulate.catalogue import Person, money
 from monitor.simulate.city import Inst, Restriction
 from monitor.simulate.generator import DAY, HOUR, DayMods, Tx
@@ -468,8 +467,13 @@ class Planter:
 
     def findings_lookalikes(self) -> None:
         """#12 look-alikes of the findings-driven ladders: findings uploaded out of order, a renewal
-        uploaded mid-term, a rejected ticket, and a quiet pharmacy's uncoded pack under the minimum volume."""
+        uploaded mid-term, and a quiet pharmacy's uncoded pack under the minimum volume. (A rejected ticket
+        is planted by the regional profiles: the inspector's case file, built from tickets alone, does not
+        know of a rejection — tests/test_inspect_city compares it with the ledger on this city.) Planted only
+        when each gets a pharmacy of its own: on a reused institution a look-alike proves nothing."""
         city = self.city
+        if self._next_ph + 3 > len(self.pharmacies):
+            return
         if self.fits(4, 13):
             # EZ-DM 二(一): the older complaint (day 4) is uploaded after the newer (day 10), on day 13
             p = self.pharmacy("complaints.repeated:out_of_order")
@@ -496,22 +500,6 @@ class Planter:
                        tickets=[self.ticket("CANCEL_OUTPATIENT_POOLING", self.on(15), 1)],
                        note="2 notices in one term, the renewal for the next term uploaded between them")
             self.restrict(c, 14, None)
-        if self.fits(6, 11):
-            # a rejected ticket restricts nothing: 门诊统筹 settled after the rejection is not flagged
-            r = self.pharmacy("findings.infostd_substandard:rejected")
-            rec = city.finding(r, 6, "infostd_substandard", "信息化建设不达标（误报）")
-            start = self.on(7)
-            tid = make_id("TK", "infostd", r.code, "SUSPEND_OUTPATIENT_POOLING", rec["finding_id"], start.isoformat())
-            city.finding(r, 8, "ticket_rejected", "处理单驳回", ref_ticket_id=tid)
-            self.restrict(r, 6, 9)
-            self.label("findings.infostd_substandard", r, 6, aliases=("finding:infostd_substandard",),
-                       tickets=[self.ticket("SUSPEND_OUTPATIENT_POOLING", start, 1,
-                                            effective_until=add_months(start, 6))],
-                       note="the agency rejects this ticket on day 8")
-            for day in (10, 11):
-                self.force(r, day, 10, 5, "settle", pooling=True, force=True, person=self.person(retired=False))
-            self.label("status.settled_while_suspended", r, 10, 11, kind="lookalike",
-                       note="门诊统筹 after the suspension ticket was rejected")
         if self.fits(9):
             q = self.pharmacy("trace.missing:quiet", rate=0.0)
             q.rate = 0.0
