@@ -70,6 +70,20 @@ def _line(path: Path, number: int) -> bytes:
     raise IndexError(number)
 
 
+def _small_parts(engine: Any) -> dict[str, int]:
+    """Pickled bytes of the largest parts of the engine's small state (what is not in the store yet)."""
+    import pickle
+
+    parts: dict[str, int] = {}
+    for det in engine.detectors:
+        for name, value in vars(det).items():
+            if name != "pack":
+                parts[f"{det.name}.{name}"] = len(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+    for name in ("timers", "ledger", "registry"):
+        parts[name] = len(pickle.dumps(getattr(engine, name), protocol=pickle.HIGHEST_PROTOCOL))
+    return dict(sorted(parts.items(), key=lambda kv: -kv[1])[:10])
+
+
 def run(folder: Path, state: Path, backend: str, every: int, kill_day: str, after: int) -> None:
     """The child process of one city-year (module docstring); prints one JSON line per checkpoint."""
     from monitor.engine import Engine
@@ -90,7 +104,8 @@ def run(folder: Path, state: Path, backend: str, every: int, kill_day: str, afte
     def kill_me(path: Path, line: int) -> None:
         (state.parent / "next.json").write_text(json.dumps(
             {"stream": path.stem, "line": _line(path, line).decode("utf-8")}))
-        print(json.dumps({"event": "KILLME", "records": n, "peak_rss_kib": _rss_kib("VmHWM")}), flush=True)
+        print(json.dumps({"event": "KILLME", "records": n, "peak_rss_kib": _rss_kib("VmHWM"),
+                          "small_state_parts": _small_parts(engine)}), flush=True)
         time.sleep(3600)
 
     last: tuple[Path, int] | None = None
@@ -192,6 +207,7 @@ def measure(folder: Path, work: Path, backend: str, every: int, kill_day: str, a
         "cpu_s": last["cpu"],
         "records_per_cpu_s": last["records"] / last["cpu"] if last["cpu"] else None,
         "kill_at": last["watermark"],
+        "small_state_parts": killed.get("small_state_parts"),
         # bytes against the state: early, middle and late checkpoints (proportional to change, not state)
         "growth": [{"records": p["records"], "bytes": p["bytes"], "store_entries": p["store_entries"],
                     "small_state": p["small_state"]} for p in steady[:: max(1, len(steady) // 6)]],

@@ -63,7 +63,7 @@ def _replay(inp: Path, out: Path, state: Path | None, backend: str | None = None
 
 @pytest.mark.parametrize("backend", ["memory", "rocksdb"])
 def test_two_parts_equal_the_whole_and_part_two_writes_its_change(tmp_path: Path, backend: str) -> None:
-    p1, p2, whole_in = _parts(tmp_path, big=20_000, small=50)
+    p1, p2, whole_in = _parts(tmp_path, big=6_000, small=50)
     _replay(whole_in, tmp_path / "whole", None)
     state = tmp_path / "state"
     first = _replay(p1, tmp_path / "split", state, backend, as_of=None)
@@ -74,9 +74,9 @@ def test_two_parts_equal_the_whole_and_part_two_writes_its_change(tmp_path: Path
     assert sum(a["rule_id"] == "trace.duplicate" for a in dups) == 3  # part 2 judged on part 1's codes
     assert first.checkpoint is not None and second.checkpoint is not None
     # part 1 wrote its 20 000 codes; part 2 wrote its 53 scans' codes and its few other changes
-    assert first.checkpoint.entries >= 20_000
+    assert first.checkpoint.entries >= 6_000
     assert second.checkpoint.entries < 200
-    assert second.checkpoint.bytes * 8 < first.checkpoint.bytes, (first.checkpoint, second.checkpoint)
+    assert second.checkpoint.bytes * 3 < first.checkpoint.bytes, (first.checkpoint, second.checkpoint)
     if backend == "memory":
         assert sorted(p.suffix for p in state.iterdir()) == [".base", ".delta"]
         delta = next(state.glob("*.delta"))
@@ -90,15 +90,15 @@ def test_part_two_bytes_grow_with_its_change_not_with_the_state(tmp_path: Path) 
     """Same part 2 after a part 1 of 2 000 and of 20 000 codes: about the same bytes (change-bound);
     a part 2 of 10× the change writes more."""
     written = {}
-    for big, small in ((2_000, 100), (20_000, 100), (20_000, 1_000)):
+    for big, small in ((600, 100), (6_000, 100), (6_000, 1_000)):
         base = tmp_path / f"{big}-{small}"
         p1, p2, _ = _parts(base, big, small)
         _replay(p1, base / "out", base / "state", as_of=None)
         result = _replay(p2, base / "out", base / "state")
         assert result.checkpoint is not None and not result.checkpoint.base
         written[(big, small)] = result.checkpoint.bytes
-    assert written[(20_000, 100)] < 1.3 * written[(2_000, 100)], written  # 10× the state: ~same bytes
-    assert written[(20_000, 1_000)] > written[(20_000, 100)] + 900 * 8, written  # 10× the change: more
+    assert written[(6_000, 100)] < 1.3 * written[(600, 100)], written  # 10× the state: ~same bytes
+    assert written[(6_000, 1_000)] > written[(6_000, 100)] + 900 * 8, written  # 10× the change: more
 
 
 def test_a_folder_is_refused_under_another_key_for_another_shell_or_backend(tmp_path: Path) -> None:
