@@ -10,6 +10,7 @@ tests poll for progress with generous deadlines instead of sleeping.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -25,6 +26,7 @@ from monitor.privacy import DEV_KEY
 from monitor.settings import Settings
 from monitor.streams.checkpoint import CheckpointStore
 from monitor.streams.core import Checkpoint
+from monitor.streams.topics import kafka_python_security
 
 DEADLINE = 180.0  # seconds: overall limit of any wait (a shared 2-core machine can be slow)
 
@@ -46,6 +48,53 @@ def wait_for(predicate: Callable[[], Any], what: str, deadline: float = DEADLINE
         if time.monotonic() > end:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(every)
+
+
+#: Seconds without a new record, once every partition is read to its high-watermark, before a topic counts as
+#: read: outputs a worker sends after the moment the test waited for (its idle ticks) still arrive.
+IDLE = 1.5
+
+
+def read_topics(settings: Settings, *topics: str, idle: float = IDLE,
+                deadline: float = DEADLINE) -> dict[str, list[Any]]:
+    """Every value on ``topics`` from the beginning (JSON; ``None`` for a null value), read with one plain
+    consumer (no group): until each partition's position has reached the high-watermark of the broker's
+    fetch responses (not ListOffsets "latest", which tansu answers with the start of the last batch), and
+    then ``idle`` seconds with nothing new. The idle time counts only once caught up, so a slow first
+    fetch on a loaded machine cannot end the read before it started."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers(), group_id=None,
+                             enable_auto_commit=False, auto_offset_reset="earliest",
+                             **kafka_python_security(settings))
+    try:
+        tps: list[Any] = []
+        for topic in topics:
+            parts = wait_for(lambda topic=topic: consumer.partitions_for_topic(topic), f"topic {topic}",
+                             deadline=30, every=0.2)
+            tps += [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        out: dict[str, list[Any]] = {topic: [] for topic in topics}
+        end = time.monotonic() + deadline
+        quiet_since: float | None = None
+        while True:
+            fetched = consumer.poll(timeout_ms=200)
+            for tp, records in fetched.items():
+                out[tp.topic].extend(json.loads(r.value) if r.value is not None else None for r in records)
+            now = time.monotonic()
+            caught_up = all((hw := consumer.highwater(tp)) is not None and consumer.position(tp) >= hw
+                            for tp in tps)
+            if any(fetched.values()) or not caught_up:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = now
+            elif now - quiet_since >= idle:
+                return out
+            if now > end:
+                raise AssertionError(f"timed out reading {', '.join(topics)} to their high-watermarks")
+    finally:
+        consumer.close()
 
 
 class Broker:

@@ -4,31 +4,22 @@ worker the alerts and tickets the replay shell finds in the flat form of the sam
 
 from __future__ import annotations
 
-import io
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from builders import read_jsonl
-from kafka_helpers import Broker, kafka_env, wait_for
+from kafka_helpers import Broker, kafka_env, read_topics, wait_for
 
 from monitor.policy.pack import load_pack
 from monitor.replay import replay_dir
-from monitor.settings import Settings
 from monitor.simulate import SimConfig, simulate
 from monitor.simulate.nhsa_writer import write_nhsa
-from monitor.streams.io import consume_topic, produce_dir
+from monitor.streams.io import produce_dir
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 SEED = 7
-
-
-def consume(settings: Settings, topic: str) -> list[dict[str, Any]]:
-    buf = io.StringIO()
-    consume_topic(topic, settings, until_idle=1.5, out=buf)
-    return [json.loads(line) for line in buf.getvalue().splitlines() if line.strip()]
 
 
 def test_worker_on_medins_uploads_matches_replay_of_the_flat_city(broker: Broker, make_worker: Any,
@@ -48,8 +39,8 @@ def test_worker_on_medins_uploads_matches_replay_of_the_flat_city(broker: Broker
     wait_for(lambda: worker.applied_messages() >= stats.messages or not worker.alive(),
              f"the worker to apply {stats.messages} messages")
     assert worker.alive(), worker.tail()
-    got_alerts = consume(worker.settings, "monitor.alerts")
-    got_tickets = consume(worker.settings, "monitor.tickets")
+    out = read_topics(worker.settings, "monitor.alerts", "monitor.tickets", "monitor.dlq")
+    got_alerts, got_tickets = out["monitor.alerts"], out["monitor.tickets"]
     assert {a["alert_id"] for a in got_alerts} == {a["alert_id"] for a in alerts}
     assert {t["ticket_id"] for t in got_tickets} == {t["ticket_id"] for t in tickets}
-    assert consume(worker.settings, "monitor.dlq") == []
+    assert out["monitor.dlq"] == []

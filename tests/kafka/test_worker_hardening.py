@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 from builders import institution, read_jsonl, settlement, write_jsonl
 from city import build_city
-from kafka_helpers import Broker, Worker, kafka_env, wait_for
-from test_worker_kafka import consume, ids, replay, run_to_end
+from kafka_helpers import Broker, Worker, kafka_env, read_topics, wait_for
+from test_worker_kafka import ids, replay, run_to_end
 
 from monitor.clock import CST
 from monitor.settings import Settings
@@ -116,8 +116,9 @@ def test_attack_compressed_batches_are_accepted(compressed_run: dict[str, Any], 
 def test_compressed_load_gives_replays_alerts_and_tickets(compressed_run: dict[str, Any]) -> None:
     worker, expected = compressed_run["worker"], compressed_run["expected"]
     assert expected["tickets"]
-    assert ids(consume(worker.settings, "monitor.alerts"), "alert_id") == ids(expected["alerts"], "alert_id")
-    assert ids(consume(worker.settings, "monitor.tickets"), "ticket_id") == ids(expected["tickets"], "ticket_id")
+    out = read_topics(worker.settings, "monitor.alerts", "monitor.tickets")
+    assert ids(out["monitor.alerts"], "alert_id") == ids(expected["alerts"], "alert_id")
+    assert ids(out["monitor.tickets"], "ticket_id") == ids(expected["tickets"], "ticket_id")
 
 
 # ------------------------------------------------------------------------------------ wall-clock timestamps
@@ -142,8 +143,9 @@ def test_attack_wall_clock_stamped_load_does_not_move_event_time_to_today(
     assert worker.stop() == 0, worker.tail()
     final = worker.checkpoint()
     assert final is not None and final.watermark is not None and final.watermark <= last_upload
-    assert ids(consume(worker.settings, "monitor.tickets"), "ticket_id") == ids(expected["tickets"], "ticket_id")
-    assert ids(consume(worker.settings, "monitor.alerts"), "alert_id") == ids(expected["alerts"], "alert_id")
+    out = read_topics(worker.settings, "monitor.tickets", "monitor.alerts")
+    assert ids(out["monitor.tickets"], "ticket_id") == ids(expected["tickets"], "ticket_id")
+    assert ids(out["monitor.alerts"], "alert_id") == ids(expected["alerts"], "alert_id")
 
 
 # -------------------------------------------------------------------------------- poison pills, big messages
@@ -171,7 +173,8 @@ def test_attack_message_over_1mb_and_a_record_the_engine_fails_on_are_dead_lette
     worker.start()
     run_to_end(worker, stats.messages)
     assert worker.alive(), worker.tail()
-    dlq = consume(worker.settings, "monitor.dlq")
+    out = read_topics(worker.settings, "monitor.dlq", "monitor.alerts")
+    dlq = out["monitor.dlq"]
     sizes = [len(json.dumps(d)) for d in dlq]
     assert len(dlq) == 2 and max(sizes) <= 256 * 1024, sizes
     huge_letter = next(d for d in dlq if "HUGE" in (d["value"] or ""))  # the big value's prefix is kept
@@ -179,7 +182,7 @@ def test_attack_message_over_1mb_and_a_record_the_engine_fails_on_are_dead_lette
     assert any("BOOM" in (d["value"] or "") for d in dlq), [d["error"] for d in dlq]
     engine = worker.checkpoint_engine()
     assert engine is not None
-    got_alerts = ids(consume(worker.settings, "monitor.alerts"), "alert_id")
+    got_alerts = ids(out["monitor.alerts"], "alert_id")
     assert got_alerts == ids(expected["alerts"], "alert_id")
     assert got_alerts  # the batch's 2 600 门诊统筹 settlements without prescriptions are judged
 

@@ -4,7 +4,6 @@ reference semantics, design §2) and from hand-planted bad records, never from t
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 import urllib.error
@@ -19,14 +18,14 @@ from typing import Any
 import pytest
 from builders import read_jsonl, settlement, write_jsonl
 from city import build_city
-from kafka_helpers import Broker, Worker, kafka_env, wait_for
+from kafka_helpers import Broker, Worker, kafka_env, read_topics, wait_for
 
 from monitor.clock import CST
 from monitor.policy.pack import load_pack
 from monitor.replay import replay_dir
 from monitor.settings import Settings
 from monitor.streams.app import EXIT_DLQ_LIMIT
-from monitor.streams.io import consume_topic, produce_dir
+from monitor.streams.io import produce_dir
 
 pytestmark = pytest.mark.kafka
 
@@ -37,9 +36,8 @@ def replay(input_dir: Path, out: Path) -> dict[str, list[dict[str, Any]]]:
 
 
 def consume(settings: Settings, topic: str) -> list[dict[str, Any]]:
-    buf = io.StringIO()
-    consume_topic(topic, settings, until_idle=1.5, out=buf)
-    return [json.loads(line) for line in buf.getvalue().splitlines() if line.strip()]
+    """``topic`` read to its end (``kafka_helpers.read_topics``)."""
+    return read_topics(settings, topic)[topic]
 
 
 def run_to_end(worker: Worker, messages: int) -> None:
@@ -107,11 +105,10 @@ def test_parity_with_replay(request: pytest.FixtureRequest, default_city: tuple[
         worker, stats = run["worker"], run["stats"]
     assert stats.records == sum(1 for _ in city.glob("*.jsonl") for _ in _.open("rb"))
     assert stats.messages < stats.records if arrays > 1 else stats.messages == stats.records
-    alerts = consume(worker.settings, "monitor.alerts")
-    tickets = consume(worker.settings, "monitor.tickets")
-    assert ids(alerts, "alert_id") == ids(expected["alerts"], "alert_id")
-    assert ids(tickets, "ticket_id") == ids(expected["tickets"], "ticket_id")
-    assert consume(worker.settings, "monitor.dlq") == []
+    out = read_topics(worker.settings, "monitor.alerts", "monitor.tickets", "monitor.dlq")
+    assert ids(out["monitor.alerts"], "alert_id") == ids(expected["alerts"], "alert_id")
+    assert ids(out["monitor.tickets"], "ticket_id") == ids(expected["tickets"], "ticket_id")
+    assert out["monitor.dlq"] == []
 
 
 #: The crash test's late pharmacies upload 20 % of every day's records 30 h late from day 3 to day 49
@@ -168,8 +165,8 @@ def test_kill_9_twice_mid_stream(broker: Broker, make_worker: Any, tmp_path: Pat
         messages += produce_dir(part, worker.settings).messages  # the stream goes on while it is down
         worker.start()
     run_to_end(worker, messages)
-    alerts = consume(worker.settings, "monitor.alerts")
-    tickets = consume(worker.settings, "monitor.tickets")
+    out = read_topics(worker.settings, "monitor.alerts", "monitor.tickets")
+    alerts, tickets = out["monitor.alerts"], out["monitor.tickets"]
     # none lost; a re-produced output has the same id (downstream de-duplicates on it)
     assert ids(tickets, "ticket_id") == ids(expected["tickets"], "ticket_id")
     assert ids(alerts, "alert_id") == ids(expected["alerts"], "alert_id")
@@ -224,7 +221,9 @@ def test_poison_records_flow_to_dlq(broker: Broker, make_worker: Any, tmp_path: 
     stats = produce_dir(city, worker.settings)
     worker.start()
     run_to_end(worker, stats.messages)
-    dlq = consume(worker.settings, "monitor.dlq")
+    out = read_topics(worker.settings, "monitor.dlq", "monitor.alerts")
+    dlq = out["monitor.dlq"]
+
     def letters(rows: list[dict[str, Any]]) -> list[str]:
         return sorted(json.dumps([d["value"], d["value_b64"], d["index"], d["error"]]) for d in rows)
 
@@ -233,8 +232,7 @@ def test_poison_records_flow_to_dlq(broker: Broker, make_worker: Any, tmp_path: 
         assert d["source"] == "medins.settlements"
         assert d["partition"] is not None and d["offset"] is not None
     # the partitions holding bad records kept flowing: every later finding is there
-    alerts = consume(worker.settings, "monitor.alerts")
-    assert ids(alerts, "alert_id") == ids(expected["alerts"], "alert_id")
+    assert ids(out["monitor.alerts"], "alert_id") == ids(expected["alerts"], "alert_id")
 
 
 def test_dead_letter_ratio_limit_stops_the_worker(broker: Broker, make_worker: Any, tmp_path: Path) -> None:
