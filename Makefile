@@ -26,13 +26,14 @@ lint: install-dev
 
 ## test: ruff, mypy and the whole pytest suite (starts its own broker and tools), on PYTEST_WORKERS processes.
 ## --dist loadscope: a test module runs whole in one process (its module fixtures are built once);
-## --no-loadscope-reorder: modules start in collection order, so the long Kafka modules start first.
+## --no-loadscope-reorder: modules start in collection order, so the long Kafka modules start first;
+## --durations=15: the slowest tests are in every CI log (the suite must stay under 10 minutes).
 PYTEST_WORKERS ?= 2
 test: install-dev
 	bash deploy/ensure-tools.sh
 	$(BIN)/ruff check
 	$(BIN)/mypy
-	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder --durations=15
 
 ## bench: throughput, latency and memory against design §6 (prints the README table; < 10 min on 2 cores)
 bench: install-dev
