@@ -63,14 +63,14 @@ class Profile:
     kafka_records: int
     inspector_requests: int = 400
     #: records of the city-year case (300 institutions × 365 days, ``bench.gen``)
-    city_year_records: int = 400_000
+    city_year_records: int = 100_000
 
 
 PROFILES = {
     "full": Profile(runs=3, sim_scale=0.02, slice_records=80_000, scaling_base=10_000, memory_records=300_000,
                     trace_codes=(1_000_000, 10_000_000), kafka_records=20_000),
     "quick": Profile(runs=2, sim_scale=0.005, slice_records=30_000, scaling_base=5_000, memory_records=100_000,
-                     trace_codes=(1_000_000,), kafka_records=10_000, city_year_records=120_000),
+                     trace_codes=(1_000_000,), kafka_records=10_000, city_year_records=60_000),
 }
 
 
