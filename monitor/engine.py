@@ -33,16 +33,27 @@ import heapq
 import hmac
 import pickle
 from collections import Counter, defaultdict
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from monitor.clock import Watermark, add_years, business_date
+from monitor.contract import (
+    Delivery,
+    Escalation,
+    Findings,
+    RegistryView,
+    Rule,
+    RuleContext,
+    RuleFinding,
+    SanctionView,
+    build_alert,
+)
 from monitor.detectors import build_detectors
 from monitor.detectors.base import Detector
-from monitor.outputs import Alert, Severity, Ticket, make_id
+from monitor.outputs import Alert, Severity, Ticket
 from monitor.policy.ledger import Ledger, Trigger
 from monitor.policy.pack import Pack
 from monitor.privacy import KeyMismatch, Pseudonymizer
@@ -193,7 +204,12 @@ class Stats:
 
 
 class Context:
-    """What a detector may see and do while handling a record or a timer."""
+    """The engine's own context: what the ledger (and engine-level callers such as the trace tier's
+    ``monitor.trace.city``) may see and do. Rules get a ``monitor.contract.RuleContext`` instead.
+
+    Legacy adapter: a ``Detector`` that still calls ``ctx.alert``/``ctx.trigger`` gets this context in
+    *collect* mode while the engine calls it: the alerts and triggers are gathered as findings and
+    applied by the engine after the call, like the findings a ``Rule`` returns (no re-entrancy)."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -205,6 +221,8 @@ class Context:
         #: the shell passed, e.g. the Kafka timestamp). False = replay fell back to the business time:
         #: detectors must not read such a record as uploaded on time.
         self.upload_time_known: bool = True
+        #: findings gathered from a legacy detector while the engine calls it (None: emit directly)
+        self.collecting: Findings | None = None
 
     @property
     def now(self) -> datetime:
@@ -254,39 +272,19 @@ class Context:
         severity: Severity | None = None,
         detected_at: datetime | None = None,
     ) -> Alert | None:
-        """Emit an alert; returns it, or ``None`` when this exact alert id was already emitted, or when the
-        rule does not apply yet on the last business day of the window (pack ``effective_from``, #12)."""
-        spec = self.pack.rule(rule_id)
-        last_day = min(business_date(window_end if window_end == window_start
-                                     else window_end - timedelta(microseconds=1)),
-                       business_date(detected_at or self.now))
-        if not self.pack.applies(rule_id, last_day):
+        """Emit an alert (collect mode: gather it); returns it, or ``None`` when this exact alert id was
+        already emitted, or when the rule does not apply yet on the last business day of the window
+        (pack ``effective_from``, #12)."""
+        alert = build_alert(self.pack, self.registry, self.now, rule_id, fixmedins_code, subject, window_start,
+                            window_end, evidence, vola_cont, vola_amt, severity, detected_at)
+        if alert is None:
             self.count("alerts.rule_not_yet_in_force")
             return None
-        alert_id = make_id("AL", rule_id, fixmedins_code, subject, window_start.isoformat(),
-                           window_end.isoformat())
-        basis = "; ".join(spec.basis)
-        facts = "; ".join(f"{k}={v}" for k, v in evidence.items() if not isinstance(v, (list, dict)))
-        alert = Alert(
-            alert_id=alert_id,
-            rule_id=rule_id,
-            fixmedins_code=fixmedins_code,
-            admdvs=self.registry.admdvs(fixmedins_code),
-            severity=severity or spec.severity,
-            window_start=window_start,
-            window_end=window_end,
-            detected_at=detected_at or self.now,
-            evidence=evidence,
-            basis=basis,
-            policy=self.pack.label,
-            jr_id=alert_id,
-            rule_name=spec.name_zh,
-            vola_cont=vola_cont,
-            vola_amt=vola_amt,
-            sev_deg=spec.sev_deg,
-            vola_evid=f"{basis}: {facts}" if facts else basis,
-            vola_bhvr_type=spec.vola_bhvr_type,
-        )
+        if self.collecting is not None:
+            if self._engine.was_emitted(alert.alert_id):
+                return None
+            self.collecting.append(alert)
+            return alert
         return alert if self._engine.emit(alert) else None
 
     def trigger(
@@ -300,11 +298,14 @@ class Context:
         new_tier: str | None = None,
     ) -> None:
         """Feed a sanction ladder: rule ``rule_id`` was violated on business ``day`` (cause = a stable
-        subject for once-per-cause de-duplication; ``new_tier`` travels onto a DOWNGRADE_TIER ticket)."""
-        trig = Trigger(rule_id=rule_id, fixmedins_code=fixmedins_code, day=day, at=at or self.now,
-                       cause=cause, alert_id=alert_id, new_tier=new_tier)
-        for ticket in self.ledger.on_trigger(trig, self):
-            self._engine.emit(ticket)
+        subject for once-per-cause de-duplication; ``new_tier`` travels onto a DOWNGRADE_TIER ticket).
+        Collect mode: gathered as an ``Escalation``, applied by the engine after the detector returns."""
+        if self.collecting is not None:
+            self.collecting.append(Escalation(rule_id, fixmedins_code, day, cause, None, alert_id, at or self.now,
+                                              new_tier))
+            return
+        self._engine.apply([Escalation(rule_id, fixmedins_code, day, cause, None, alert_id, at or self.now,
+                                       new_tier)])
 
 
 class Engine:
@@ -321,29 +322,60 @@ class Engine:
         self.watermark = Watermark()
         self.dedup = Dedup(int(pack.setting("dedup_horizon_days", 35)), self.state)
         self.stats = Stats.empty()
-        self.detectors: list[Detector] = build_detectors(pack)
-        self._by_name: dict[str, Detector] = {d.name: d for d in self.detectors}
-        self._routes: dict[str, list[Detector]] = defaultdict(list)
+        self.detectors: list[Detector | Rule] = build_detectors(pack)
+        self._by_name: dict[str, Detector | Rule] = {d.name: d for d in self.detectors}
+        self._routes: dict[str, list[Detector | Rule]] = defaultdict(list)
         for det in self.detectors:
             for stream in det.streams:
                 self._routes[stream].append(det)
         #: Detectors that see every ticket the ledger issues (e.g. suspensions.repeated counts them).
-        self._ticket_watchers: list[Detector] = [d for d in self.detectors if d.watches_tickets]
+        self._ticket_watchers: list[Detector | Rule] = [d for d in self.detectors if d.watches_tickets]
         #: ids of emitted alerts and tickets (64-bit BLAKE2b of the id; ``EMITTED_MEMORY_DAYS``)
         self._emitted: Table[int, int] = self.state.table("emitted", U64, U64)
         self._out: list[Output] = []
         self.firing_at: datetime | None = None
         self._last_prune: date | None = None
-        self.ctx = Context(self)
+        self._bind()
         for det in self.detectors:
             bind = getattr(det, "bind_state", None)
             if bind is not None:
                 bind(self.state)
 
+    def _bind(self) -> None:
+        """The transient parts: the engine's context and one ``RuleContext`` per rule (never pickled)."""
+        self.ctx = Context(self)
+        registry, sanctions = RegistryView(self.registry), SanctionView(self.ledger)
+        self._rule_ctx: dict[str, RuleContext] = {}
+        for det in self.detectors:
+            if isinstance(det, Rule):
+                self._rule_ctx[det.name] = self._rule_context(det, registry, sanctions)
+
+    def _rule_context(self, rule: Rule, registry: RegistryView, sanctions: SanctionView) -> RuleContext:
+        ctx = self.ctx
+        timers = self.timers
+
+        def schedule(due: datetime, owner: str, key: Hashable) -> None:
+            timers.schedule(due, owner, key, 0)
+
+        return RuleContext(rule, self.pack, registry, sanctions, lambda: ctx.now, schedule, ctx.count,
+                           self.pseudo.person)
+
+    def rule_context(self, name: str) -> RuleContext | Context:
+        """The context the engine hands rule ``name`` (a legacy detector: the engine's ``Context``)."""
+        return self._rule_ctx.get(name) or self.ctx
+
     # ------------------------------------------------------------------------------------------ outputs
+    @staticmethod
+    def _emitted_key(ident: str) -> int:
+        return int.from_bytes(hashlib.blake2b(ident.encode(), digest_size=8).digest(), "big") | 2
+
+    def was_emitted(self, ident: str) -> bool:
+        """Whether the alert or ticket id ``ident`` was emitted (within ``EMITTED_MEMORY_DAYS``)."""
+        return self._emitted.get(self._emitted_key(ident)) is not None
+
     def emit(self, item: Output) -> bool:
         ident = item.alert_id if isinstance(item, Alert) else item.ticket_id
-        key = int.from_bytes(hashlib.blake2b(ident.encode(), digest_size=8).digest(), "big") | 2
+        key = self._emitted_key(ident)
         emitted = self._emitted
         if emitted.get(key) is not None:
             return False
@@ -355,9 +387,48 @@ class Engine:
             self.stats.alerts[item.rule_id] += 1
         else:
             self.stats.tickets[item.action] += 1
-            for det in self._ticket_watchers:
-                det.on_ticket(item, self.ctx)
+            for det in self._ticket_watchers:  # contract step 3: watchers see a ticket as it is emitted
+                self.apply(self._call(det, "on_ticket", item))
         return True
+
+    def apply(self, findings: Iterable[RuleFinding]) -> None:
+        """Apply a rule's findings in order (contract steps 2–3, ``monitor.contract``): an alert is
+        emitted unless its id was before; an escalation becomes a ledger trigger whose tickets are
+        emitted (and seen by the ticket watchers at once). An escalation's ``alert`` lends it its id only
+        when that alert was emitted here."""
+        fresh: set[str] | None = None
+        for f in findings:
+            if isinstance(f, Alert):
+                if self.emit(f):
+                    if fresh is None:
+                        fresh = set()
+                    fresh.add(f.alert_id)
+                continue
+            alert_id = f.alert_id
+            if f.alert is not None:
+                alert_id = f.alert.alert_id if fresh is not None and f.alert.alert_id in fresh else None
+                if alert_id is None and f.only_with_alert:
+                    continue
+            elif f.only_with_alert:
+                continue
+            trig = Trigger(rule_id=f.rule_id, fixmedins_code=f.fixmedins_code, day=f.day,
+                           at=f.at or self.ctx.now, cause=f.cause, alert_id=alert_id, new_tier=f.new_tier)
+            for ticket in self.ledger.on_trigger(trig, self.ctx):
+                self.emit(ticket)
+
+    def _call(self, det: Detector | Rule, method: str, *args: Any) -> Findings:
+        """Call ``det.method(*args, ctx)`` and return its findings. A ``Rule`` returns them; a legacy
+        ``Detector`` (adapter) has its ``ctx.alert``/``ctx.trigger`` calls gathered instead."""
+        rctx = self._rule_ctx.get(det.name)
+        if rctx is not None:
+            found: Findings = getattr(det, method)(*args, rctx)
+            return found
+        outer, self.ctx.collecting = self.ctx.collecting, []
+        try:
+            getattr(det, method)(*args, self.ctx)
+            return self.ctx.collecting
+        finally:
+            self.ctx.collecting = outer
 
     def _drain(self) -> list[Output]:
         out, self._out = self._out, []
@@ -378,8 +449,8 @@ class Engine:
                 if owner == Ledger.TIMER_OWNER:
                     for ticket in self.ledger.on_timer(key, self.ctx):
                         self.emit(ticket)
-                else:
-                    self._by_name[owner].on_timer(key, self.ctx)
+                else:  # contract step 4: a timer is a step of its own
+                    self.apply(self._call(self._by_name[owner], "on_timer", key))
             finally:
                 self.firing_at = None
         today = business_date(now)
@@ -394,8 +465,10 @@ class Engine:
         return self._drain()
 
     # ----------------------------------------------------------------------------------------- records
-    def process(self, rec: Record, arrival: datetime | None = None) -> list[Output]:
-        """Handle one record. ``arrival`` overrides the record's own (e.g. the Kafka timestamp)."""
+    def _admit(self, rec: Record, arrival: datetime | None) -> datetime | None:
+        """Steps 1–3 of ``process`` up to the rules: time, de-duplication, registry, ledger findings.
+        Returns the record's arrival for the rules, or None when it goes no further (a duplicate, or
+        no time at all yet)."""
         stream = rec.STREAM
         btime = rec.business_time
         when = arrival or rec.arrival_time
@@ -411,7 +484,7 @@ class Engine:
             day = business_date(btime if btime is not None else (when or self.ctx.now))
             if self.dedup.seen(key, day):
                 self.stats.duplicates[stream] += 1
-                return self._drain()
+                return None
         if when is None:
             when = self.watermark.value
         if btime is not None and rec.inf_time is not None and btime > rec.inf_time:
@@ -423,15 +496,96 @@ class Engine:
         elif isinstance(rec, Finding) and when is not None:
             for ticket in self.ledger.on_finding(rec, when, self.ctx):  # ledger state model (#12)
                 self.emit(ticket)
+        return when
+
+    def process(self, rec: Record, arrival: datetime | None = None) -> list[Output]:
+        """Handle one record (a batch of one). ``arrival`` overrides the record's own (e.g. the Kafka
+        timestamp)."""
+        when = self._admit(rec, arrival)
         if when is not None:
-            self.ctx.upload_time_known = rec.inf_time is not None or arrival is not None
-            for det in self._routes.get(stream, ()):
-                det.on_record(rec, when, self.ctx)
-            self.ctx.upload_time_known = True
+            known = rec.inf_time is not None or arrival is not None
+            routed = self._routes.get(rec.STREAM)
+            if routed:
+                # contract steps 1–2: every rule sees the record before any finding of it is applied
+                results = [self._record_call(det, rec, when, known) for det in routed]
+                for found in results:
+                    if found:
+                        self.apply(found)
             self._fire_due()
         return self._drain()
 
-    def attach(self, det: Detector) -> Detector:
+    def _record_call(self, det: Detector | Rule, rec: Record, when: datetime, known: bool) -> Findings:
+        rctx = self._rule_ctx.get(det.name)
+        if rctx is None:  # legacy detector
+            self.ctx.upload_time_known = known
+            try:
+                return self._call(det, "on_record", rec, when)
+            finally:
+                self.ctx.upload_time_known = True
+        assert isinstance(det, Rule)
+        if type(det).on_batch is not Rule.on_batch:
+            return det.on_batch(rec.STREAM, [Delivery(rec, when, known, rctx.now)], rctx)
+        rctx.upload_time_known = known
+        try:
+            return det.on_record(rec, when, rctx)
+        finally:
+            rctx.upload_time_known = True
+
+    def process_batch(self, records: Sequence[Record], arrivals: Sequence[datetime | None] | None = None,
+                      ) -> list[Output]:
+        """Handle records in arrival order, with batches for the rules that take them
+        (``monitor.contract``: a rule that overrides ``on_batch``). Every other rule gets the records one
+        by one exactly as from ``process``, timers interleaved. A batch rule gets the consecutive records
+        of one stream up to the next timer instant known when the batch started (a registry or findings
+        record, another stream, or an arrival at/after the next due timer ends it); its findings are
+        applied when the batch ends, after the findings of the other rules for those records — the only
+        difference from ``process``, and why output order may differ (the set does not)."""
+        out: list[Output] = []
+        batch: list[Delivery] = []
+        stream: str | None = None
+        batch_rules: list[Rule] = []
+
+        def flush() -> None:
+            if batch and stream is not None:
+                results = [self._batch_call(rule, stream, batch) for rule in batch_rules]
+                batch.clear()
+                for found in results:
+                    if found:
+                        self.apply(found)
+                self._fire_due()
+
+        for i, rec in enumerate(records):
+            arrival = arrivals[i] if arrivals is not None else None
+            when = arrival or rec.arrival_time
+            due = self.timers.next_due()
+            business = not isinstance(rec, (Institution, Drug, Finding))
+            if (batch and (not business or rec.STREAM != stream
+                           or (when is not None and due is not None and when >= due))):
+                flush()
+            stream = rec.STREAM
+            admitted = self._admit(rec, arrival)
+            if admitted is not None:
+                known = rec.inf_time is not None or arrival is not None
+                routed = self._routes.get(stream, ())
+                batch_rules = [d for d in routed if isinstance(d, Rule) and business
+                               and type(d).on_batch is not Rule.on_batch]
+                if batch_rules:
+                    assert self.watermark.value is not None
+                    batch.append(Delivery(rec, admitted, known, self.watermark.value))
+                results = [self._record_call(det, rec, admitted, known) for det in routed if det not in batch_rules]
+                for found in results:
+                    if found:
+                        self.apply(found)
+                self._fire_due()
+            out.extend(self._drain())
+        flush()
+        out.extend(self._drain())
+        return out
+
+    def _batch_call(self, rule: Rule, stream: str, batch: Sequence[Delivery]) -> Findings:
+        return rule.on_batch(stream, batch, self._rule_ctx[rule.name])
+
+    def attach(self, det: Detector | Rule) -> Detector | Rule:
         """Add a pure observer at run time (e.g. the institution-day collector that feeds ClickHouse's
         ``institution_daily``): it sees de-duplicated records like a detector and is checkpointed with
         the engine. Returns the instance in use: after ``restore`` that is the checkpointed one."""
@@ -442,6 +596,9 @@ class Engine:
         self._by_name[det.name] = det
         for stream in det.streams:
             self._routes[stream].append(det)
+        if isinstance(det, Rule):
+            self._rule_ctx[det.name] = self._rule_context(det, RegistryView(self.registry),
+                                                          SanctionView(self.ledger))
         return det
 
     def process_many(self, records: Iterable[Record]) -> list[Output]:
@@ -493,18 +650,19 @@ class Engine:
                     f"now {pseudo.fingerprint}): its person tokens would not match new ones. Restore the "
                     "previous key, or start a new state (replay the input again under the new key)")
             engine.pseudo = pseudo
-            engine.ctx = Context(engine)
+            engine._bind()
         return engine
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state.pop("ctx", None)
         state.pop("state", None)  # the store is checkpointed by itself (deltas); tables pickle by name
+        state.pop("_rule_ctx", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self.ctx = Context(self)
+        self._bind()
 
 
 # ------------------------------------------------------------------------------------------ checkpoints

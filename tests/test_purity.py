@@ -1,5 +1,10 @@
 """The core is pure (style.md practice 1): detectors, the ledger, the engine, the clock and the records
-import nothing of Faust, Kafka, ClickHouse, sockets or HTTP, and never read the wall clock."""
+import nothing of Faust, Kafka, ClickHouse, sockets or HTTP, and never read the wall clock.
+
+And the layers point one way (issue #14 point 6): the core imports no shell (replay, worker, commands)
+and no sink or inspector page; the input models (``records.py``) import nothing of the core; a rule
+written to the contract (``monitor.contract.Rule``) imports nothing of the engine — it sees only the
+contract's views."""
 
 from __future__ import annotations
 
@@ -11,7 +16,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "monitor"
 CORE = sorted(
     [*ROOT.joinpath("detectors").glob("*.py"), *ROOT.joinpath("policy").glob("*.py"),
-     ROOT / "engine.py", ROOT / "clock.py", ROOT / "records.py", ROOT / "outputs.py", ROOT / "privacy.py"]
+     ROOT / "engine.py", ROOT / "contract.py", ROOT / "clock.py", ROOT / "records.py", ROOT / "outputs.py",
+     ROOT / "privacy.py", ROOT / "watermark.py"]
 )
 FORBIDDEN_MODULES = {"faust", "mode", "kafka", "aiokafka", "clickhouse_connect", "chdb", "socket", "http",
                      "urllib", "requests", "aiohttp", "time", "random", "subprocess", "threading", "asyncio"}
@@ -40,3 +46,52 @@ def test_core_module_is_pure(path: Path) -> None:
             assert node.func.attr not in WALL_CLOCK, f"{path.name}:{node.lineno} reads the wall clock"
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "open":
             assert path in FILE_IO_ALLOWED, f"{path.name}:{node.lineno} opens a file"
+
+
+#: What the core must never import: the shells, the sinks, the inspector pages, the generator.
+SHELLS_AND_SINKS = ("monitor.replay", "monitor.streams", "monitor.commands", "monitor.cli", "monitor.sinks",
+                    "monitor.inspect", "monitor.simulate", "monitor.metrics", "monitor.log", "monitor.nhsa",
+                    "monitor.trace")
+#: The core, as far as records and rules may import it.
+CORE_MODULES = ("monitor.engine", "monitor.contract", "monitor.detectors", "monitor.policy", "monitor.state")
+#: Detector modules still written to the old ``Detector`` (``ctx.alert``/``ctx.trigger``; the engine's
+#: adapter gathers their calls as findings). This set only shrinks.
+LEGACY_DETECTORS = {"findings.py", "pricing.py", "tracecodes.py", "base.py"}
+
+
+def monitor_imports(path: Path) -> list[str]:
+    """Every ``monitor.*`` module ``path`` imports, at run time or for type checking."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+    return [n for n in names if n == "monitor" or n.startswith("monitor.")]
+
+
+def _within(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+@pytest.mark.parametrize("path", CORE, ids=lambda p: str(p.relative_to(ROOT)))
+def test_core_imports_no_shell_or_sink(path: Path) -> None:
+    bad = [n for n in monitor_imports(path) if _within(n, SHELLS_AND_SINKS)]
+    assert not bad, f"{path.name} imports {bad}"
+
+
+def test_records_import_nothing_of_the_core() -> None:
+    bad = [n for n in monitor_imports(ROOT / "records.py") if _within(n, CORE_MODULES + SHELLS_AND_SINKS)]
+    assert not bad, f"records.py imports {bad}"
+
+
+@pytest.mark.parametrize("path", sorted(ROOT.joinpath("detectors").glob("*.py")), ids=lambda p: p.name)
+def test_rules_see_only_the_contract(path: Path) -> None:
+    engine = [n for n in monitor_imports(path) if _within(n, ("monitor.engine",))]
+    if path.name in LEGACY_DETECTORS:
+        return
+    assert not engine, f"{path.name} imports the engine ({engine}): a rule reads the contract's views only"
+
+
+def test_the_legacy_list_names_real_modules() -> None:
+    assert {p.name for p in ROOT.joinpath("detectors").glob("*.py")} >= LEGACY_DETECTORS

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from monitor.detectors.base import Detector, Params
+from monitor.contract import Params, Rule
+from monitor.detectors.base import Detector
 from monitor.detectors.benefit import Benefit
 from monitor.detectors.completeness import Completeness
 from monitor.detectors.findings import FindingCounters
@@ -26,7 +27,7 @@ from monitor.detectors.upload import UploadTimeliness
 if TYPE_CHECKING:
     from monitor.policy.pack import Pack
 
-DETECTORS: list[type[Detector]] = [
+DETECTORS: list[type[Detector] | type[Rule]] = [
     UploadTimeliness,
     Completeness,
     Prescriptions,
@@ -54,7 +55,7 @@ def unimplemented_rules(pack: Pack) -> list[str]:
     return sorted(r for r, spec in pack.rules.items() if spec.enabled and r not in have)
 
 
-def build_detectors(pack: Pack) -> list[Detector]:
+def build_detectors(pack: Pack) -> list[Detector | Rule]:
     return [det(pack) for det in DETECTORS if any(pack.enabled(r) for r in det.rule_ids)]
 
 
@@ -79,4 +80,4 @@ def validate_params(pack: Pack) -> None:
         raise PolicyError("\n".join(problems))
 
 
-__all__ = ["DETECTORS", "Detector", "Params", "build_detectors", "unimplemented_rules", "validate_params"]
+__all__ = ["DETECTORS", "Detector", "Params", "Rule", "build_detectors", "unimplemented_rules", "validate_params"]

@@ -14,9 +14,8 @@ from collections.abc import Callable, Hashable
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict
-
 from monitor.clock import day_end
+from monitor.contract import Params
 
 if TYPE_CHECKING:
     from monitor.engine import Context
@@ -26,12 +25,6 @@ if TYPE_CHECKING:
 
 
 T = TypeVar("T")
-
-
-class Params(BaseModel):
-    """Base of a rule's ``params`` model: unknown keys are errors (a typo must not pass silently)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Detector:

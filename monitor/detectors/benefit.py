@@ -21,11 +21,10 @@ from typing import TYPE_CHECKING, ClassVar
 from pydantic import Field
 
 from monitor.clock import business_date
-from monitor.detectors.base import Detector, Params
+from monitor.contract import Findings, Params, Rule, RuleContext
 from monitor.records import Settlement
 
 if TYPE_CHECKING:
-    from monitor.engine import Context
     from monitor.policy.pack import Pack
     from monitor.records import Record
 
@@ -37,7 +36,7 @@ class OverpaidParams(Params):
     insutypes: list[str] = Field(default=["310"], min_length=1)
 
 
-class Benefit(Detector):
+class Benefit(Rule):
     name: ClassVar[str] = "benefit"
     rule_ids: ClassVar[tuple[str, ...]] = ("benefit.overpaid",)
     streams: ClassVar[tuple[str, ...]] = ("settlements",)
@@ -56,24 +55,24 @@ class Benefit(Detector):
                 return value
         return None
 
-    def on_record(self, rec: Record, arrival: datetime, ctx: Context) -> None:
+    def on_record(self, rec: Record, arrival: datetime, ctx: RuleContext) -> Findings:
         if not isinstance(rec, Settlement) or rec.setl_status != "settled":
-            return
+            return []
         if rec.med_type not in self.p.med_types or rec.insutype not in self.p.insutypes:
-            return
+            return []
         inst = ctx.registry.institution(rec.fixmedins_code)
         if inst is None:
             ctx.count("benefit.unregistered_institution")
-            return
+            return []
         if not inst.is_pharmacy:
-            return
+            return []
         ratio = self.ratio(rec.psn_type)
         if ratio is None:
-            return
+            return []
         due = rec.inscp_scp_amt * ratio
         excess = rec.hifp_pay - due
         if excess <= self.p.tolerance:
-            return
+            return []
         day = business_date(rec.setl_time)
         alert = ctx.alert(
             "benefit.overpaid", rec.fixmedins_code, subject=f"setl:{rec.setl_id}",
@@ -86,11 +85,12 @@ class Benefit(Detector):
                 "benefit_ratio": str(ratio),
                 "due_hifp_pay": str(due.quantize(Decimal("0.01"))),
                 "excess": str(excess.quantize(Decimal("0.01"))),
-                "person": ctx.pseudo.person(rec.psn_no),
+                "person": ctx.person(rec.psn_no),
             },
             vola_cont=(f"统筹支付 {rec.hifp_pay} 超过政策范围内金额 {rec.inscp_scp_amt} 的 {ratio:.0%}"
                        f"（应付 {due.quantize(Decimal('0.01'))}）"),
             vola_amt=excess.quantize(Decimal("0.01")),
         )
-        ctx.trigger("benefit.overpaid", rec.fixmedins_code, day, cause=f"day:{day.isoformat()}",
-                    alert_id=alert.alert_id if alert else None)
+        escalation = ctx.escalate("benefit.overpaid", rec.fixmedins_code, day, cause=f"day:{day.isoformat()}",
+                                  alert=alert)
+        return [alert, escalation] if alert is not None else [escalation]

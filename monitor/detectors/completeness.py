@@ -37,11 +37,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import Field
 
 from monitor.clock import CST, business_date, day_end, day_start
-from monitor.detectors.base import Detector, Params
+from monitor.contract import Findings, ForgetDay, JudgeDay, Params, Rule, RuleContext
+from monitor.detectors.windows import DayWindows
 from monitor.records import SaleMovement, Settlement
 
 if TYPE_CHECKING:
-    from monitor.engine import Context
     from monitor.policy.pack import Pack
     from monitor.records import Record
 
@@ -79,13 +79,29 @@ class DayTally:
     flagged: bool = False
 
 
-class Completeness(Detector):
+@dataclass(frozen=True, slots=True)
+class ForgetSales:
+    """Forget the 3505 sales of business ``day`` (its window + ``sale_memory_days`` are over)."""
+
+    day: date
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetRevoked:
+    """Forget the revocations of business ``day`` that arrived before (or without) their settlement."""
+
+    day: date
+
+
+class Completeness(Rule):
     """``data.incomplete``: settlement drug lines without matching 3505 sales (EZ-DM 二(二))."""
 
     name: ClassVar[str] = "completeness"
     rule_ids: ClassVar[tuple[str, ...]] = (RULE,)
     streams: ClassVar[tuple[str, ...]] = ("settlements", "inventory")
     params: ClassVar[dict[str, type[Params]]] = {RULE: IncompleteParams}
+    timers: ClassVar[tuple[type, ...]] = (JudgeDay, ForgetDay, ForgetSales, ForgetRevoked)
+    state: ClassVar[tuple[str, ...]] = ("settlements", "sales", "sales_by_day", "revoked", "windows")
 
     def __init__(self, pack: Pack) -> None:
         super().__init__(pack)
@@ -102,16 +118,18 @@ class Completeness(Detector):
         self.sales_by_day: dict[date, list[tuple[str, str]]] = {}
         #: setl_ids revoked before (or without) their settlement arriving → business date (for expiry).
         self.revoked: dict[str, date] = {}
-        self.days: dict[tuple[str, date], DayTally] = {}
+        self.windows: DayWindows[DayTally] = DayWindows(self.window, self.horizon, DayTally,
+                                                       "completeness.settlement_beyond_rejudge_horizon")
 
     # ---------------------------------------------------------------------------------- records
-    def on_record(self, rec: Record, arrival: datetime, ctx: Context) -> None:
+    def on_record(self, rec: Record, arrival: datetime, ctx: RuleContext) -> Findings:
         if isinstance(rec, Settlement):
-            self._on_settlement(rec, ctx)
-        elif isinstance(rec, SaleMovement) and rec.infno == "3505" and rec.setl_id:
+            return self._on_settlement(rec, ctx)
+        if isinstance(rec, SaleMovement) and rec.infno == "3505" and rec.setl_id:
             self._on_sale(rec, arrival, ctx)
+        return []
 
-    def _on_sale(self, rec: SaleMovement, arrival: datetime, ctx: Context) -> None:
+    def _on_sale(self, rec: SaleMovement, arrival: datetime, ctx: RuleContext) -> None:
         assert rec.setl_id is not None
         key = (rec.setl_id, rec.med_list_codg)
         entries = self.sales.get(key)
@@ -122,11 +140,11 @@ class Completeness(Detector):
             bucket = self.sales_by_day.get(day)
             if bucket is None:
                 bucket = self.sales_by_day[day] = []
-                ctx.schedule(day_end(day) + self.window + self.sale_memory, self, ("forget_sales", day))
+                ctx.schedule(day_end(day) + self.window + self.sale_memory, ForgetSales(day))
             bucket.append(key)
         entries.append((arrival, rec.sel_retn_cnt))
 
-    def _on_settlement(self, rec: Settlement, ctx: Context) -> None:
+    def _on_settlement(self, rec: Settlement, ctx: RuleContext) -> Findings:
         code = rec.fixmedins_code
         setl_id = rec.setl_id
         when = rec.setl_time
@@ -137,10 +155,10 @@ class Completeness(Detector):
                 pending.revoked = True
             else:
                 self.revoked[setl_id] = day
-                ctx.schedule(day_end(day) + self.window + self.sale_memory, self, ("forget_revoked", day))
-            return
+                ctx.schedule(day_end(day) + self.window + self.sale_memory, ForgetRevoked(day))
+            return []
         if not rec.drugdetail:
-            return
+            return []
         needs: dict[str, tuple[Decimal, Decimal]] = {}
         for line in rec.drugdetail:
             med = line.med_list_codg
@@ -152,45 +170,37 @@ class Completeness(Detector):
         # a revocation that arrived first: taken out of the memory of early revocations either way
         revoked = self.revoked.pop(setl_id, None) is not None
         pending = PendingSettlement(code, when, needs, revoked=revoked)
-        tally = self.open_day(self.days, code, day, self.window, self.horizon, DayTally, ctx,
-                              "completeness.settlement_beyond_rejudge_horizon")
+        tally = self.windows.open(code, day, ctx)
         if tally is None:
-            return
+            return []
         if tally.judged:
             # A settlement uploaded after its day was judged: its window is over, judge it now.
             self._settle(setl_id, pending, tally)
-            self._judge(code, day, tally, ctx)
-        else:
-            self.settlements[setl_id] = pending
-            tally.pending.append(setl_id)
+            return self._judge(code, day, tally, ctx)
+        self.settlements[setl_id] = pending
+        tally.pending.append(setl_id)
+        return []
 
     # ---------------------------------------------------------------------------------- timers
-    def on_timer(self, key: Hashable, ctx: Context) -> None:
-        assert isinstance(key, tuple)
-        kind = key[0]
-        if kind == "forget_sales":
-            for skey in self.sales_by_day.pop(key[1], ()):
+    def on_timer(self, key: Hashable, ctx: RuleContext) -> Findings:
+        if isinstance(key, ForgetSales):
+            for skey in self.sales_by_day.pop(key.day, ()):
                 self.sales.pop(skey, None)
-            return
-        if kind == "forget_revoked":
-            day = key[1]
-            for setl_id in [s for s, d in self.revoked.items() if d == day]:
+            return []
+        if isinstance(key, ForgetRevoked):
+            for setl_id in [s for s, d in self.revoked.items() if d == key.day]:
                 del self.revoked[setl_id]
-            return
-        _, code, day = key
-        tally = self.days.get((code, day))
+            return []
+        assert isinstance(key, (JudgeDay, ForgetDay))
+        tally = self.windows.fire(key)
         if tally is None:
-            return
-        if kind == "forget":
-            del self.days[(code, day)]
-            return
+            return []
         for setl_id in tally.pending:
             pending = self.settlements.pop(setl_id, None)
             if pending is not None:
                 self._settle(setl_id, pending, tally)
         tally.pending = []
-        tally.judged = True
-        self._judge(code, day, tally, ctx)
+        return self._judge(key.code, key.day, tally, ctx)
 
     # ---------------------------------------------------------------------------------- judgment
     def matched_at(self, setl_id: str, med_list_codg: str, need: Decimal) -> datetime | None:
@@ -221,11 +231,11 @@ class Completeness(Detector):
                 if len(tally.samples) < self.max_samples:
                     tally.samples.append(f"setl_id={setl_id};med_list_codg={med}")
 
-    def _judge(self, code: str, day: date, tally: DayTally, ctx: Context) -> None:
+    def _judge(self, code: str, day: date, tally: DayTally, ctx: RuleContext) -> Findings:
         if tally.flagged or tally.lines == 0:
-            return
+            return []
         if Decimal(tally.matched) >= self.min_ratio * tally.lines:
-            return
+            return []
         tally.flagged = True
         ratio = Decimal(tally.matched) / Decimal(tally.lines)
         evidence: dict[str, Any] = {
@@ -246,5 +256,5 @@ class Completeness(Detector):
                        f"进销存销售记录匹配的 {tally.matched} 条（{ratio:.2%} < {self.min_ratio:.0%}），"
                        "进销存数据疑似不完整"),
         )
-        ctx.trigger(RULE, code, day, cause=f"day:{day.isoformat()}",
-                    alert_id=alert.alert_id if alert else None)
+        escalation = ctx.escalate(RULE, code, day, cause=f"day:{day.isoformat()}", alert=alert)
+        return [alert, escalation] if alert is not None else [escalation]

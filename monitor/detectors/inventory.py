@@ -36,16 +36,15 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol
 
 from pydantic import Field
 
 from monitor.clock import business_date, day_end, day_start
-from monitor.detectors.base import Detector, Params
+from monitor.contract import Findings, Params, Rule, RuleContext
 from monitor.records import INV_CHG_SIGN, PurchaseMovement, SaleMovement, StockChange, Stocktake
 
 if TYPE_CHECKING:
-    from monitor.engine import Context
     from monitor.policy.pack import Pack
     from monitor.records import Record
 
@@ -55,6 +54,19 @@ RULE = "inventory.negative_stock"
 STOCKTAKE, DELTA, SALE = 0, 1, 2
 
 BatchKey = tuple[str, str, str]
+
+
+class SettleBatch(NamedTuple):
+    """Fold a lot's movements whose ``settle_hours`` are over (the key of ``batches``)."""
+
+    code: str
+    med_list_codg: str
+    fixmedins_bchno: str
+
+
+class _Counts(Protocol):
+    def count(self, name: str, n: int = 1) -> None: ...
+
 #: how many of a lot's latest movements a 3507 deletion can still name; an older one is reported as
 #: ``inventory.retract_unknown`` (a deletion corrects a recent upload, and the memory stays per lot)
 RETRACTABLE_PER_LOT = 32
@@ -89,13 +101,15 @@ class Batch:
     pending: list[Movement] = field(default_factory=list)
 
 
-class NegativeStock(Detector):
+class NegativeStock(Rule):
     """``inventory.negative_stock`` (EZ-DM 二(二))."""
 
     name: ClassVar[str] = "inventory"
     rule_ids: ClassVar[tuple[str, ...]] = (RULE,)
     streams: ClassVar[tuple[str, ...]] = ("inventory",)
     params: ClassVar[dict[str, type[Params]]] = {RULE: NegativeStockParams}
+    timers: ClassVar[tuple[type, ...]] = (SettleBatch,)
+    state: ClassVar[tuple[str, ...]] = ("batches", "seq", "moves", "retracted", "deleted_through")
 
     def __init__(self, pack: Pack) -> None:
         super().__init__(pack)
@@ -115,7 +129,7 @@ class NegativeStock(Detector):
         self.deleted_through: dict[tuple[str, str, str], int] = {}
 
     # ---------------------------------------------------------------------------------- records
-    def on_record(self, rec: Record, arrival: datetime, ctx: Context) -> None:
+    def on_record(self, rec: Record, arrival: datetime, ctx: RuleContext) -> Findings:
         # Hot path (every 进销存 record): one type dispatch, no string formatting (the evidence reference
         # is formatted only when an alert is raised), and a timer only when the batch had none pending.
         if isinstance(rec, SaleMovement):
@@ -131,8 +145,8 @@ class NegativeStock(Detector):
         elif isinstance(rec, StockChange):
             kind, qty, establishes = DELTA, INV_CHG_SIGN[rec.inv_chg_type] * rec.cnt, False
         else:
-            return
-        key = (rec.fixmedins_code, rec.med_list_codg, rec.fixmedins_bchno)
+            return []
+        key = SettleBatch(rec.fixmedins_code, rec.med_list_codg, rec.fixmedins_bchno)
         batch = self.batches.get(key)
         self.seq += 1
         btime = rec.business_time
@@ -144,33 +158,33 @@ class NegativeStock(Detector):
             if not establishes:
                 ctx.count("inventory.movement_without_baseline")
                 _remember(seen, (rec.infno, self.seq, None, kind, qty))
-                return
+                return []
             batch = self.batches[key] = Batch(baseline=ref_text(move), since=btime)
         elif btime < batch.since:
             if not establishes:
                 # before the batch's first stocktake/purchase: already in that count, or unknowable
                 ctx.count("inventory.movement_before_baseline")
                 _remember(seen, (rec.infno, self.seq, None, kind, qty))
-                return
+                return []
             batch.since = btime
         _remember(seen, (rec.infno, self.seq, key, kind, qty))
         if batch.folded_to is not None and btime < batch.folded_to:
             ctx.count("inventory.movement_after_fold")
-            self._apply(key, batch, move, ctx)
-            return
+            return self._apply(key, batch, move, ctx)
         pending = batch.pending
         # (time, kind, seq) is unique, so plain tuple order is the application order
         if not pending:
             pending.append(move)
-            ctx.schedule(btime + self.settle, self, key)
+            ctx.schedule(btime + self.settle, key)
         elif pending[-1] < move:
             pending.append(move)
         else:
             bisect.insort(pending, move)
             # a timer is pending for this batch (due at its earlier head); an earlier head waits for it
+        return []
 
     # ---------------------------------------------------------------------------------- 3507
-    def retract(self, code: str, bchno: str, infnos: tuple[str, ...], ctx: Context) -> str:
+    def retract(self, code: str, bchno: str, infnos: tuple[str, ...], ctx: _Counts) -> str:
         """Undo the latest movement of ``infnos`` uploaded under ``(code, bchno)`` (module docstring).
         Returns ``"retracted"``, ``"duplicate"`` (every such movement is already retracted: a resent
         3507) or ``"unknown"`` (no such movement seen)."""
@@ -201,45 +215,47 @@ class NegativeStock(Detector):
         return "retracted"
 
     # ---------------------------------------------------------------------------------- timers
-    def on_timer(self, key: Hashable, ctx: Context) -> None:
-        assert isinstance(key, tuple)
+    def on_timer(self, key: Hashable, ctx: RuleContext) -> Findings:
+        assert isinstance(key, SettleBatch)
         batch = self.batches.get(key)
         if batch is None:
-            return
+            return []
         limit = ctx.now - self.settle
         done = 0
+        out: Findings = []
         for move in batch.pending:
             if move[0] > limit:
                 break
-            self._apply(key, batch, move, ctx)
+            out.extend(self._apply(key, batch, move, ctx))
             batch.folded_to = move[0] if batch.folded_to is None else max(batch.folded_to, move[0])
             done += 1
         del batch.pending[:done]
         if batch.pending:
-            ctx.schedule(batch.pending[0][0] + self.settle, self, key)
+            ctx.schedule(batch.pending[0][0] + self.settle, key)
+        return out
 
     # ---------------------------------------------------------------------------------- judgment
-    def _apply(self, key: BatchKey, batch: Batch, move: Movement, ctx: Context) -> None:
+    def _apply(self, key: BatchKey, batch: Batch, move: Movement, ctx: RuleContext) -> Findings:
         btime, kind, _, qty, split, _, price = move
         if kind == STOCKTAKE:
             batch.balance = qty
             batch.negative = False
             batch.baseline = ref_text(move)
-            return
+            return []
         before = batch.balance
         batch.balance += qty
         if kind != SALE:
             if batch.negative and batch.balance >= -self.tolerance:
                 batch.negative = False
-            return
+            return []
         tol = self.split_tolerance if split else self.tolerance
         if batch.balance >= -tol or batch.negative:
-            return
+            return []
         batch.negative = True
-        self._report(key, batch, btime, before, -qty, ref_text(move), price, ctx)
+        return self._report(key, batch, btime, before, -qty, ref_text(move), price, ctx)
 
     def _report(self, key: BatchKey, batch: Batch, when: datetime, before: Decimal, sold: Decimal, ref: str,
-                price: Decimal | None, ctx: Context) -> None:
+                price: Decimal | None, ctx: RuleContext) -> Findings:
         code, med, bchno = key
         day = business_date(when)
         shortfall = -batch.balance
@@ -260,7 +276,8 @@ class NegativeStock(Detector):
             vola_cont=(f"批次 {bchno}（{med}）库存 {before} 时销售 {sold}，结存 {batch.balance} 为负，"
                        "进销存数据疑似虚假"),
         )
-        ctx.trigger(RULE, code, day, cause=f"day:{day.isoformat()}", alert_id=alert.alert_id if alert else None)
+        escalation = ctx.escalate(RULE, code, day, cause=f"day:{day.isoformat()}", alert=alert)
+        return [alert, escalation] if alert is not None else [escalation]
 
 
 def _remember(seen: list[tuple[str, int, BatchKey | None, int, Decimal]],

@@ -45,11 +45,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import Field
 
 from monitor.clock import business_date, day_end, day_start
-from monitor.detectors.base import Detector, Params
+from monitor.contract import Findings, ForgetDay, JudgeDay, Params, Rule, RuleContext
+from monitor.detectors.windows import DayWindows
 from monitor.records import Prescription, Settlement
 
 if TYPE_CHECKING:
-    from monitor.engine import Context
     from monitor.policy.pack import Pack
     from monitor.records import Record
 
@@ -113,7 +113,14 @@ class DayTally:
     warned: bool = False
 
 
-class Prescriptions(Detector):
+@dataclass(frozen=True, slots=True)
+class ForgetPrescriptions:
+    """Forget the prescriptions remembered until ``day`` (validity end + ``rx_memory_days``)."""
+
+    day: date
+
+
+class Prescriptions(Rule):
     """``rx.not_uploaded`` (EZ-DM 二(三)) and ``rx.over_12_weeks`` (EZ-CONV 五)."""
 
     name: ClassVar[str] = "prescriptions"
@@ -123,6 +130,8 @@ class Prescriptions(Detector):
         NOT_UPLOADED: NotUploadedParams,
         OVER_12_WEEKS: Over12WeeksParams,
     }
+    timers: ClassVar[tuple[type, ...]] = (JudgeDay, ForgetDay, ForgetPrescriptions)
+    state: ClassVar[tuple[str, ...]] = ("rx", "rx_by_day", "need", "revoked_setl", "windows")
 
     def __init__(self, pack: Pack) -> None:
         super().__init__(pack)
@@ -145,40 +154,43 @@ class Prescriptions(Detector):
         self.need: dict[str, NeedRx] = {}
         self.revoked_setl: dict[str, date] = {}
         #: institution key space: day tallies.
-        self.days: dict[tuple[str, date], DayTally] = {}
+        self.windows: DayWindows[DayTally] = DayWindows(self.window, self.horizon, DayTally,
+                                                       "prescriptions.settlement_beyond_rejudge_horizon")
 
     # ---------------------------------------------------------------------------------- records
-    def on_record(self, rec: Record, arrival: datetime, ctx: Context) -> None:
+    def on_record(self, rec: Record, arrival: datetime, ctx: RuleContext) -> Findings:
         if isinstance(rec, Prescription):
-            self._on_prescription(rec, arrival, ctx)
-        elif isinstance(rec, Settlement) and self.check_upload:
-            self._on_settlement(rec, ctx)
+            return self._on_prescription(rec, arrival, ctx)
+        if isinstance(rec, Settlement) and self.check_upload:
+            return self._on_settlement(rec, ctx)
+        return []
 
-    def _on_prescription(self, rec: Prescription, arrival: datetime, ctx: Context) -> None:
+    def _on_prescription(self, rec: Prescription, arrival: datetime, ctx: RuleContext) -> Findings:
         state = self.rx.get(rec.hi_rxno)
         if rec.rx_status == "revoked":
             if state is None:
                 state = self._remember(rec, None, ctx)
             if state.revoked_at is None or arrival < state.revoked_at:
                 state.revoked_at = arrival
-            return
+            return []
         if state is None:
             self._remember(rec, arrival, ctx)
         elif state.arrival is None or arrival < state.arrival:
             state.arrival = arrival
-            state.person = ctx.pseudo.person(rec.psn_no)
+            state.person = ctx.person(rec.psn_no)
             state.prsc_time, state.valid_end_time = rec.prsc_time, rec.valid_end_time
         if self.max_days is not None:
-            self._long_prescription(rec, ctx)
+            return self._long_prescription(rec, ctx)
+        return []
 
-    def _remember(self, rec: Prescription, arrival: datetime | None, ctx: Context) -> RxState:
-        state = self.rx[rec.hi_rxno] = RxState(ctx.pseudo.person(rec.psn_no), rec.prsc_time,
+    def _remember(self, rec: Prescription, arrival: datetime | None, ctx: RuleContext) -> RxState:
+        state = self.rx[rec.hi_rxno] = RxState(ctx.person(rec.psn_no), rec.prsc_time,
                                                rec.valid_end_time, arrival, issuer=rec.fixmedins_code)
         forget = business_date(max(rec.valid_end_time, rec.prsc_time) + self.rx_memory)
         bucket = self.rx_by_day.get(forget)
         if bucket is None:
             bucket = self.rx_by_day[forget] = []
-            ctx.schedule(day_start(forget), self, ("forget_rx", forget))
+            ctx.schedule(day_start(forget), ForgetPrescriptions(forget))
         bucket.append(rec.hi_rxno)
         return state
 
@@ -188,7 +200,7 @@ class Prescriptions(Detector):
             return True
         return rec.med_type in self.pooling_med_types and rec.hifp_pay > 0
 
-    def _on_settlement(self, rec: Settlement, ctx: Context) -> None:
+    def _on_settlement(self, rec: Settlement, ctx: RuleContext) -> Findings:
         day = business_date(rec.setl_time)
         if rec.setl_status == "revoked":
             pending = self.need.get(rec.setl_id)
@@ -196,49 +208,50 @@ class Prescriptions(Detector):
                 pending.revoked = True
             else:
                 self.revoked_setl[rec.setl_id] = day
-            return
+            return []
         if not self.needs_prescription(rec):
-            return
+            return []
         code = rec.fixmedins_code
-        tally = self.open_day(self.days, code, day, self.window, self.horizon, DayTally, ctx,
-                              "prescriptions.settlement_beyond_rejudge_horizon")
+        tally = self.windows.open(code, day, ctx)
         if tally is None:
-            return
+            return []
         amount = rec.fund_pay_sumamt if rec.fund_pay_sumamt is not None else rec.hifp_pay
-        need = NeedRx(code, rec.setl_id, rec.setl_time, ctx.pseudo.person(rec.psn_no), rec.hi_rxno or None,
+        need = NeedRx(code, rec.setl_id, rec.setl_time, ctx.person(rec.psn_no), rec.hi_rxno or None,
                       amount, revoked=self.revoked_setl.pop(rec.setl_id, None) is not None)
         if tally.judged:
-            self._settle(need, tally, ctx)
-            self._judge(code, day, tally, ctx)
-        else:
-            self.need[rec.setl_id] = need
-            tally.pending.append(rec.setl_id)
+            out = self._settle(need, tally, ctx)
+            out.extend(self._judge(code, day, tally, ctx))
+            return out
+        self.need[rec.setl_id] = need
+        tally.pending.append(rec.setl_id)
+        return []
 
     # ---------------------------------------------------------------------------------- timers
-    def on_timer(self, key: Hashable, ctx: Context) -> None:
-        assert isinstance(key, tuple)
-        kind = key[0]
-        if kind == "forget_rx":
-            for rxno in self.rx_by_day.pop(key[1], ()):
+    def on_timer(self, key: Hashable, ctx: RuleContext) -> Findings:
+        if isinstance(key, ForgetPrescriptions):
+            for rxno in self.rx_by_day.pop(key.day, ()):
                 self.rx.pop(rxno, None)
-            return
-        _, code, day = key
-        tally = self.days.get((code, day))
+            return []
+        assert isinstance(key, (JudgeDay, ForgetDay))
+        code, day = key.code, key.day
+        if isinstance(key, ForgetDay):
+            if self.windows.get(code, day) is not None:
+                horizon = day - timedelta(days=2)
+                for setl_id in [s for s, d in self.revoked_setl.items() if d <= horizon]:
+                    del self.revoked_setl[setl_id]
+            self.windows.fire(key)
+            return []
+        tally = self.windows.fire(key)
         if tally is None:
-            return
-        if kind == "forget":
-            del self.days[(code, day)]
-            horizon = day - timedelta(days=2)
-            for setl_id in [s for s, d in self.revoked_setl.items() if d <= horizon]:
-                del self.revoked_setl[setl_id]
-            return
+            return []
+        out: Findings = []
         for setl_id in tally.pending:
             need = self.need.pop(setl_id, None)
             if need is not None:
-                self._settle(need, tally, ctx)
+                out.extend(self._settle(need, tally, ctx))
         tally.pending = []
-        tally.judged = True
-        self._judge(code, day, tally, ctx)
+        out.extend(self._judge(code, day, tally, ctx))
+        return out
 
     # ---------------------------------------------------------------------------------- judgment
     def why_uncovered(self, need: NeedRx) -> str | None:
@@ -258,7 +271,7 @@ class Prescriptions(Detector):
             return "outside_validity"
         return None
 
-    def _issuer(self, need: NeedRx, reason: str, ctx: Context) -> str | None:
+    def _issuer(self, need: NeedRx, reason: str, ctx: RuleContext) -> str | None:
         """Whose failure an upload failure of a cited prescription is: the issuer when it is another
         institution (known once its prescription arrived), else None (the settler's own)."""
         if reason not in ("not_uploaded", "uploaded_late") or need.hi_rxno is None:
@@ -270,14 +283,14 @@ class Prescriptions(Detector):
         # a pharmacy does not issue prescriptions: the unseen issuer is someone else (外配处方)
         return "?" if inst is not None and inst.is_pharmacy else None
 
-    def _settle(self, need: NeedRx, tally: DayTally, ctx: Context) -> None:
+    def _settle(self, need: NeedRx, tally: DayTally, ctx: RuleContext) -> Findings:
         if need.revoked:
-            return
+            return []
         tally.needing += 1
         reason = self.why_uncovered(need)
         if reason is None:
             tally.covered += 1
-            return
+            return []
         issuer = self._issuer(need, reason, ctx)
         if issuer is not None:
             # EZ-DM 二(三) binds the issuer; the dispensing pharmacy cited a prescription: warning only
@@ -287,19 +300,19 @@ class Prescriptions(Detector):
                 tally.issuer_samples.append(f"setl_id={need.setl_id};hi_rxno={need.hi_rxno};reason={reason};"
                                             f"issuer={issuer if issuer != '?' else 'unknown'}")
             if issuer != "?":
-                self._charge_issuer(issuer, need, reason, ctx)
-            return
+                return self._charge_issuer(issuer, need, reason, ctx)
+            return []
         tally.uncovered_amt += need.amount
         tally.reasons[reason] = tally.reasons.get(reason, 0) + 1
         if len(tally.samples) < self.max_samples:
             tally.samples.append(f"setl_id={need.setl_id};reason={reason}")
+        return []
 
-    def _charge_issuer(self, issuer: str, need: NeedRx, reason: str, ctx: Context) -> None:
+    def _charge_issuer(self, issuer: str, need: NeedRx, reason: str, ctx: RuleContext) -> Findings:
         day = business_date(need.setl_time)
-        tally = self.open_day(self.days, issuer, day, self.window, self.horizon, DayTally, ctx,
-                              "prescriptions.settlement_beyond_rejudge_horizon")
+        tally = self.windows.open(issuer, day, ctx)
         if tally is None:
-            return
+            return []
         tally.needing += 1
         tally.uncovered_amt += need.amount
         key = f"issued_{reason}"
@@ -307,13 +320,14 @@ class Prescriptions(Detector):
         if len(tally.samples) < self.max_samples:
             tally.samples.append(f"hi_rxno={need.hi_rxno};dispensed_by={need.code};reason={key}")
         if tally.judged:
-            self._judge(issuer, day, tally, ctx)
+            return self._judge(issuer, day, tally, ctx)
+        return []
 
-    def _warn_dispenser(self, code: str, day: date, tally: DayTally, ctx: Context) -> None:
+    def _warn_dispenser(self, code: str, day: date, tally: DayTally, ctx: RuleContext) -> Findings:
         if tally.warned or not tally.issuer_failures:
-            return
+            return []
         tally.warned = True
-        ctx.alert(
+        alert = ctx.alert(
             NOT_UPLOADED, code, subject="day:issuer", window_start=day_start(day), window_end=day_end(day),
             severity="warning",
             evidence={"business_date": day.isoformat(), "external_rx_not_uploaded": tally.issuer_failures,
@@ -322,18 +336,18 @@ class Prescriptions(Detector):
             vola_cont=(f"{day} 外配处方 {tally.issuer_failures} 张未按时上传电子处方平台（开方机构责任），"
                        "调剂药店提示"),
         )
+        return [alert] if alert is not None else []
 
-    def _judge(self, code: str, day: date, tally: DayTally, ctx: Context) -> None:
-        if tally.judged:
-            self._warn_dispenser(code, day, tally, ctx)
+    def _judge(self, code: str, day: date, tally: DayTally, ctx: RuleContext) -> Findings:
+        out = self._warn_dispenser(code, day, tally, ctx) if tally.judged else []
         if tally.flagged or tally.needing == 0:
-            return
+            return out
         if Decimal(tally.covered) >= self.min_coverage * tally.needing:
-            return
+            return out
         ratio = Decimal(tally.covered) / Decimal(tally.needing)
         triggers = tally.needing >= self.trigger_min_needing and ratio < self.trigger_below
         if not triggers and not tally.judged:
-            return  # a small day is judged once complete (it may still grow to the minimum)
+            return out  # a small day is judged once complete (it may still grow to the minimum)
         tally.flagged = triggers
         evidence: dict[str, Any] = {
             "business_date": day.isoformat(),
@@ -350,37 +364,41 @@ class Prescriptions(Detector):
         evidence["trigger_below_coverage"] = f"{self.trigger_below:.4f}"
         if not triggers:
             # proportionate: under the pack's minimum volume the day is reported, not sanctioned
-            ctx.alert(
+            minor = ctx.alert(
                 NOT_UPLOADED, code, subject="day:minor", window_start=day_start(day), window_end=day_end(day),
                 evidence=evidence, vola_amt=tally.uncovered_amt, severity="warning",
                 vola_cont=(f"{day} 需处方的结算 {tally.needing} 笔，关联有效电子处方 {tally.covered} 笔"
                            f"（{ratio:.2%}），未达处理起点"
                            f"（≥{self.trigger_min_needing} 笔且 <{self.trigger_below:.0%}）"),
             )
-            return
+            if minor is not None:
+                out.append(minor)
+            return out
         alert = ctx.alert(
             NOT_UPLOADED, code, subject="day", window_start=day_start(day), window_end=day_end(day),
             evidence=evidence, vola_amt=tally.uncovered_amt,
             vola_cont=(f"{day} 需处方的结算 {tally.needing} 笔，关联已上传有效电子处方的 {tally.covered} 笔"
                        f"（{ratio:.2%}），处方未全量上传医保电子处方平台"),
         )
-        ctx.trigger(NOT_UPLOADED, code, day, cause=f"day:{day.isoformat()}",
-                    alert_id=alert.alert_id if alert else None)
+        if alert is not None:
+            out.append(alert)
+        out.append(ctx.escalate(NOT_UPLOADED, code, day, cause=f"day:{day.isoformat()}", alert=alert))
+        return out
 
-    def _long_prescription(self, rec: Prescription, ctx: Context) -> None:
+    def _long_prescription(self, rec: Prescription, ctx: RuleContext) -> Findings:
         assert self.max_days is not None
         long_lines = [(d.med_list_codg, d.medc_days) for d in rec.rxdrugdetail if d.medc_days > self.max_days]
         if not long_lines:
-            return
+            return []
         day = business_date(rec.prsc_time)
         longest = max(days for _, days in long_lines)
-        ctx.alert(
+        alert = ctx.alert(
             OVER_12_WEEKS, rec.fixmedins_code, subject=f"rx:{rec.hi_rxno}",
             window_start=day_start(day), window_end=day_end(day),
             evidence={
                 "hi_rxno": rec.hi_rxno,
                 "hosp_rxno": rec.hosp_rxno,
-                "psn": ctx.pseudo.person(rec.psn_no),
+                "psn": ctx.person(rec.psn_no),
                 "prsc_time": rec.prsc_time.isoformat(),
                 "max_medc_days": self.max_days,
                 "longest_medc_days": longest,
@@ -388,3 +406,4 @@ class Prescriptions(Detector):
             },
             vola_cont=f"处方 {rec.hi_rxno} 用药天数 {longest} 天，超过长处方上限 {self.max_days} 天（12 周）",
         )
+        return [alert] if alert is not None else []

@@ -40,11 +40,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import Field
 
 from monitor.clock import add_months, business_date, day_end, day_start
-from monitor.detectors.base import Detector, Params
+from monitor.contract import Findings, Params, Rule, RuleContext
 from monitor.records import Finding, Settlement, TraceScan
 
 if TYPE_CHECKING:
-    from monitor.engine import Context
     from monitor.outputs import Ticket
     from monitor.policy.pack import Pack
     from monitor.records import Record
@@ -82,6 +81,13 @@ class RenewalParams(Params):
     dual_pricing_rules: list[str] = Field(default=["price.dual_serious"])
 
 
+@dataclass(frozen=True, slots=True)
+class YearEnd:
+    """Judge ``renewal.grounds`` of a calendar year (after 31 December + ``judge_after_hours``)."""
+
+    year: int
+
+
 @dataclass(slots=True)
 class DayHit:
     day: date
@@ -106,7 +112,7 @@ GROUND_TEXT: dict[str, str] = {
 }
 
 
-class Status(Detector):
+class Status(Rule):
     name: ClassVar[str] = "status"
     rule_ids: ClassVar[tuple[str, ...]] = ("status.settled_while_suspended", "renewal.grounds")
     streams: ClassVar[tuple[str, ...]] = ("settlements", "tracecodes", "findings")
@@ -114,6 +120,8 @@ class Status(Detector):
         "status.settled_while_suspended": SuspendedParams,
         "renewal.grounds": RenewalParams,
     }
+    timers: ClassVar[tuple[type, ...]] = (YearEnd,)
+    state: ClassVar[tuple[str, ...]] = ("hits", "agency", "years")
     watches_tickets: ClassVar[bool] = True
 
     def __init__(self, pack: Pack) -> None:
@@ -128,10 +136,11 @@ class Status(Detector):
         self.years: dict[int, dict[str, YearTally]] = {}
 
     # ------------------------------------------------------------------------------------- inputs
-    def on_record(self, rec: Record, arrival: datetime, ctx: Context) -> None:
+    def on_record(self, rec: Record, arrival: datetime, ctx: RuleContext) -> Findings:
+        out: Findings = []
         if isinstance(rec, Settlement):
             if self.susp is not None and rec.setl_status == "settled":
-                self._suspended(rec, ctx, self.susp)
+                out = self._suspended(rec, ctx, self.susp)
             if self.renew is not None:
                 self._tally_settlement(rec, ctx)
         elif isinstance(rec, Finding):
@@ -144,13 +153,15 @@ class Status(Detector):
                     tally.codes += 1
                 elif rec.scan_kind == "sale_return":
                     tally.codes -= 1
+        return out
 
-    def on_ticket(self, ticket: Ticket, ctx: Context) -> None:
+    def on_ticket(self, ticket: Ticket, ctx: RuleContext) -> Findings:
         if self.renew is None or ticket.action != "NO_RENEWAL":
-            return
+            return []
         if any(r in self.renew.dual_pricing_rules for r in ticket.rule_ids):
             tally = self._tally(ticket.fixmedins_code, ticket.effective_from.year, ctx)
             tally.dual_tickets.append(ticket.ticket_id)
+        return []
 
     # ------------------------------------------------------------------ status.settled_while_suspended
     def _agency_finding(self, f: Finding, p: SuspendedParams) -> None:
@@ -169,12 +180,12 @@ class Status(Detector):
             horizon = day - timedelta(days=400)
             self.agency[f.fixmedins_code] = [s for s in stops if s.until >= horizon]
 
-    def _grounds(self, st: Settlement, day: date, ctx: Context, p: SuspendedParams) -> list[dict[str, Any]]:
+    def _grounds(self, st: Settlement, day: date, ctx: RuleContext, p: SuspendedParams) -> list[dict[str, Any]]:
         code = st.fixmedins_code
         pooling = st.hifp_pay > 0 and st.med_type in p.med_types
         insured = st.hifp_pay > 0 or st.acct_pay > 0
         grounds: list[dict[str, Any]] = []
-        for s in ctx.ledger.in_force(code, day):
+        for s in ctx.sanctions.in_force(code, day):
             if pooling or (insured and s.action in AGREEMENT_LEVEL):
                 grounds.append({"ground": "ticket", "action": s.action, "ticket_id": s.ticket_id,
                                 "effective_from": s.effective_from.isoformat(),
@@ -195,21 +206,21 @@ class Status(Detector):
                                     "from": stop.start.isoformat(), "until": stop.until.isoformat()})
         return grounds
 
-    def _suspended(self, st: Settlement, ctx: Context, p: SuspendedParams) -> None:
+    def _suspended(self, st: Settlement, ctx: RuleContext, p: SuspendedParams) -> Findings:
         if st.hifp_pay <= 0 and st.acct_pay <= 0:
-            return
+            return []
         day = business_date(st.setl_time)
         grounds = self._grounds(st, day, ctx, p)
         if not grounds:
-            return
+            return []
         hit = self.hits.get(st.fixmedins_code)
         if hit is not None and hit.day == day:
             hit.settlements += 1
-            return
+            return []
         hit = self.hits[st.fixmedins_code] = DayHit(day, 1, [f"setl_id={st.setl_id}"])
         in_force = [g for g in grounds if g["ground"] == "ticket"]
-        state = ctx.ledger.state(st.fixmedins_code, day)
-        ctx.alert(
+        state = ctx.sanctions.state(st.fixmedins_code, day)
+        alert = ctx.alert(
             "status.settled_while_suspended", st.fixmedins_code, subject="day",
             window_start=day_start(day), window_end=day_end(day),
             evidence={
@@ -226,32 +237,33 @@ class Status(Detector):
                        "仍发生医保结算"),
             vola_amt=st.hifp_pay + st.acct_pay,
         )
+        return [alert] if alert is not None else []
 
     # ----------------------------------------------------------------------------- renewal.grounds
-    def _tally(self, code: str, year: int, ctx: Context) -> YearTally:
+    def _tally(self, code: str, year: int, ctx: RuleContext) -> YearTally:
         assert self.renew is not None
         book = self.years.get(year)
         if book is None:
             book = self.years[year] = {}
             due = day_end(date(year, 12, 31)) + timedelta(hours=self.renew.judge_after_hours)
-            ctx.schedule(due, self, ("year", year))
+            ctx.schedule(due, YearEnd(year))
         tally = book.get(code)
         if tally is None:
             tally = book[code] = YearTally()
         return tally
 
-    def _tally_settlement(self, st: Settlement, ctx: Context) -> None:
+    def _tally_settlement(self, st: Settlement, ctx: RuleContext) -> None:
         tally = self._tally(st.fixmedins_code, business_date(st.setl_time).year, ctx)
         sign = 1 if st.setl_status == "settled" else -1
         tally.settlements += sign
         packs = sum((line.cnt for line in st.drugdetail if line.trdn_flag != "1"), Decimal(0))
         tally.packs += sign * packs
 
-    def on_timer(self, key: Hashable, ctx: Context) -> None:
-        assert isinstance(key, tuple) and key[0] == "year"
-        year: int = key[1]
+    def on_timer(self, key: Hashable, ctx: RuleContext) -> Findings:
+        assert isinstance(key, YearEnd) and self.renew is not None
+        year = key.year
         book = self.years.pop(year, {})
-        assert self.renew is not None
+        out: Findings = []
         first, last = date(year, 1, 1), date(year, 12, 31)
         codes = set(book)
         for code, inst in ctx.registry.institutions.items():
@@ -284,6 +296,8 @@ class Status(Detector):
                 },
                 vola_cont="；".join(f"({g}) {GROUND_TEXT[g]}" for g in grounds),
             )
+            if alert is not None:
+                out.append(alert)
             if set(grounds) - {"13"}:  # (13) alone already has its NO_RENEWAL ticket (dual-pricing ladder)
-                ctx.trigger("renewal.grounds", code, last, cause=f"year:{year}",
-                            alert_id=alert.alert_id if alert else None)
+                out.append(ctx.escalate("renewal.grounds", code, last, cause=f"year:{year}", alert=alert))
+        return out

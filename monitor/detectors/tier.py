@@ -41,11 +41,10 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from monitor.clock import add_years, business_date, day_end, day_start
-from monitor.detectors.base import Detector, Params
+from monitor.contract import Findings, Params, RegistryView, Rule, RuleContext
 from monitor.records import Finding, Institution, Settlement
 
 if TYPE_CHECKING:
-    from monitor.engine import Context, Registry
     from monitor.policy.pack import Pack
     from monitor.records import Record
 
@@ -102,7 +101,7 @@ class DowngradeParams(Params):
     at_lowest: str = Field(description="what the scheme does instead of a downgrade at the lowest tier")
 
 
-def classify(st: Settlement, inst: Institution, registry: Registry, p: NotEntitledParams) -> set[str]:
+def classify(st: Settlement, inst: Institution, registry: RegistryView, p: NotEntitledParams) -> set[str]:
     """The services a settlement uses (see the module docstring)."""
     services = {"acct"}
     if st.med_type in p.chronic_med_types:
@@ -134,7 +133,7 @@ class Counter:
     events: dict[str, date] = field(default_factory=dict)  # finding_id → date
 
 
-class TierRules(Detector):
+class TierRules(Rule):
     name: ClassVar[str] = "tier"
     rule_ids: ClassVar[tuple[str, ...]] = ("tier.not_entitled", "tier.downgrade")
     streams: ClassVar[tuple[str, ...]] = ("settlements", "findings")
@@ -158,30 +157,31 @@ class TierRules(Detector):
         #: the last institution-day reviewed, per institution (one REVIEW trigger a day is enough).
         self.reviewed: dict[str, date] = {}
 
-    def on_record(self, rec: Record, arrival: datetime, ctx: Context) -> None:
+    def on_record(self, rec: Record, arrival: datetime, ctx: RuleContext) -> Findings:
         if isinstance(rec, Settlement):
             if self.ne is not None and rec.setl_status == "settled":
-                self._entitlement(rec, ctx, self.ne)
+                return self._entitlement(rec, ctx, self.ne)
         elif isinstance(rec, Finding) and self.dg is not None and rec.kind in self.kinds:
-            self._downgrade(rec, ctx, self.dg)
+            return self._downgrade(rec, ctx, self.dg)
+        return []
 
     # ---------------------------------------------------------------------------- tier.not_entitled
-    def _entitlement(self, st: Settlement, ctx: Context, p: NotEntitledParams) -> None:
+    def _entitlement(self, st: Settlement, ctx: RuleContext, p: NotEntitledParams) -> Findings:
         # the entry in effect when it settled (XY-TIER 第四条): a promotion uploaded before it takes
         # effect does not apply yet, nor does a lost right before its date
         inst = ctx.registry.institution_on(st.fixmedins_code, st.setl_time)
         if inst is None or inst.tier is None or inst.tier_scheme is None:
-            return
+            return []
         scheme = p.schemes.get(inst.tier_scheme)
         if scheme is None:
-            return
+            return []
         if inst.tier not in scheme.tiers:
             ctx.count("tier.unknown_tier")
-            return
+            return []
         used = classify(st, inst, ctx.registry, p)
         missing = sorted(used - allowed(scheme, inst.tier, inst.is_pharmacy))
         if not missing:
-            return
+            return []
         day = business_date(st.setl_time)
         alert = ctx.alert(
             "tier.not_entitled", st.fixmedins_code, subject=f"setl:{st.setl_id}",
@@ -200,10 +200,12 @@ class TierRules(Detector):
                        f"（{scheme.basis}）"),
             vola_amt=st.medfee_sumamt - st.psn_cash_pay,  # what insurance paid for it
         )
+        out: Findings = [alert] if alert is not None else []
         if self.reviewed.get(st.fixmedins_code) != day:
             self.reviewed[st.fixmedins_code] = day
-            ctx.trigger("tier.not_entitled", st.fixmedins_code, day, cause=f"day:{day.isoformat()}",
-                        alert_id=alert.alert_id if alert else None)
+            out.append(ctx.escalate("tier.not_entitled", st.fixmedins_code, day, cause=f"day:{day.isoformat()}",
+                                    alert=alert))
+        return out
 
     # ---------------------------------------------------------------------------- tier.downgrade
     def _current_tier(self, inst: Institution) -> str | None:
@@ -233,14 +235,15 @@ class TierRules(Detector):
                 return group[-count:]
         return None
 
-    def _downgrade(self, f: Finding, ctx: Context, p: DowngradeParams) -> None:
+    def _downgrade(self, f: Finding, ctx: RuleContext, p: DowngradeParams) -> Findings:
+        out: Findings = []
         inst = ctx.registry.institution(f.fixmedins_code)
         if inst is None or inst.tier_scheme != p.scheme:
-            return
+            return out
         tier = self._current_tier(inst)
         if tier not in p.order:
             ctx.count("tier.unknown_tier")
-            return
+            return out
         day = business_date(f.occurred_at)
         book = self.counters.setdefault(f.fixmedins_code, {})
         for name, spec in p.counters.items():
@@ -263,11 +266,12 @@ class TierRules(Detector):
             last = max(counter.events[k] for k in ids)
             for k in ids:  # consumed: these findings never count towards another downgrade
                 del counter.events[k]
-            self._issue(ctx, p, inst, tier, name, spec, ids, first, max(last, day))
+            out.extend(self._issue(ctx, p, inst, tier, name, spec, ids, first, max(last, day)))
             tier = self._current_tier(inst) or tier
+        return out
 
-    def _issue(self, ctx: Context, p: DowngradeParams, inst: Institution, tier: str, name: str,
-               spec: CounterSpec, ids: list[str], first: date, day: date) -> None:
+    def _issue(self, ctx: RuleContext, p: DowngradeParams, inst: Institution, tier: str, name: str,
+               spec: CounterSpec, ids: list[str], first: date, day: date) -> Findings:
         idx = p.order.index(tier)
         target = p.order[0] if spec.to_lowest else p.order[max(0, idx - spec.steps)]
         evidence = {
@@ -283,14 +287,15 @@ class TierRules(Detector):
         start, end = day_start(first), day_end(day)
         if target == tier:
             evidence["consequence"] = p.at_lowest
-            ctx.alert("tier.downgrade", inst.fixmedins_code, subject=f"{name}:{','.join(ids)}",
-                      window_start=start, window_end=end, evidence=evidence, severity="info",
-                      vola_cont=f"{tier}级机构触发{spec.clause}，已是最低级：{p.at_lowest}")
-            return
+            lowest = ctx.alert("tier.downgrade", inst.fixmedins_code, subject=f"{name}:{','.join(ids)}",
+                               window_start=start, window_end=end, evidence=evidence, severity="info",
+                               vola_cont=f"{tier}级机构触发{spec.clause}，已是最低级：{p.at_lowest}")
+            return [lowest] if lowest is not None else []
         alert = ctx.alert("tier.downgrade", inst.fixmedins_code, subject=f"{name}:{','.join(ids)}",
                           window_start=start, window_end=end, evidence=evidence,
                           vola_cont=f"{spec.clause}：{len(ids)} 次，{tier}级降至{target}级",
                           vola_amt=Decimal("0"))
         self.lowered[inst.fixmedins_code] = (inst.valid_from, target)
-        ctx.trigger("tier.downgrade", inst.fixmedins_code, day, cause=f"{name}:{','.join(ids)}",
-                    alert_id=alert.alert_id if alert else None, new_tier=target)
+        escalation = ctx.escalate("tier.downgrade", inst.fixmedins_code, day, cause=f"{name}:{','.join(ids)}",
+                                  alert=alert, new_tier=target)
+        return [alert, escalation] if alert is not None else [escalation]

@@ -39,11 +39,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import Field
 
 from monitor.clock import business_date, day_end, day_start
-from monitor.detectors.base import Detector, Params
+from monitor.contract import Findings, ForgetDay, JudgeDay, Params, Rule, RuleContext
+from monitor.detectors.windows import DayWindows
 from monitor.records import PurchaseMovement, SaleMovement, Settlement, StockChange, Stocktake, TraceScan
 
 if TYPE_CHECKING:
-    from monitor.engine import Context
     from monitor.policy.pack import Pack
     from monitor.records import Record
 
@@ -111,7 +111,7 @@ class DayTally:
 Volume = list[int]
 
 
-class UploadTimeliness(Detector):
+class UploadTimeliness(Rule):
     name: ClassVar[str] = "upload"
     rule_ids: ClassVar[tuple[str, ...]] = ("upload.late", "upload.not_realtime", "upload.time_unknown",
                                            "upload.silent_stream")
@@ -122,6 +122,8 @@ class UploadTimeliness(Detector):
         "upload.time_unknown": TimeUnknownParams,
         "upload.silent_stream": SilentStreamParams,
     }
+    timers: ClassVar[tuple[type, ...]] = (JudgeDay, ForgetDay)
+    state: ClassVar[tuple[str, ...]] = ("windows", "volumes")
 
     def __init__(self, pack: Pack) -> None:
         super().__init__(pack)
@@ -138,13 +140,14 @@ class UploadTimeliness(Detector):
         self.silent_params: SilentStreamParams | None = (
             self.param_model("upload.silent_stream") if pack.enabled("upload.silent_stream") else None)
         self.volume_memory = judge.volume_memory_days
-        self.days: dict[tuple[str, date], DayTally] = {}
+        self.windows: DayWindows[DayTally] = DayWindows(self.max_lag, self.horizon, DayTally,
+                                                       "upload.late_beyond_rejudge_horizon")
         #: institution → stream → business-day ordinal → [known, late, unknown] (review evidence)
         self.volumes: dict[str, dict[str, dict[int, Volume]]] = {}
         self._volume_pruned: int = 0
 
     # ---------------------------------------------------------------------------------- records
-    def on_record(self, rec: Record, arrival: datetime, ctx: Context) -> None:
+    def on_record(self, rec: Record, arrival: datetime, ctx: RuleContext) -> Findings:
         btime = rec.business_time
         assert btime is not None
         code = rec.fixmedins_code  # type: ignore[union-attr]
@@ -156,11 +159,10 @@ class UploadTimeliness(Detector):
         # a silent stream is judged against the day's settlements, also where settlements' own upload
         # times are not watched (xianyang: XY-TIER 第五条3 binds 进销存 and trace codes only)
         if not watched and not (self.silent_params is not None and isinstance(rec, Settlement)):
-            return
-        tally = self.open_day(self.days, code, day, self.max_lag, self.horizon, DayTally, ctx,
-                              "upload.late_beyond_rejudge_horizon")
+            return []
+        tally = self.windows.open(code, day, ctx)
         if tally is None:
-            return
+            return []
         if isinstance(rec, Settlement):
             if rec.setl_status == "settled" and rec.drugdetail:
                 tally.settlements += 1
@@ -170,15 +172,13 @@ class UploadTimeliness(Detector):
         elif isinstance(rec, TraceScan) and rec.scan_kind == "sale":
             tally.sale_scans += 1
         if not watched:
-            return
+            return []
         if not known:
             # no inf_time and no broker timestamp: neither late nor on time (silence is not compliance)
             tally.unknown += 1
             tally.unknown_by_stream[rec.STREAM] = tally.unknown_by_stream.get(rec.STREAM, 0) + 1
             ctx.count(f"{rec.STREAM}.upload_time_unknown")
-            if tally.judged:
-                self._judge(code, day, tally, ctx)
-            return
+            return self._judge(code, day, tally, ctx) if tally.judged else []
         tally.total += 1
         if lag > self.max_lag:
             tally.late += 1
@@ -187,21 +187,16 @@ class UploadTimeliness(Detector):
             if len(tally.samples) < 5:
                 tally.samples.append(record_ref(rec))
             if tally.judged:
-                self._judge(code, day, tally, ctx)
+                return self._judge(code, day, tally, ctx)
+        return []
 
-    def on_timer(self, key: Hashable, ctx: Context) -> None:
-        assert isinstance(key, tuple)
-        kind, code, day = key
-        if kind == "forget":
-            self.days.pop((code, day), None)
-            return
-        tally = self.days.get((code, day))
-        if tally is not None:
-            tally.judged = True
-            self._judge(code, day, tally, ctx)
+    def on_timer(self, key: Hashable, ctx: RuleContext) -> Findings:
+        assert isinstance(key, (JudgeDay, ForgetDay))
+        tally = self.windows.fire(key)
+        return self._judge(key.code, key.day, tally, ctx) if tally is not None else []
 
     # ------------------------------------------------------------------------------ review evidence
-    def _count_volume(self, code: str, stream: str, day: date, known: bool, late: bool, ctx: Context) -> None:
+    def _count_volume(self, code: str, stream: str, day: date, known: bool, late: bool, ctx: RuleContext) -> None:
         ordinal = day.toordinal()
         by_stream = self.volumes.setdefault(code, {})
         days = by_stream.setdefault(stream, {})
@@ -216,7 +211,7 @@ class UploadTimeliness(Detector):
             if late:
                 vol[1] += 1
 
-    def _prune_volumes(self, ctx: Context) -> None:
+    def _prune_volumes(self, ctx: RuleContext) -> None:
         limit = business_date(ctx.now).toordinal() - self.volume_memory
         if limit <= self._volume_pruned + 7:
             return
@@ -287,15 +282,15 @@ class UploadTimeliness(Detector):
             "sample_records": list(tally.samples),
         }
 
-    def _judge_unknown(self, code: str, day: date, tally: DayTally, ctx: Context) -> None:
+    def _judge_unknown(self, code: str, day: date, tally: DayTally, ctx: RuleContext) -> Findings:
         p = self.unknown_params
         if p is None or tally.unknown_reported or tally.unknown < p.min_unknown:
-            return
+            return []
         records = tally.unknown + tally.total
         if Decimal(tally.unknown) <= Decimal(str(p.max_unknown_share)) * records:
-            return
+            return []
         tally.unknown_reported = True
-        ctx.alert(
+        alert = ctx.alert(
             "upload.time_unknown", code, subject="day", window_start=day_start(day), window_end=day_end(day),
             evidence={"business_date": day.isoformat(), "records": records, "upload_time_unknown": tally.unknown,
                       "unknown_share": f"{Decimal(tally.unknown) / Decimal(records):.4f}",
@@ -303,18 +298,19 @@ class UploadTimeliness(Detector):
                       "unknown_by_stream": dict(sorted(tally.unknown_by_stream.items()))},
             vola_cont=f"{day} 有 {tally.unknown}/{records} 条记录无上传时间(inf_time)，无法确认实时上传",
         )
+        return [alert] if alert is not None else []
 
-    def _judge_silent(self, code: str, day: date, tally: DayTally, ctx: Context) -> None:
+    def _judge_silent(self, code: str, day: date, tally: DayTally, ctx: RuleContext) -> Findings:
         p = self.silent_params
         if p is None or tally.silent_reported or tally.settlements < p.min_settlements:
-            return
+            return []
         silent = []
         if "inventory" in p.streams and tally.sales == 0:
             silent.append("inventory")
         if "tracecodes" in p.streams and tally.insured_packs > 0 and tally.sale_scans == 0:
             silent.append("tracecodes")
         if not silent:
-            return
+            return []
         tally.silent_reported = True
         names = {"inventory": "进销存(3505 销售)", "tracecodes": "追溯码(销售扫码)"}
         alert = ctx.alert(
@@ -326,23 +322,26 @@ class UploadTimeliness(Detector):
             vola_cont=(f"{day} 结算 {tally.settlements} 笔，但{'、'.join(names[s] for s in silent)}在"
                        f" {self.max_lag.total_seconds() / 3600:g} 小时内无上传，未实现数据实时上传"),
         )
-        ctx.trigger("upload.silent_stream", code, day, cause=f"silent:{day.isoformat()}",
-                    alert_id=alert.alert_id if alert else None)
+        escalation = ctx.escalate("upload.silent_stream", code, day, cause=f"silent:{day.isoformat()}",
+                                  alert=alert)
+        return [alert, escalation] if alert is not None else [escalation]
 
-    def _judge(self, code: str, day: date, tally: DayTally, ctx: Context) -> None:
+    def _judge(self, code: str, day: date, tally: DayTally, ctx: RuleContext) -> Findings:
         start, end = day_start(day), day_end(day)
-        self._judge_unknown(code, day, tally, ctx)
+        out = self._judge_unknown(code, day, tally, ctx)
         if not tally.silent_reported:
-            self._judge_silent(code, day, tally, ctx)
+            out.extend(self._judge_silent(code, day, tally, ctx))
         if tally.late and not tally.late_reported and self.pack.enabled("upload.late"):
             tally.late_reported = True
-            ctx.alert(
+            late = ctx.alert(
                 "upload.late", code, subject="day", window_start=start, window_end=end,
                 evidence=self._evidence(day, tally),
                 vola_cont=f"{day} 有 {tally.late} 条记录超过 {self.max_lag.total_seconds() / 3600:g} 小时上传",
             )
+            if late is not None:
+                out.append(late)
         if tally.flagged or not self.judge_enabled:
-            return
+            return out
         if tally.late >= self.min_late and Decimal(tally.late) >= self.min_ratio * tally.total:
             # tally.total counts only records whose upload time is known
             tally.flagged = True
@@ -352,5 +351,7 @@ class UploadTimeliness(Detector):
                 vola_cont=(f"{day} 迟传 {tally.late}/{tally.total} 条（≥{self.min_ratio:.0%} 且 ≥{self.min_late}"
                            f" 条），未实现数据实时上传"),
             )
-            ctx.trigger("upload.not_realtime", code, day, cause=f"day:{day.isoformat()}",
-                        alert_id=alert.alert_id if alert else None)
+            if alert is not None:
+                out.append(alert)
+            out.append(ctx.escalate("upload.not_realtime", code, day, cause=f"day:{day.isoformat()}", alert=alert))
+        return out
