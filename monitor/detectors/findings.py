@@ -36,16 +36,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from pydantic import Field
 
 from monitor.clock import add_years, business_date, day_end, day_start
-from monitor.detectors.base import Detector, Params
+from monitor.contract import Findings, Params, Rule, RuleContext
 from monitor.records import Finding, Institution
 
 if TYPE_CHECKING:
-    from monitor.engine import Context, Registry
     from monitor.outputs import Ticket
     from monitor.policy.pack import Pack
     from monitor.records import Record
@@ -63,10 +62,18 @@ class SuspensionParams(Params):
     finding_kinds: list[str] = Field(default=["agreement_suspended"])
 
 
+class _Agreements(Protocol):
+    """What the period helpers read: the registry (``RegistryView`` of a rule, or the ledger's)."""
+
+    def institution(self, code: str) -> Institution | None: ...
+
+    def agreement_year_start(self, code: str, day: date) -> date | None: ...
+
+
 Period = tuple[date | None, date | None]  # [start, end] inclusive; None = open (not known)
 
 
-def agreement_year(registry: Registry, code: str, day: date) -> Period:
+def agreement_year(registry: _Agreements, code: str, day: date) -> Period:
     """The agreement year containing ``day`` (the calendar year when the institution is unknown)."""
     inst = registry.institution(code)
     if inst is None:
@@ -78,7 +85,7 @@ def agreement_year(registry: Registry, code: str, day: date) -> Period:
     return (start, add_years(start, 1) - timedelta(days=1))
 
 
-def agreement_term(registry: Registry, code: str, day: date,
+def agreement_term(registry: _Agreements, code: str, day: date,
                    known: set[tuple[date, date]] | None = None) -> Period:
     """The agreement term containing ``day``: one of the ``known`` terms (every registry entry seen)
     if one contains it; else as far as the current registry entry knows: the registered term; before
@@ -120,7 +127,7 @@ class Tally:
 RULES = ("complaints.repeated", "cloud_monitor.repeated", "suspensions.repeated")
 
 
-class FindingCounters(Detector):
+class FindingCounters(Rule):
     name: ClassVar[str] = "findings"
     rule_ids: ClassVar[tuple[str, ...]] = RULES
     streams: ClassVar[tuple[str, ...]] = ("findings", "institutions")
@@ -129,6 +136,7 @@ class FindingCounters(Detector):
         "cloud_monitor.repeated": CountParams,
         "suspensions.repeated": SuspensionParams,
     }
+    state: ClassVar[tuple[str, ...]] = ("tallies", "counted_tickets", "terms")
     watches_tickets: ClassVar[bool] = True
 
     def __init__(self, pack: Pack) -> None:
@@ -152,45 +160,47 @@ class FindingCounters(Detector):
         self.terms: dict[str, set[tuple[date, date]]] = {}
 
     # ---------------------------------------------------------------------------------- inputs
-    def _term(self, ctx: Context, code: str, day: date) -> Period:
+    def _term(self, ctx: RuleContext, code: str, day: date) -> Period:
         return agreement_term(ctx.registry, code, day, self.terms.get(code))
 
-    def on_record(self, rec: Record, arrival: datetime, ctx: Context) -> None:
+    def on_record(self, rec: Record, arrival: datetime, ctx: RuleContext) -> Findings:
         if isinstance(rec, Institution):
             known = self.terms.setdefault(rec.fixmedins_code, set())
             if len(known) < 64:  # bounded: an institution signs one agreement a year
                 known.add((rec.agreement_start, rec.agreement_end))
-            return
+            return []
         if not isinstance(rec, Finding):
-            return
+            return []
         day = business_date(rec.occurred_at)
         code = rec.fixmedins_code
         if rec.kind == "ticket_rejected" and rec.ref_ticket_id in self.counted_tickets:
             self._uncount(ctx, code, f"ticket:{rec.ref_ticket_id}")
-            return
+            return []
+        out: Findings = []
         if rec.kind == "complaint_verified" and self.enabled["complaints.repeated"]:
-            self._count(ctx, "complaints.repeated", code, agreement_year(ctx.registry, code, day),
-                        rec.finding_id, day)
+            out += self._count(ctx, "complaints.repeated", code, agreement_year(ctx.registry, code, day),
+                               rec.finding_id, day)
         elif rec.kind == "cloud_monitor_notice" and self.enabled["cloud_monitor.repeated"]:
-            self._count(ctx, "cloud_monitor.repeated", code, self._term(ctx, code, day),
-                        rec.finding_id, day)
+            out += self._count(ctx, "cloud_monitor.repeated", code, self._term(ctx, code, day),
+                               rec.finding_id, day)
         if rec.kind in self.suspension_kinds and self.enabled["suspensions.repeated"]:
             if rec.ref_ticket_id is not None and rec.ref_ticket_id in self.counted_tickets:
                 ctx.count("suspensions.finding_of_counted_ticket")
-                return
-            self._count(ctx, "suspensions.repeated", code, self._term(ctx, code, day),
-                        f"finding:{rec.finding_id}", day)
+                return out
+            out += self._count(ctx, "suspensions.repeated", code, self._term(ctx, code, day),
+                               f"finding:{rec.finding_id}", day)
+        return out
 
-    def on_ticket(self, ticket: Ticket, ctx: Context) -> None:
+    def on_ticket(self, ticket: Ticket, ctx: RuleContext) -> Findings:
         if ticket.action not in self.ticket_actions or not self.enabled["suspensions.repeated"]:
-            return
+            return []
         self.counted_tickets.add(ticket.ticket_id)
         code, day = ticket.fixmedins_code, ticket.effective_from
         # AR-AGR 三(三): terminate when the counted suspension takes effect, not before it
-        self._count(ctx, "suspensions.repeated", code, self._term(ctx, code, day),
-                    f"ticket:{ticket.ticket_id}", day, at=max(ctx.now, day_start(day)))
+        return self._count(ctx, "suspensions.repeated", code, self._term(ctx, code, day),
+                           f"ticket:{ticket.ticket_id}", day, at=max(ctx.now, day_start(day)))
 
-    def _uncount(self, ctx: Context, code: str, event: str) -> None:
+    def _uncount(self, ctx: RuleContext, code: str, event: str) -> None:
         for tally in self.tallies.get(("suspensions.repeated", code), {}).values():
             if event in tally.events:
                 if event in tally.used:
@@ -201,11 +211,11 @@ class FindingCounters(Detector):
                 return
 
     # ---------------------------------------------------------------------------------- judgment
-    def _count(self, ctx: Context, rule: str, code: str, period: Period, event: str, day: date,
-               at: datetime | None = None) -> None:
+    def _count(self, ctx: RuleContext, rule: str, code: str, period: Period, event: str, day: date,
+               at: datetime | None = None) -> Findings:
         if not ctx.pack.applies(rule, day):
             ctx.count(f"{rule}.before_effective_date")  # an event before the rule applies counts for nothing
-            return
+            return []
         periods = self.tallies.setdefault((rule, code), {})
         tally = periods.get(period)
         if tally is None:
@@ -213,11 +223,11 @@ class FindingCounters(Detector):
             self._forget_old(periods, day)
         if event in tally.events:
             ctx.count(f"{rule}.resent")
-            return
+            return []
         tally.events[event] = day
         fresh = {e: d for e, d in tally.events.items() if e not in tally.used}
         if len(fresh) < self.min_count[rule]:
-            return
+            return []
         tally.fired = True
         tally.used |= set(fresh)
         tally.fires += 1
@@ -234,7 +244,8 @@ class FindingCounters(Detector):
             },
             vola_cont=f"{label} 期间累计 {len(events)} 次（≥{self.min_count[rule]}）",
         )
-        ctx.trigger(rule, code, day, cause=f"period:{label}", alert_id=alert.alert_id if alert else None, at=at)
+        escalation = ctx.escalate(rule, code, day, cause=f"period:{label}", alert=alert, at=at)
+        return [alert, escalation] if alert is not None else [escalation]
 
     @staticmethod
     def _forget_old(periods: dict[Period, Tally], day: date) -> None:

@@ -42,11 +42,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field
 
 from monitor.clock import CST, business_date, day_end, day_start
-from monitor.detectors.base import Detector, Params
+from monitor.contract import Findings, ForgetDay, JudgeDay, Params, Rule, RuleContext
+from monitor.detectors.windows import DayWindows
 from monitor.records import SaleMovement, Settlement
 
 if TYPE_CHECKING:
-    from monitor.engine import Context
     from monitor.policy.pack import Pack
     from monitor.records import Record
 
@@ -116,7 +116,7 @@ class InstDay:
     judged: bool = False
 
 
-class Pricing(Detector):
+class Pricing(Rule):
     name: ClassVar[str] = "pricing"
     rule_ids: ClassVar[tuple[str, ...]] = ("price.dual", "price.dual_serious", "price.above_listed",
                                            "price.above_mode")
@@ -127,6 +127,9 @@ class Pricing(Detector):
         "price.above_listed": AboveListedParams,
         "price.above_mode": AboveModeParams,
     }
+    timers: ClassVar[tuple[type, ...]] = (JudgeDay, ForgetDay)
+    state: ClassVar[tuple[str, ...]] = ("days", "windows", "setl_days", "flag_days", "involved_days",
+                                        "serious_through", "votes", "mode_cache", "mode_dirty", "alerted")
 
     def __init__(self, pack: Pack) -> None:
         super().__init__(pack)
@@ -139,7 +142,12 @@ class Pricing(Detector):
         self.mode: AboveModeParams | None = (
             self.param_model("price.above_mode") if pack.enabled("price.above_mode") else None)
         self.days: dict[DayKey, DualDay] = {}
-        self.inst_days: dict[tuple[str, date], InstDay] = {}
+        #: institution-days of dual pricing (judged and forgotten together: two timers per day, not per drug)
+        self.windows: DayWindows[InstDay] | None = None
+        if self.dual is not None:
+            judge_after = timedelta(hours=self.dual.judge_after_hours)
+            self.windows = DayWindows(judge_after, timedelta(days=self.dual.rejudge_horizon_days), InstDay,
+                                      "price.dual_beyond_rejudge_horizon")
         self.setl_days: dict[str, list[DayKey]] = {}  # setl_id → days it priced (for revocations)
         #: institution → dual-pricing day → overcharge; and the last day a serious case consumed.
         self.flag_days: dict[str, dict[date, Decimal]] = {}
@@ -160,13 +168,15 @@ class Pricing(Detector):
         self.alerted: dict[date, set[tuple[str, str, str]]] = {}
 
     # ------------------------------------------------------------------------------------- records
-    def on_record(self, rec: Record, arrival: datetime, ctx: Context) -> None:
+    def on_record(self, rec: Record, arrival: datetime, ctx: RuleContext) -> Findings:
+        out: Findings = []
         if isinstance(rec, Settlement):
-            self._settlement(rec, ctx)
+            self._settlement(rec, ctx, out)
         elif isinstance(rec, SaleMovement) and rec.infno == "3505":
-            self._sale(rec, ctx)
+            self._sale(rec, ctx, out)
+        return out
 
-    def _settlement(self, st: Settlement, ctx: Context) -> None:
+    def _settlement(self, st: Settlement, ctx: RuleContext, out: Findings) -> None:
         when = st.setl_time
         day = when.date() if when.tzinfo is CST else business_date(when)  # business_date, inlined
         if st.setl_status == "revoked":
@@ -203,11 +213,11 @@ class Pricing(Detector):
                     elif key not in keys:
                         keys.append(key)
                     if dd.judged and not dd.flagged:
-                        self._judge(key, dd, ctx)
+                        self._judge(key, dd, ctx, out)
             if not split:
-                self._observe(code, drug, day, price, line.cnt, "setl_id", setl_id, True, ctx)
+                self._observe(code, drug, day, price, line.cnt, "setl_id", setl_id, True, ctx, out)
 
-    def _sale(self, sale: SaleMovement, ctx: Context) -> None:
+    def _sale(self, sale: SaleMovement, ctx: RuleContext, out: Findings) -> None:
         price = sale.finl_trns_pric
         if price is None or sale.mdtrt_setl_type is None:
             return
@@ -245,38 +255,30 @@ class Pricing(Detector):
                     dd.self_qty += cnt
                     dd.self_n += 1
                 if dd.judged and not dd.flagged:
-                    self._judge(key, dd, ctx)
+                    self._judge(key, dd, ctx, out)
         if not split:
             if setl_id:
-                self._observe(code, drug, day, price, cnt, "setl_id", setl_id, insured, ctx)
+                self._observe(code, drug, day, price, cnt, "setl_id", setl_id, insured, ctx, out)
             else:
-                self._observe(code, drug, day, price, cnt, "rtal_docno", sale.rtal_docno, insured, ctx)
+                self._observe(code, drug, day, price, cnt, "rtal_docno", sale.rtal_docno, insured, ctx, out)
 
     # ------------------------------------------------------------------------------------ price.dual
-    def _day(self, key: DayKey, ctx: Context) -> DualDay | None:
+    def _day(self, key: DayKey, ctx: RuleContext) -> DualDay | None:
         dd = self.days.get(key)
         if dd is None:
-            ident = (key[0], key[2])
-            inst = self.inst_days.get(ident)
+            assert self.windows is not None
+            inst = self.windows.open(key[0], key[2], ctx)
             if inst is None:
-                assert self.dual is not None
-                judge_at = day_end(key[2]) + timedelta(hours=self.dual.judge_after_hours)
-                forget_at = judge_at + timedelta(days=self.dual.rejudge_horizon_days)
-                if forget_at < ctx.now:
-                    ctx.count("price.dual_beyond_rejudge_horizon")
-                    return None
-                inst = self.inst_days[ident] = InstDay()
-                ctx.schedule(judge_at, self, ("judge", ident))
-                ctx.schedule(forget_at, self, ("forget", ident))
+                return None
             dd = self.days[key] = DualDay(judged=inst.judged)
             inst.keys.append(key)
         return dd
 
-    def on_timer(self, key: Hashable, ctx: Context) -> None:
-        assert isinstance(key, tuple)
-        kind, ident = key
-        if kind == "forget":
-            inst = self.inst_days.pop(ident, None)
+    def on_timer(self, key: Hashable, ctx: RuleContext) -> Findings:
+        assert isinstance(key, (JudgeDay, ForgetDay)) and self.windows is not None
+        if isinstance(key, ForgetDay):
+            inst = self.windows.get(key.code, key.day)
+            self.windows.fire(key)
             for day_key in inst.keys if inst is not None else ():
                 dd = self.days.pop(day_key, None)
                 for setl_id in {*dd.setl, *dd.sale} if dd is not None else ():
@@ -285,18 +287,19 @@ class Pricing(Detector):
                         keys.remove(day_key)
                         if not keys:
                             del self.setl_days[setl_id]
-            return
-        inst = self.inst_days.get(ident)
+            return []
+        inst = self.windows.fire(key)
         if inst is None:
-            return
-        inst.judged = True
+            return []
+        out: Findings = []
         for day_key in inst.keys:
             dd = self.days[day_key]
             dd.judged = True
             if dd.self_max is not None:  # no self-pay price that day: nothing to compare (most days)
-                self._judge(day_key, dd, ctx)
+                self._judge(day_key, dd, ctx, out)
+        return out
 
-    def _judge(self, key: DayKey, dd: DualDay, ctx: Context) -> None:
+    def _judge(self, key: DayKey, dd: DualDay, ctx: RuleContext, out: Findings) -> None:
         assert self.dual is not None
         if dd.self_max is None:
             return
@@ -341,13 +344,14 @@ class Pricing(Detector):
                        f"多收 ¥{over}"),
             vola_amt=over,
         )
-        ctx.trigger("price.dual", code, day, cause=f"{day.isoformat()}:{drug}",
-                    alert_id=alert.alert_id if alert else None)
+        if alert is not None:
+            out.append(alert)
+        out.append(ctx.escalate("price.dual", code, day, cause=f"{day.isoformat()}:{drug}", alert=alert))
         if self.serious is not None:
-            self._escalate(code, day, over, involved.quantize(CENT), ctx, self.serious)
+            self._escalate(code, day, over, involved.quantize(CENT), ctx, self.serious, out)
 
-    def _escalate(self, code: str, day: date, over: Decimal, involved: Decimal, ctx: Context,
-                  p: DualSeriousParams) -> None:
+    def _escalate(self, code: str, day: date, over: Decimal, involved: Decimal, ctx: RuleContext,
+                  p: DualSeriousParams, out: Findings) -> None:
         days = self.flag_days.setdefault(code, {})
         days[day] = days.get(day, Decimal(0)) + over
         inv = self.__dict__.setdefault("involved_days", {}).setdefault(code, {})
@@ -384,8 +388,9 @@ class Pricing(Detector):
                        f"（≥¥{p.min_involved_amount}），情节严重"),
             vola_amt=total,
         )
-        ctx.trigger("price.dual_serious", code, day, cause=f"serious:{day.isoformat()}",
-                    alert_id=alert.alert_id if alert else None)
+        if alert is not None:
+            out.append(alert)
+        out.append(ctx.escalate("price.dual_serious", code, day, cause=f"serious:{day.isoformat()}", alert=alert))
 
     # ------------------------------------------------------------------- price.above_listed / _mode
     def _once(self, rule: str, code: str, drug: str, day: date) -> bool:
@@ -403,7 +408,7 @@ class Pricing(Detector):
         return True
 
     def _observe(self, code: str, drug: str, day: date, price: Decimal, qty: Decimal, ref_field: str,
-                 ref_value: str | None, insured: bool, ctx: Context) -> None:
+                 ref_value: str | None, insured: bool, ctx: RuleContext, out: Findings) -> None:
         """A whole-pack unit price (split-unit prices are not comparable with per-pack listed or modal
         prices: callers pass whole packs only). The sample reference ``ref_field=ref_value`` is only
         formatted when an alert is raised."""
@@ -426,7 +431,7 @@ class Pricing(Detector):
             cat = ctx.registry.drugs.get(drug)
             if cat is not None and cat.listed_price is not None and price > cat.listed_price * self.listed_factor:
                 self._above_listed(code, drug, day, price, qty, f"{ref_field}={ref_value}", ctx, listed,
-                                   cat.listed_price)
+                                   cat.listed_price, out)
         if mode is not None:
             cached = self.mode_cache.get(drug)
             if (cached is not None and cached[0] == day
@@ -436,10 +441,10 @@ class Pricing(Detector):
                 modal, support = self.modal_price(drug, day)
             if modal is not None and support >= mode.min_institutions and price > modal * self.mode_factor:
                 self._above_mode(code, drug, day, price, qty, f"{ref_field}={ref_value}", ctx, mode, modal,
-                                 support)
+                                 support, out)
 
     def _above_listed(self, code: str, drug: str, day: date, price: Decimal, qty: Decimal, ref: str,
-                      ctx: Context, p: AboveListedParams, listed_price: Decimal) -> None:
+                      ctx: RuleContext, p: AboveListedParams, listed_price: Decimal, out: Findings) -> None:
         """``price`` is above ``listed_price·(1 + margin_ratio)``; the rest of the rule is checked here."""
         inst = ctx.registry.institution(code)
         if inst is None or inst.fixmedins_type not in self.listed_types:
@@ -449,7 +454,7 @@ class Pricing(Detector):
         if not self._once("price.above_listed", code, drug, day):
             return
         excess = ((price - listed_price) * qty).quantize(CENT)
-        ctx.alert(
+        alert = ctx.alert(
             "price.above_listed", code, subject=drug, window_start=day_start(day), window_end=day_end(day),
             evidence={"business_date": day.isoformat(), "med_list_codg": drug, "unit_price": str(price),
                       "listed_price": str(listed_price), "quantity": str(qty), "excess": str(excess),
@@ -457,6 +462,8 @@ class Pricing(Detector):
             vola_cont=f"{day} {drug} 医保结算单价 {price} 高于挂网价 {listed_price}",
             vola_amt=excess,
         )
+        if alert is not None:
+            out.append(alert)
 
     def modal_price(self, drug: str, day: date) -> tuple[Decimal | None, int]:
         """The modal price of ``drug`` over the window ending ``day`` and its number of votes."""
@@ -484,7 +491,7 @@ class Pricing(Detector):
         return mode, support
 
     def _above_mode(self, code: str, drug: str, day: date, price: Decimal, qty: Decimal, ref: str,
-                    ctx: Context, p: AboveModeParams, mode: Decimal, support: int) -> None:
+                    ctx: RuleContext, p: AboveModeParams, mode: Decimal, support: int, out: Findings) -> None:
         """``price`` is above the modal price ``mode`` (``support`` ≥ ``min_institutions`` votes) by
         more than ``margin_ratio``: one alert per institution, drug and day."""
         if not exceeds(price, mode, p.margin_ratio, Decimal(0)):
@@ -492,7 +499,7 @@ class Pricing(Detector):
         if not self._once("price.above_mode", code, drug, day):
             return
         excess = ((price - mode) * qty).quantize(CENT)
-        ctx.alert(
+        alert = ctx.alert(
             "price.above_mode", code, subject=drug, window_start=day_start(day), window_end=day_end(day),
             evidence={"business_date": day.isoformat(), "med_list_codg": drug, "unit_price": str(price),
                       "modal_price": str(mode), "modal_votes": support,
@@ -501,3 +508,5 @@ class Pricing(Detector):
             vola_cont=f"{day} {drug} 医保结算单价 {price} 高于区域众数价 {mode} 超过 {p.margin_ratio:.0%}",
             vola_amt=excess,
         )
+        if alert is not None:
+            out.append(alert)
