@@ -55,8 +55,9 @@ Calls (engine → rule); each **returns** its findings
 ``on_ticket(ticket, ctx) -> Findings``
     A ticket the engine emitted (only with ``watches_tickets``); the rule's own triggers' tickets too.
 
-Findings are ``Alert`` (built with ``ctx.alert``) and ``Escalation`` (built with ``ctx.escalate``: feed
-the pack's sanction ladders) in the order the rule wants them applied. A rule keeps no reference to
+Findings are ``Alert`` (built with ``ctx.alert``), ``Escalation`` (built with ``ctx.escalate``: feed
+the pack's sanction ladders) and ``DayFact`` (the rule's own numbers of an institution-day it judged,
+for ``institution_daily``) in the order the rule wants them applied. A rule keeps no reference to
 what it returned and learns nothing back: whether an alert id was already emitted is the engine's
 business (an ``Escalation`` built with ``alert=`` carries that alert's id only if the engine emitted it
 now, else none — as before this contract).
@@ -136,7 +137,19 @@ class Escalation:
     only_with_alert: bool = False
 
 
-RuleFinding = Alert | Escalation
+@dataclass(frozen=True, slots=True)
+class DayFact:
+    """A rule's own numbers for an institution-day, as it judged it (e.g. completeness: settlement lines
+    and those matched in time). Not an alert: the engine hands it to the observers of
+    ``institution_daily`` (``Engine.observe_facts``), so the figures inspectors read next to the alerts
+    are the rule's, never a second reckoning under the same name."""
+
+    fixmedins_code: str
+    day: date
+    facts: Mapping[str, Any]
+
+
+RuleFinding = Alert | Escalation | DayFact
 Findings = list[RuleFinding]
 NO_FINDINGS: tuple[RuleFinding, ...] = ()
 

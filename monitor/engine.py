@@ -33,7 +33,7 @@ import heapq
 import hmac
 import pickle
 from collections import Counter, defaultdict
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -41,6 +41,7 @@ from typing import Any
 
 from monitor.clock import Watermark, add_years, business_date
 from monitor.contract import (
+    DayFact,
     Delivery,
     Escalation,
     Findings,
@@ -346,6 +347,8 @@ class Engine:
         self.ctx = Context(self)
         registry, sanctions = RegistryView(self.registry), SanctionView(self.ledger)
         self._rule_ctx: dict[str, RuleContext] = {}
+        self._fact_observers: list[Callable[[DayFact], None]] = [
+            d.on_fact for d in self.detectors if callable(getattr(d, "on_fact", None))]  # type: ignore[union-attr]
         for det in self.detectors:
             if isinstance(det, Rule):
                 self._rule_ctx[det.name] = self._rule_context(det, registry, sanctions)
@@ -404,6 +407,10 @@ class Engine:
                         fresh = set()
                     fresh.add(f.alert_id)
                 continue
+            if isinstance(f, DayFact):
+                for observer in self._fact_observers:
+                    observer(f)
+                continue
             alert_id = f.alert_id
             if f.alert is not None:
                 alert_id = f.alert.alert_id if fresh is not None and f.alert.alert_id in fresh else None
@@ -415,6 +422,12 @@ class Engine:
                            at=f.at or self.ctx.now, cause=f.cause, alert_id=alert_id, new_tier=f.new_tier)
             for ticket in self.ledger.on_trigger(trig, self.ctx):
                 self.emit(ticket)
+
+    def observe_facts(self, observer: Callable[[DayFact], None]) -> None:
+        """Hand every ``DayFact`` the rules return to ``observer`` (the ``institution_daily`` collector).
+        Transient: observers are not checkpointed; a shell registers them again after a restore."""
+        if observer not in self._fact_observers:
+            self._fact_observers.append(observer)
 
     def _call(self, det: Detector | Rule, method: str, *args: Any) -> Findings:
         """Call ``det.method(*args, ctx)`` and return its findings. A ``Rule`` returns them; a legacy
@@ -594,6 +607,9 @@ class Engine:
             return have
         self.detectors.append(det)
         self._by_name[det.name] = det
+        on_fact = getattr(det, "on_fact", None)
+        if callable(on_fact):
+            self.observe_facts(on_fact)
         for stream in det.streams:
             self._routes[stream].append(det)
         if isinstance(det, Rule):
@@ -658,6 +674,7 @@ class Engine:
         state.pop("ctx", None)
         state.pop("state", None)  # the store is checkpointed by itself (deltas); tables pickle by name
         state.pop("_rule_ctx", None)
+        state.pop("_fact_observers", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -19,7 +19,7 @@ from builders import PHARMACY, institution, sale, settlement
 from rule_harness import RuleHarness, alerts, escalations
 
 from monitor.clock import business_date, parse_time
-from monitor.contract import Escalation, Findings, ForgetDay, JudgeDay, Rule, RuleContext
+from monitor.contract import DayFact, Escalation, Findings, ForgetDay, JudgeDay, Rule, RuleContext
 from monitor.detectors.base import Detector
 from monitor.detectors.benefit import Benefit
 from monitor.detectors.completeness import Completeness
@@ -64,11 +64,12 @@ def test_completeness_judges_an_institution_day_on_its_judge_timer() -> None:
     assert [e.cause for e in escalations(found)] == ["day:2026-03-02"]
 
 
-def test_completeness_a_matched_day_returns_nothing() -> None:
+def test_completeness_a_matched_day_returns_only_its_numbers() -> None:
     h = RuleHarness(Completeness)
     h.feed("settlements", settlement("S1", "2026-03-02 10:00:00", "2026-03-02 10:01:00"))
     h.feed("inventory", sale("B1", "2026-03-02 10:00:00", "2026-03-02 10:05:00", setl_id="S1"))
-    assert h.advance("2026-03-09 00:00:00") == []
+    assert h.advance("2026-03-09 00:00:00") == [
+        DayFact(PHARMACY, date(2026, 3, 2), {"settlement_lines": 1, "matched_lines": 1})]  # no alert, no escalation
 
 
 def test_upload_late_records_make_a_not_realtime_day() -> None:

@@ -152,8 +152,9 @@ def test_replay_feeds_metrics_and_institution_daily(tmp_path: Path) -> None:
         "fixmedins_code": PHARMACY, "day": date(2026, 1, 5), "admdvs": "420702",
         "records_settlements": 3, "records_inventory": 2, "records_tracecodes": 2, "records_prescriptions": 0,
         "late": 1, "lag_p50_s": 600.0, "lag_p90_s": 108000.0, "lag_p99_s": 108000.0, "lag_max_s": 108000.0,
-        # lines (S1,A) (S1,B) (S2,A) (S3,C); sales for (S1,A) and (S2,A) → 2/4
-        "settlement_lines": 4, "completeness": 0.5,
+        # lines (S1,A) (S1,B) (S2,A) (S3,C); completeness is the data.incomplete rule's number, judged at
+        # day end + 72 h (2026-01-09 00:00), after this run's as_of: none yet (tests/test_sink_daily.py)
+        "settlement_lines": 4, "completeness": None,
         # whole packs: S1 A 2 + S2 A 1 + S3 C 1 = 4 (B is split); 2 sale codes for S1 → 0.5
         "trace_packs": Decimal("4.000"), "trace_codes": 2, "trace_coverage": 0.5,
         # S1 needs RX1 (uploaded), S3 needs RX2 (missing) → 1/2

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import Field
 
 from monitor.clock import CST, business_date, day_end, day_start
-from monitor.contract import Findings, ForgetDay, JudgeDay, Params, Rule, RuleContext
+from monitor.contract import DayFact, Findings, ForgetDay, JudgeDay, Params, Rule, RuleContext
 from monitor.detectors.windows import DayWindows
 from monitor.records import SaleMovement, Settlement
 
@@ -232,10 +232,12 @@ class Completeness(Rule):
                     tally.samples.append(f"setl_id={setl_id};med_list_codg={med}")
 
     def _judge(self, code: str, day: date, tally: DayTally, ctx: RuleContext) -> Findings:
-        if tally.flagged or tally.lines == 0:
+        if tally.lines == 0:
             return []
-        if Decimal(tally.matched) >= self.min_ratio * tally.lines:
-            return []
+        # the day's own numbers (institution_daily ``completeness``): lines matched in time, as judged
+        fact = DayFact(code, day, {"settlement_lines": tally.lines, "matched_lines": tally.matched})
+        if tally.flagged or Decimal(tally.matched) >= self.min_ratio * tally.lines:
+            return [fact]
         tally.flagged = True
         ratio = Decimal(tally.matched) / Decimal(tally.lines)
         evidence: dict[str, Any] = {
@@ -257,4 +259,4 @@ class Completeness(Rule):
                        "进销存数据疑似不完整"),
         )
         escalation = ctx.escalate(RULE, code, day, cause=f"day:{day.isoformat()}", alert=alert)
-        return [alert, escalation] if alert is not None else [escalation]
+        return [fact, alert, escalation] if alert is not None else [fact, escalation]

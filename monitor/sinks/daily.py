@@ -13,8 +13,14 @@ Facts per (``fixmedins_code``, Asia/Shanghai business day of the record):
   the pack's ``upload.late`` ``max_lag_hours`` after their business time (EZ-DM 二(一));
 * ``lag_p50_s`` / ``lag_p90_s`` / ``lag_p99_s`` / ``lag_max_s`` — nearest-rank quantiles of
   upload lag (arrival − business time, seconds, negative lags count as 0) of those records;
-* ``completeness`` — share of insured settlement drug lines (settled, keyed ``setl_id`` +
-  ``med_list_codg``) that have a 3505 sale carrying the same ``setl_id`` and drug (EZ-DM 二(二));
+* ``settlement_lines`` / ``completeness`` — **the ``data.incomplete`` rule's own numbers** (EZ-DM 二(二),
+  ``monitor.detectors.completeness``), handed over as a ``DayFact`` whenever the rule judges the day: its
+  drug lines (per settlement and code, revoked settlements out) and the share whose 3505 sales reach the
+  settled quantity within ``match_window_hours`` of ``setl_time``. Until the rule has judged the day
+  (day end + 72 h in the ezhou pack) ``completeness`` is ``None`` and ``settlement_lines`` counts the
+  day's settled lines seen so far. (This collector used to compute its own "a sale with the same
+  ``setl_id`` and drug exists" share under the same name — no quantity, no window, revocations kept —
+  so inspectors could read two different completeness figures; the rule's is the one the clause judges.)
 * ``trace_coverage`` — sale trace codes scanned for the day's insured settlements ÷ whole packs
   settled (lines with ``trdn_flag`` ≠ 1), capped at 1 (LN-TIER 三(一)3);
 * ``rx_coverage`` — share of prescription-requiring settlements (a line with ``rx_flag`` 1) whose
@@ -40,9 +46,10 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from monitor.clock import business_date, day_end
+from monitor.contract import DayFact
 from monitor.detectors.base import Detector
 from monitor.outputs import Alert, Ticket
-from monitor.records import STREAMS, SaleMovement, Settlement, TraceScan
+from monitor.records import STREAMS, Settlement, TraceScan
 
 if TYPE_CHECKING:
     from monitor.engine import Context
@@ -72,6 +79,9 @@ class DayFacts:
     late: int = 0
     lags: list[float] = field(default_factory=list)
     settle_lines: set[tuple[str, str]] = field(default_factory=set)
+    #: the data.incomplete rule's numbers once it judged the day (``DayFact``): lines, matched in time
+    rule_lines: int | None = None
+    rule_matched: int = 0
     trace_packs: Decimal = Decimal(0)
     trace_codes: int = 0
     rx_needed: list[str] = field(default_factory=list)
@@ -114,9 +124,6 @@ class DailyCollector(Detector):
         self.by_ordinal: dict[int, list[Key]] = {}
         self.dirty: set[Key] = set()
         self.setl_day: dict[str, Key] = {}  # setl_id → its settlement's day
-        self.line_day: dict[tuple[str, str], Key] = {}  # (setl_id, med_list_codg) → day
-        #: (setl_id, med_list_codg) with a 3505 sale → ordinal of the sale's day (for pruning)
-        self.sold: dict[tuple[str, str], int] = {}
         self.rx_waiting: dict[str, list[Key]] = {}  # hi_rxno → days that need it
         self.rx_uploaded: dict[str, int] = {}  # hi_rxno → ordinal of the prescription's day
         self.pruned_through = 0
@@ -181,13 +188,6 @@ class DailyCollector(Detector):
             self.tap.append((stream, facts.admdvs, lag))
         if isinstance(rec, Settlement):
             self._settlement(rec, key, facts)
-        elif isinstance(rec, SaleMovement):
-            if rec.infno == "3505" and rec.setl_id:
-                line = (rec.setl_id, rec.med_list_codg)
-                self.sold[line] = day.toordinal()
-                owner = self.line_day.get(line)
-                if owner is not None:
-                    self.dirty.add(owner)
         elif isinstance(rec, TraceScan):
             if rec.scan_kind == "sale" and rec.setl_id and rec.trdn_flag != "1":
                 owner = self.setl_day.get(rec.setl_id, key)
@@ -210,7 +210,6 @@ class DailyCollector(Detector):
         for line in rec.drugdetail:
             ident = (rec.setl_id, line.med_list_codg)
             facts.settle_lines.add(ident)
-            self.line_day[ident] = key
             if line.trdn_flag != "1":
                 facts.trace_packs += line.cnt
             needs_rx = needs_rx or line.rx_flag == "1"
@@ -224,6 +223,22 @@ class DailyCollector(Detector):
         return
 
     # ------------------------------------------------------------------------------------ outputs
+    def on_fact(self, fact: DayFact) -> None:
+        """The data.incomplete rule judged a day: its numbers become the row's (module docstring)."""
+        lines = fact.facts.get("settlement_lines")
+        if lines is None:
+            return
+        key = (fact.fixmedins_code, fact.day)
+        facts = self.days.get(key)
+        if facts is None:
+            if fact.day.toordinal() <= self.pruned_through:
+                return
+            facts = self.days[key] = DayFacts()
+            self.by_ordinal.setdefault(fact.day.toordinal(), []).append(key)
+        facts.rule_lines = int(lines)
+        facts.rule_matched = int(fact.facts.get("matched_lines", 0))
+        self.dirty.add(key)
+
     def on_output(self, item: Alert | Ticket) -> None:
         """Fold an engine output into its day (alerts only; tickets have their own table)."""
         if not isinstance(item, Alert):
@@ -245,7 +260,8 @@ class DailyCollector(Detector):
     def row(self, key: Key) -> tuple[Any, ...]:
         facts = self.days[key]
         lags = sorted(facts.lags)
-        matched = sum(1 for line in facts.settle_lines if line in self.sold)
+        lines = facts.rule_lines if facts.rule_lines is not None else len(facts.settle_lines)
+        completeness = _ratio(facts.rule_matched, facts.rule_lines) if facts.rule_lines is not None else None
         covered = sum(1 for ref in facts.rx_needed if ref in self.rx_uploaded)
         return (
             key[0], key[1], facts.admdvs,
@@ -253,7 +269,7 @@ class DailyCollector(Detector):
             facts.late,
             nearest_rank(lags, 0.5), nearest_rank(lags, 0.9), nearest_rank(lags, 0.99),
             lags[-1] if lags else 0.0,
-            len(facts.settle_lines), _ratio(matched, len(facts.settle_lines)),
+            lines, completeness,
             facts.trace_packs, facts.trace_codes, _ratio(facts.trace_codes, facts.trace_packs),
             len(facts.rx_needed), _ratio(covered, len(facts.rx_needed)),
             facts.overcharge, facts.alerts, facts.version,
@@ -286,10 +302,8 @@ class DailyCollector(Detector):
                 if facts is None:
                     continue
                 for line in facts.settle_lines:
-                    self.line_day.pop(line, None)
                     self.setl_day.pop(line[0], None)
                 for ref in facts.rx_needed:
                     self.rx_waiting.pop(ref, None)
-        self.sold = {k: o for k, o in self.sold.items() if o > limit}
         self.rx_uploaded = {k: o for k, o in self.rx_uploaded.items() if o > limit}
         self.pruned_through = limit
