@@ -1,7 +1,7 @@
 """Trace-code dedup state: bytes per remembered code at 10⁶ and 10⁷ codes (design §6: ≤ 64 B/code).
 
 ``python -m bench.trace_state [N ...]`` prints one Markdown row per N (default 10⁶ and 10⁷): the
-table's own bytes per code (its two flat arrays / codes), the process RSS growth per code while the
+table's own bytes per code (its flat key, value and expiry arrays / codes), the process RSS growth per code while the
 codes were inserted (allocator overhead included; freed growth transients are handed back with
 glibc's ``malloc_trim`` first), the peak transient of a rebuild, the insert cost and the cost of one expiry sweep.
 
@@ -9,7 +9,8 @@ glibc's ``malloc_trim`` first), the peak transient of a rebuild, the insert cost
 per-code figures, so the reported number never flatters the state.
 
 Codes go through the same path as the detector's duplicate check (``code_key`` → ``pack_value`` →
-``CodeTable.put``): 20-digit codes, spread over 300 institutions and a year of scan times.
+``PackedTable.set_at`` of the engine's store table ``trace_codes``, expiring 3 years after the scan):
+20-digit codes, spread over 300 institutions and a year of scan times.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from monitor.clock import CST
-from monitor.detectors.tracecodes import SOLD, CodeTable, code_key, pack_value
+from monitor.detectors.tracecodes import CODES_TABLE, SOLD, code_key, pack_value
+from monitor.state import to_seconds
+from monitor.state.packed import PackedTable
 
 START = datetime(2026, 1, 1, tzinfo=CST)
 
@@ -67,22 +70,23 @@ class Measurement:
 def measure(n: int) -> Measurement:
     gc.collect()
     before = _rss_bytes()
-    table = CodeTable()
+    table = PackedTable(CODES_TABLE)
     step = 365 * 86400 // max(n, 1)
+    horizon_s = 1096 * 86400
     t0 = time.perf_counter()
     for i in range(n):
         when = START + timedelta(seconds=i * step)
-        table.put(code_key(f"8{i:019d}"), pack_value(i % 300, when, SOLD))
+        table.set_at(code_key(f"8{i:019d}"), pack_value(i % 300, when, SOLD), to_seconds(when) + horizon_s)
     insert_s = time.perf_counter() - t0
     gc.collect()
     after = _rss_bytes()
     assert len(table) == n
     t1 = time.perf_counter()
-    removed = table.sweep(START)  # nothing is older: a full scan that deletes nothing
+    removed = table.expire(START + timedelta(days=365))  # nothing has expired: a full scan, no delete
     sweep_s = time.perf_counter() - t1
     assert removed == 0
     # a rebuild holds the old arrays, the compacted live entries and the new arrays at once
-    rebuild_peak = table.nbytes + 16 * n + 2 * 16 * table.capacity
+    rebuild_peak = table.nbytes + 20 * n + 2 * 20 * table.capacity
     m = Measurement(
         codes=n,
         capacity=table.capacity,

@@ -4,7 +4,6 @@ compact code table behind the duplicate check (design §6)."""
 from __future__ import annotations
 
 import json
-import pickle
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,11 +11,13 @@ import pytest
 from builders import CLINIC, PHARMACY, institution
 
 from monitor.clock import CST
-from monitor.detectors.tracecodes import RETURNED, SOLD, CodeTable, code_key, pack_value, unpack_value
+from monitor.detectors.tracecodes import CODES_TABLE, RETURNED, SOLD, code_key, pack_value, unpack_value
 from monitor.engine import Engine
 from monitor.outputs import Alert, Ticket
 from monitor.policy.pack import load_pack
 from monitor.records import InvalidRecord, parse_value
+from monitor.state import to_seconds
+from monitor.state.packed import PackedTable
 
 FMT = "%Y-%m-%d %H:%M:%S"
 T0 = datetime(2026, 1, 10, 10, 0, tzinfo=CST)
@@ -223,47 +224,52 @@ def test_codes_uploaded_after_the_judgment_do_not_count() -> None:
 
 
 # ------------------------------------------------------------------------------------------- the table
-def test_code_table_put_get_grow_sweep_pickle() -> None:
-    table = CodeTable(capacity=16)
+def test_code_table_put_get_grow_expire_and_round_trip() -> None:
+    """The detector's code table (the store's ``PackedTable``, table ``trace_codes``): 5 000 codes grow it
+    within the design §6 budget, a later scan replaces a code's value and expiry, expiry forgets exactly
+    the codes whose last scan is older than the horizon, and a dump applied to a fresh table equals it."""
+    table = PackedTable(CODES_TABLE, capacity=16)
     keys = [code_key(f"8{i:019d}") for i in range(5000)]
+    horizon_s = 100 * 86400
+
+    def scanned(i: int) -> int:
+        return to_seconds(T0 + timedelta(days=i % 100)) + horizon_s
+
     for i, key in enumerate(keys):
-        table.put(key, pack_value(i % 7, T0 + timedelta(days=i % 100), SOLD))
+        table.set_at(key, pack_value(i % 7, T0 + timedelta(days=i % 100), SOLD), scanned(i))
     assert len(table) == 5000 and table.capacity >= 5000 / 0.75
     assert table.nbytes / len(table) <= 64
     assert all(unpack_value(table.get(k) or 0)[0] == i % 7 for i, k in enumerate(keys))
     assert table.get(code_key("not stored")) is None
-    table.put(keys[0], pack_value(3, T0 + timedelta(days=200), RETURNED))
+    table.set_at(keys[0], pack_value(3, T0 + timedelta(days=200), RETURNED),
+                 to_seconds(T0 + timedelta(days=200)) + horizon_s)
     assert unpack_value(table.get(keys[0]) or 0) == (3, T0 + timedelta(days=200), RETURNED)
-    # forget everything scanned before day 50 (keys[0] was updated to day 200 and stays)
-    removed = table.sweep(T0 + timedelta(days=50))
+    # a second before day 150, every code last scanned before day 50 is past its 100-day horizon (an
+    # entry expires once event time reaches its expiry; keys[0] was scanned again on day 200 and stays)
+    removed = table.expire(T0 + timedelta(days=150) - timedelta(seconds=1))
     expected = sum(1 for i in range(1, 5000) if i % 100 < 50)
     assert removed == expected and len(table) == 5000 - expected
     assert table.get(keys[1]) is None and table.get(keys[50]) is not None and table.get(keys[0]) is not None
-    clone = pickle.loads(pickle.dumps(table))
+    clone = PackedTable(CODES_TABLE)
+    clone.apply(table.dump())
     assert len(clone) == len(table) and all(clone.get(k) == table.get(k) for k in keys)
 
 
-def test_code_table_get_or_add_inserts_only_when_absent() -> None:
-    """get_or_add: None and stored when the key is absent; the stored value, unchanged, when present;
-    a slot freed by a sweep is reused exactly as ``put`` reuses it (keys chosen by hand: with 16 slots
-    a key's home slot is key & 15, so 18 and 34 share slot 2 and 3–6 fill slots 3–6)."""
+def test_code_table_reuses_a_freed_slot_as_a_later_scan_finds_it() -> None:
+    """A slot freed by expiry is reused by the next new code that probes past it, and every code behind
+    it stays reachable (keys chosen by hand: with 16 slots a key's home slot is key & 15, so 18 and 34
+    share slot 2 and 3–6 fill slots 3–6)."""
+    far = to_seconds(T0 + timedelta(days=1000))
     kept = pack_value(2, T0 + timedelta(days=20), RETURNED)
-    swept = pack_value(0, T0, SOLD)
     added = pack_value(1, T0 + timedelta(days=10), SOLD)
-    table = CodeTable(capacity=16)
-    assert table.get_or_add(3, kept) is None and table.get(3) == kept and len(table) == 1
-    assert table.get_or_add(3, added) == kept and table.get(3) == kept and len(table) == 1
-    twin = CodeTable(capacity=16)  # the same history through put
-    twin.put(3, kept)
-    for t in (table, twin):
-        for key in (4, 5, 6):
-            t.put(key, kept)
-        t.put(18, swept)
-        assert t.sweep(T0 + timedelta(days=1)) == 1 and t.get(18) is None and t.deleted == 1
-    assert table.get_or_add(34, added) is None  # probes 2 (deleted), 3–6, 7 (empty): takes slot 2
-    twin.put(34, added)
-    assert table.keys[2] == twin.keys[2] == 34 and table.deleted == twin.deleted == 0
-    assert table.get(34) == added and len(table) == 5 and list(table.vals) == list(twin.vals)
+    table = PackedTable(CODES_TABLE, capacity=16)
+    for key in (3, 4, 5, 6):
+        table.set_at(key, kept, far)
+    table.set_at(18, pack_value(0, T0, SOLD), to_seconds(T0) + 1)
+    assert table.expire(T0 + timedelta(days=1)) == 1 and table.get(18) is None and table.deleted == 1
+    table.set_at(34, added, far)  # probes 2 (freed), 3–6, 7 (empty): takes slot 2
+    assert table.slot_keys[2] == 34 and table.deleted == 0 and len(table) == 5
+    assert table.get(34) == added and all(table.get(k) == kept for k in (3, 4, 5, 6))
 
 
 def test_state_survives_a_checkpoint() -> None:

@@ -27,21 +27,20 @@
 * Malformed codes (not 1–100 letters/digits) never reach this detector: ``records.TraceScan`` rejects
   them and the shells dead-letter the record with the reason.
 
-State budget (design §6: ≤ 64 bytes per remembered code at 10⁷ codes). Codes live in ``CodeTable``, an
-open-addressing hash table over two flat ``array('Q')``: key = 64-bit BLAKE2b of the code (a collision
-between two real codes has probability ≈ n²/2⁶⁵, ~3·10⁻⁶ at 10⁷ codes), value = institution index
-(30 bits) | scan second since 2000-01-01 CST (32 bits) | state (2 bits). Between 37.5 % and 75 % full once
-grown, so 16 bytes / load ≈ 21–43 bytes per code (``bench/trace_state.py`` measures it). Since issue #14
-the codes live in the engine's store (``monitor.state``, table ``trace_codes``: a ``PackedTable`` with
-a 4-byte expiry per slot in memory, ≈ 27–53 bytes per code; RocksDB in the worker): each entry expires
-``horizon_days`` (default 3 years) after the code's last scan, on event time (``sweep_every_days`` is
-no longer used: the store's TTL replaces the sweep), so a checkpoint writes only the codes that changed.
+State budget (design §6: ≤ 64 bytes per remembered code at 10⁷ codes). The codes live in the engine's
+store (``monitor.state``, table ``trace_codes``): in memory a ``monitor.state.packed.PackedTable``, an
+open-addressing hash table over flat arrays — key = 64-bit BLAKE2b of the code (a collision between two
+real codes has probability ≈ n²/2⁶⁵, ~3·10⁻⁶ at 10⁷ codes), value = institution index (30 bits) | scan
+second since 2000-01-01 CST (32 bits) | state (2 bits), plus a 4-byte expiry per slot; between 37.5 % and
+75 % full once grown, so 20 bytes / load ≈ 27–53 bytes per code (``bench/trace_state.py`` measures it);
+RocksDB in the worker. Each entry expires ``horizon_days`` (default 3 years) after the code's last scan,
+on event time (the store's TTL replaces the old sweep; ``sweep_every_days`` is no longer used), so a
+checkpoint writes only the codes that changed.
 """
 
 from __future__ import annotations
 
 import hashlib
-from array import array
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -49,7 +48,6 @@ from decimal import Decimal
 from hashlib import blake2b as _blake2b
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
 from pydantic import Field
 
 from monitor.clock import CST, business_date, day_end, day_start
@@ -95,151 +93,6 @@ def unpack_value(value: int) -> tuple[int, datetime, int]:
     """(institution index, scan time, state)."""
     return (value >> _INST_SHIFT, EPOCH + timedelta(seconds=(value >> 2) & _TIME_MASK), value & 3)
 
-
-class CodeTable:
-    """64-bit key → 64-bit value, linear probing over two ``array('Q')`` (picklable as raw bytes).
-
-    Single-item operations are plain Python on the arrays; growth, sweeps and rebuilds are vectorised
-    with numpy views of the same buffers. Load is kept ≤ ``MAX_LOAD`` (live + deleted slots).
-    """
-
-    EMPTY = 0
-    DELETED = 1
-    MAX_LOAD = 0.75
-
-    def __init__(self, capacity: int = 1024) -> None:
-        cap = 1 << max(4, (capacity - 1).bit_length())
-        self.keys = array("Q", bytes(8 * cap))
-        self.vals = array("Q", bytes(8 * cap))
-        self.mask = cap - 1
-        self.live = 0
-        self.deleted = 0
-
-    def __len__(self) -> int:
-        return self.live
-
-    @property
-    def capacity(self) -> int:
-        return self.mask + 1
-
-    @property
-    def nbytes(self) -> int:
-        return (len(self.keys) + len(self.vals)) * 8
-
-    def get(self, key: int) -> int | None:
-        keys, mask = self.keys, self.mask
-        i = key & mask
-        while True:
-            k = keys[i]
-            if k == key:
-                return self.vals[i]
-            if k == 0:
-                return None
-            i = (i + 1) & mask
-
-    def get_or_add(self, key: int, value: int) -> int | None:
-        """The value stored for ``key``; if there is none, store ``value`` and return None (one probe
-        sequence instead of ``get`` then ``put``, same slot as ``put`` would take)."""
-        keys, mask = self.keys, self.mask
-        i = key & mask
-        free = -1
-        while True:
-            k = keys[i]
-            if k == key:
-                return self.vals[i]
-            if k == 0:
-                break
-            if k == 1 and free < 0:
-                free = i
-            i = (i + 1) & mask
-        if free >= 0:
-            i = free
-            self.deleted -= 1
-        keys[i] = key
-        self.vals[i] = value
-        self.live += 1
-        if self.live + self.deleted > self.MAX_LOAD * (mask + 1):
-            self._rebuild(self._capacity_for(self.live + 1))
-        return None
-
-    def put(self, key: int, value: int) -> None:
-        keys, mask = self.keys, self.mask
-        i = key & mask
-        free = -1
-        while True:
-            k = keys[i]
-            if k == key:
-                self.vals[i] = value
-                return
-            if k == 0:
-                break
-            if k == 1 and free < 0:
-                free = i
-            i = (i + 1) & mask
-        if free >= 0:
-            i = free
-            self.deleted -= 1
-        keys[i] = key
-        self.vals[i] = value
-        self.live += 1
-        if self.live + self.deleted > self.MAX_LOAD * self.capacity:
-            self._rebuild(self._capacity_for(self.live + 1))
-
-    def _capacity_for(self, n: int) -> int:
-        cap = 16
-        while n > cap // 2:  # rebuild to ≤ 50 % full: a doubling at 75 % lands at 37.5 %
-            cap <<= 1
-        return cap
-
-    def _rebuild(self, capacity: int) -> None:
-        old_k = np.frombuffer(self.keys, dtype=np.uint64)
-        old_v = np.frombuffer(self.vals, dtype=np.uint64)
-        keep = old_k > 1
-        ks, vs = old_k[keep].copy(), old_v[keep].copy()
-        del old_k, old_v, keep
-        new_keys = array("Q", bytes(8 * capacity))
-        new_vals = array("Q", bytes(8 * capacity))
-        nk = np.frombuffer(new_keys, dtype=np.uint64)
-        nv = np.frombuffer(new_vals, dtype=np.uint64)
-        mask = np.uint64(capacity - 1)
-        pos = ks & mask
-        todo = np.arange(len(ks))
-        # Vectorised linear probing: each round, every pending key whose slot is empty and that is the
-        # first to claim it takes it; the others move one slot on. A key only ever passes occupied
-        # slots, so every lookup path stays unbroken.
-        while todo.size:
-            slots = pos[todo]
-            empty = nk[slots] == 0
-            cand, cslots = todo[empty], slots[empty]
-            uniq, first = np.unique(cslots, return_index=True)
-            winners = cand[first]
-            nk[uniq] = ks[winners]
-            nv[uniq] = vs[winners]
-            placed = np.zeros(len(ks), dtype=bool)
-            placed[winners] = True
-            todo = todo[~placed[todo]]
-            pos[todo] = (pos[todo] + np.uint64(1)) & mask
-        del nk, nv
-        self.keys, self.vals = new_keys, new_vals
-        self.mask = capacity - 1
-        self.live = len(ks)
-        self.deleted = 0
-
-    def sweep(self, older_than: datetime) -> int:
-        """Delete entries whose scan time is before ``older_than``; returns how many."""
-        limit = np.uint64(max(int((older_than - EPOCH).total_seconds()), 0))
-        k = np.frombuffer(self.keys, dtype=np.uint64)
-        v = np.frombuffer(self.vals, dtype=np.uint64)
-        expired = (k > 1) & (((v >> np.uint64(2)) & np.uint64(_TIME_MASK)) < limit)
-        n = int(expired.sum())
-        if n:
-            k[expired] = self.DELETED
-        del k, v, expired
-        self.live -= n
-        self.deleted += n
-        if self.deleted > self.live or (self.deleted and self.live < self.capacity // 4):
-            self._rebuild(self._capacity_for(self.live))
-        return n
 
 
 class DuplicateParams(Params):
