@@ -381,27 +381,43 @@ class Planter:
             (8, "XY", "B", {"remote": True, "pooling": False}, "异地就医 at an XY tier-B pharmacy"),
         )
         for day, scheme, tier, opts, note in cases:
-            if not self.fits(day):
-                continue
-            p = self.pharmacy(f"tier.not_entitled:{scheme}{tier}")
-            p.scheme, p.tier = scheme, tier
-            p.pooling = tier not in ("A", "B", "I")
-            kw = dict(opts)
-            remote = bool(kw.pop("remote", False))
-            for hour in (10, 15):
-                self.force(p, day, hour, 30, "settle", force=True,
-                           person=self.person(retired=False, remote=remote), **kw)
-            self.label("tier.not_entitled", p, day, tickets=[self.ticket("REVIEW", self.on(day), GUESS)],
-                       note=note)
-            if kw.get("pooling") and not p.pooling:
-                # its registry entry says outpatient_pooling = false: settling without the right (issue 12.5)
-                self.label("status.settled_while_suspended", p, day,
-                           note="门诊统筹 settled by an institution whose registry has outpatient_pooling=false")
-        if self.fits(9):
-            c = self.pharmacy("tier.not_entitled:lookalike")
-            c.scheme, c.tier, c.pooling = "XY", "C", True
-            self.force(c, 9, 10, 30, "settle", person=self.person(retired=False, remote=True), pooling=False)
-            self.label("tier.not_entitled", c, 9, kind="lookalike", note="异地就医 at XY tier C (allowed)")
+            self.not_entitled(day, scheme, tier, opts, note)
+        self.entitled_lookalike("XY", "C", {"remote": True}, "异地就医 at XY tier C (allowed)")
+
+    def not_entitled(self, day: int, scheme: str, tier: str, opts: dict[str, Any], note: str,
+                     **review: bool) -> None:
+        """A pharmacy of ``scheme``/``tier`` settling twice on ``day`` what its tier does not allow (``opts``:
+        the settlement's fields, ``remote`` for an 异地就医 person), labelled ``tier.not_entitled`` with a
+        REVIEW ticket (``review``: its extra fields) — and, where it settles 门诊统筹 with no pooling right in
+        its registry, ``status.settled_while_suspended``."""
+        if not self.fits(day):
+            return
+        p = self.pharmacy(f"tier.not_entitled:{scheme}{tier}")
+        p.scheme, p.tier = scheme, tier
+        p.pooling = tier not in ("A", "B", "I")
+        kw = dict(opts)
+        remote = bool(kw.pop("remote", False))
+        for hour in (10, 15):
+            self.force(p, day, hour, 30, "settle", force=True,
+                       person=self.person(retired=False, remote=remote), **kw)
+        self.label("tier.not_entitled", p, day, tickets=[self.ticket("REVIEW", self.on(day), GUESS, **review)],
+                   note=note)
+        if kw.get("pooling") and not p.pooling:
+            # its registry entry says outpatient_pooling = false: settling without the right (issue 12.5)
+            self.label("status.settled_while_suspended", p, day,
+                       note="门诊统筹 settled by an institution whose registry has outpatient_pooling=false")
+
+    def entitled_lookalike(self, scheme: str, tier: str, opts: dict[str, Any], note: str) -> None:
+        """The look-alike of ``not_entitled``: on day 9 a pharmacy of a tier that may settle it settles
+        once (personal account), which must raise nothing."""
+        if not self.fits(9):
+            return
+        c = self.pharmacy("tier.not_entitled:lookalike")
+        c.scheme, c.tier, c.pooling = scheme, tier, True
+        kw = dict(opts)
+        remote = bool(kw.pop("remote", False))
+        self.force(c, 9, 10, 30, "settle", person=self.person(retired=False, remote=remote), pooling=False, **kw)
+        self.label("tier.not_entitled", c, 9, kind="lookalike", note=note)
 
     def suspended(self) -> None:
         """A pharmacy suspended by the real-time ladder that keeps settling 门诊统筹 during it."""

@@ -99,34 +99,12 @@ class RegionalPlanter(Planter):
             "LN": ((6, "I", {"pooling": True}, "门诊统筹 at an LN tier-I pharmacy (personal account only)"),
                    (7, "II", {"med_type": "14", "pooling": False}, "门诊慢特病 at an LN tier-II pharmacy")),
         }
-        cases = table[scheme]
-        for day, tier, opts, note in cases:
-            if not self.fits(day):
-                continue
-            p = self.pharmacy(f"tier.not_entitled:{scheme}{tier}")
-            p.scheme, p.tier = scheme, tier
-            p.pooling = tier not in ("A", "B", "I")
-            kw = dict(opts)
-            remote = bool(kw.pop("remote", False))
-            for hour in (10, 15):
-                self.force(p, day, hour, 30, "settle", force=True,
-                           person=self.person(retired=False, remote=remote), **kw)
-            self.label("tier.not_entitled", p, day,
-                       tickets=[self.ticket("REVIEW", self.on(day), GUESS, requires_verification=True)], note=note)
-            if kw.get("pooling") and not p.pooling:
-                self.label("status.settled_while_suspended", p, day,
-                           note="门诊统筹 settled by an institution whose registry has outpatient_pooling=false")
-        if self.fits(9):
-            allowed: dict[str, tuple[str, dict[str, Any], str]] = {
-                "XY": ("C", {"remote": True}, "异地就医 at XY tier C (allowed)"),
-                "LN": ("III", {"med_type": "14"}, "门诊慢特病 at LN tier III (allowed)")}
-            ok_tier, ok_opts, ok_note = allowed[scheme]
-            c = self.pharmacy("tier.not_entitled:lookalike")
-            c.scheme, c.tier, c.pooling = scheme, ok_tier, True
-            kw = dict(ok_opts)
-            remote = bool(kw.pop("remote", False))
-            self.force(c, 9, 10, 30, "settle", person=self.person(retired=False, remote=remote), pooling=False, **kw)
-            self.label("tier.not_entitled", c, 9, kind="lookalike", note=ok_note)
+        for day, tier, opts, note in table[scheme]:
+            self.not_entitled(day, scheme, tier, opts, note, requires_verification=True)
+        allowed: dict[str, tuple[str, dict[str, Any], str]] = {
+            "XY": ("C", {"remote": True}, "异地就医 at XY tier C (allowed)"),
+            "LN": ("III", {"med_type": "14"}, "门诊慢特病 at LN tier III (allowed)")}
+        self.entitled_lookalike(scheme, *allowed[scheme])
 
     def downgrade(self, scheme: str, tier: str, new_tier: str, kinds: list[tuple[str, int, int]],
                   note: str, restrict_pooling: bool) -> None:
