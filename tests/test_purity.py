@@ -56,7 +56,7 @@ SHELLS_AND_SINKS = ("monitor.replay", "monitor.streams", "monitor.commands", "mo
 CORE_MODULES = ("monitor.engine", "monitor.contract", "monitor.detectors", "monitor.policy", "monitor.state")
 #: Detector modules still written to the old ``Detector`` (``ctx.alert``/``ctx.trigger``; the engine's
 #: adapter gathers their calls as findings). This set only shrinks.
-LEGACY_DETECTORS = {"tracecodes.py", "base.py"}
+LEGACY_DETECTORS = {"base.py"}
 
 
 def monitor_imports(path: Path) -> list[str]:

@@ -22,8 +22,8 @@
   ``realtime`` ladder — only when the day has at least ``trigger_min_packs`` insured whole packs
   (proportionate: one uncoded pack is an alert, not a suspension; the pack says why).
   The day is judged on its uploads, not between two records of one upload: a sale arriving after the
-  judgment is counted one second later (``("recount", code, day)``), so the sale scans uploaded in the
-  same second as their 3505 line count for it.
+  judgment is counted one second later (a ``Recount(code, day)`` timer), so the sale scans uploaded in
+  the same second as their 3505 line count for it.
 * Malformed codes (not 1–100 letters/digits) never reach this detector: ``records.TraceScan`` rejects
   them and the shells dead-letter the record with the reason.
 
@@ -51,7 +51,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import Field
 
 from monitor.clock import CST, business_date, day_end, day_start
-from monitor.detectors.base import Detector, Params
+from monitor.contract import Findings, ForgetDay, JudgeDay, Params, Rule, RuleContext
+from monitor.detectors.windows import DayWindows
 from monitor.records import SaleMovement, TraceScan
 from monitor.state import U64, MemoryStore, StateStore, Table, to_seconds
 
@@ -59,7 +60,6 @@ from monitor.state import U64, MemoryStore, StateStore, Table, to_seconds
 CODES_TABLE = "trace_codes"
 
 if TYPE_CHECKING:
-    from monitor.engine import Context
     from monitor.policy.pack import Pack
     from monitor.records import Record
 
@@ -93,6 +93,29 @@ def unpack_value(value: int) -> tuple[int, datetime, int]:
     """(institution index, scan time, state)."""
     return (value >> _INST_SHIFT, EPOCH + timedelta(seconds=(value >> 2) & _TIME_MASK), value & 3)
 
+
+
+# ----------------------------------------------------------------------------------------- timer keys
+@dataclass(frozen=True, slots=True)
+class SettleSuspect:
+    """Judge the suspect code of key ``key`` (``code_key``): every scan of it up to the later sale is in."""
+
+    key: int
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetLinks:
+    """Forget the sale scans' links of business ``day`` (``scan_memory_days`` after its judgment)."""
+
+    day: date
+
+
+@dataclass(frozen=True, slots=True)
+class Recount:
+    """Count the sales of ``(code, day)`` that arrived after its judgment, once their upload second is over."""
+
+    code: str
+    day: date
 
 
 class DuplicateParams(Params):
@@ -154,13 +177,16 @@ def _num(value: Decimal) -> str:
     return f"{value.normalize():f}"
 
 
-class TraceCodes(Detector):
+class TraceCodes(Rule):
     """``trace.duplicate`` and ``trace.missing``."""
 
     name: ClassVar[str] = "tracecodes"
     rule_ids: ClassVar[tuple[str, ...]] = (DUPLICATE, MISSING)
     streams: ClassVar[tuple[str, ...]] = ("tracecodes", "inventory")
     params: ClassVar[dict[str, type[Params]]] = {DUPLICATE: DuplicateParams, MISSING: MissingParams}
+    timers: ClassVar[tuple[type, ...]] = (SettleSuspect, ForgetLinks, JudgeDay, ForgetDay, Recount)
+    state: ClassVar[tuple[str, ...]] = ("suspects", "codes", "inst_index", "inst_codes", "linked",
+                                        "linked_by_day", "windows")
 
     def __init__(self, pack: Pack) -> None:
         super().__init__(pack)
@@ -192,14 +218,18 @@ class TraceCodes(Detector):
         #: institution key space: linked sale scans per document and drug, and day tallies.
         self.linked: dict[tuple[str, ...], int] = {}
         self.linked_by_day: dict[date, list[tuple[str, ...]]] = {}
-        self.days: dict[tuple[str, date], MissingDay] = {}
+        #: institution-day tallies of trace.missing (judged at day end + judge_after_hours, re-judged by
+        #: late sales until rejudge_horizon_days later)
+        self.windows: DayWindows[MissingDay] = DayWindows(
+            self.judge_after if self.missing_enabled else timedelta(0),
+            self.rejudge if self.missing_enabled else timedelta(0), MissingDay, "trace.sale_beyond_rejudge_horizon")
 
     def bind_state(self, store: StateStore) -> None:
         """Keep the trace-code histories in the engine's store (called by the engine once it has one)."""
         self.codes = store.table(CODES_TABLE, U64, U64)
 
     # ---------------------------------------------------------------------------------- records
-    def on_record(self, rec: Record, arrival: datetime, ctx: Context) -> None:
+    def on_record(self, rec: Record, arrival: datetime, ctx: RuleContext) -> Findings:
         if isinstance(rec, TraceScan):
             if self.dup_enabled:
                 self._dedup(rec, ctx)
@@ -207,6 +237,7 @@ class TraceCodes(Detector):
                 self._link(rec, ctx)
         elif isinstance(rec, SaleMovement) and self.missing_enabled and rec.infno == "3505":
             self._on_sale(rec, ctx)
+        return []  # a record only remembers; findings come from the timers
 
     # ------------------------------------------------------------------------------- duplicates
     def _inst(self, code: str) -> int:
@@ -218,7 +249,7 @@ class TraceCodes(Detector):
             self.inst_codes.append(code)
         return idx
 
-    def _dedup(self, rec: TraceScan, ctx: Context) -> None:
+    def _dedup(self, rec: TraceScan, ctx: RuleContext) -> None:
         if rec.trdn_flag == "1":
             return  # split pack: one code covers several sales (exempt)
         kind = rec.scan_kind
@@ -276,15 +307,16 @@ class TraceCodes(Detector):
             base.append((old_time, -1, "", None, None, ""))  # a return at or before the remembered sale
         base.append((old_time, 1, self.inst_codes[old_inst], None, None, ""))
         self.suspects[key] = Suspect(rec.drug_trac_codg, [*base, event])
-        ctx.schedule(max(when, old_time) + self.dup_settle, self, ("suspect", key))
+        ctx.schedule(max(when, old_time) + self.dup_settle, SettleSuspect(key))
 
-    def _judge_suspect(self, key: int, ctx: Context) -> None:
+    def _judge_suspect(self, key: int, ctx: RuleContext) -> Findings:
         suspect = self.suspects[key]
         latest = max(ev[0] for ev in suspect.events)
         if ctx.now < latest + self.dup_settle:  # a later scan joined: wait for it to settle too
-            ctx.schedule(latest + self.dup_settle, self, ("suspect", key))
-            return
+            ctx.schedule(latest + self.dup_settle, SettleSuspect(key))
+            return []
         del self.suspects[key]
+        out: Findings = []
         last_sale: ScanEvent | None = None
         returned = False
         after_return = False
@@ -297,8 +329,9 @@ class TraceCodes(Detector):
             if last_sale is not None and not returned:
                 if last_sale[2] == ev[2] and last_sale[0] == ev[0]:
                     continue  # the same sale resent
-                self._report(suspect.code, (last_sale[2], last_sale[0]), (ev[2], ev[0]),
-                             {"rtal_docno": ev[3], "setl_id": ev[4], "med_list_codg": ev[5] or None}, ctx)
+                out.extend(self._report(suspect.code, (last_sale[2], last_sale[0]), (ev[2], ev[0]),
+                                        {"rtal_docno": ev[3], "setl_id": ev[4], "med_list_codg": ev[5] or None},
+                                        ctx))
             after_return = returned
             last_sale, returned = ev, False
         assert final is not None
@@ -309,13 +342,14 @@ class TraceCodes(Detector):
         else:
             self.codes.set_at(key, pack_value(self._inst(final[2]), final[0],
                                               SOLD_AFTER_RETURN if after_return else SOLD), expires)
+        return out
 
     def _report(self, code: str, first: tuple[str, datetime], later: tuple[str, datetime],
-                later_refs: dict[str, Any], ctx: Context) -> None:
+                later_refs: dict[str, Any], ctx: RuleContext) -> Findings:
         seller, when = later
         if not self.dup_cross and first[0] != seller:
             ctx.count("trace.duplicate_left_to_trace_tier")  # trace.resold of the national tier
-            return
+            return []
         day = business_date(when)
         first_sale = {"fixmedins_code": first[0], "scan_time": first[1].isoformat()}
         later_sale = {"fixmedins_code": seller, "scan_time": when.isoformat(),
@@ -332,17 +366,20 @@ class TraceCodes(Detector):
             vola_cont=(f"追溯码 {code} 已于 {first[1]:%Y-%m-%d %H:%M:%S} 在 {first[0]} 销售且未退货，"
                        f"{when:%Y-%m-%d %H:%M:%S} 再次销售（疑似回流药、串换或虚假销售）"),
         )
-        if alert is not None:
-            ctx.trigger(DUPLICATE, seller, day, cause=f"day:{day.isoformat()}", alert_id=alert.alert_id)
+        if alert is None:
+            return []
+        # the ladder is fed only when this alert is new (a repeated finding escalates once)
+        return [alert, ctx.escalate(DUPLICATE, seller, day, cause=f"day:{day.isoformat()}", alert=alert,
+                                    only_with_alert=True)]
 
     # ---------------------------------------------------------------------------------- missing
-    def _link(self, rec: TraceScan, ctx: Context) -> None:
+    def _link(self, rec: TraceScan, ctx: RuleContext) -> None:
         when = rec.scan_time
         day = when.date() if when.tzinfo is CST else business_date(when)  # business_date, inlined
         bucket = self.linked_by_day.get(day)
         if bucket is None:
             bucket = self.linked_by_day[day] = []
-            ctx.schedule(day_end(day) + self.judge_after + self.scan_memory, self, ("forget_links", day))
+            ctx.schedule(day_end(day) + self.judge_after + self.scan_memory, ForgetLinks(day))
         linked = self.linked
         med = rec.med_list_codg
         # link keys: by settlement and drug, and by retail document and drug
@@ -363,7 +400,7 @@ class TraceCodes(Detector):
             else:
                 linked[key] = n + 1
 
-    def _on_sale(self, rec: SaleMovement, ctx: Context) -> None:
+    def _on_sale(self, rec: SaleMovement, ctx: RuleContext) -> None:
         if rec.trdn_flag == "1" or rec.sel_retn_cnt <= 0:
             return  # split packs are exempt from per-pack counting
         setl_type = rec.mdtrt_setl_type
@@ -372,8 +409,7 @@ class TraceCodes(Detector):
         code = rec.fixmedins_code
         when = rec.sel_retn_time
         day = when.date() if when.tzinfo is CST else business_date(when)  # business_date, inlined
-        tally = self.open_day(self.days, code, day, self.judge_after, self.rejudge, MissingDay, ctx,
-                              "trace.sale_beyond_rejudge_horizon")
+        tally = self.windows.open(code, day, ctx)
         if tally is None:
             return
         setl_id, docno, med = rec.setl_id, rec.rtal_docno, rec.med_list_codg
@@ -385,7 +421,7 @@ class TraceCodes(Detector):
         tally.last_sale_at = ctx.now
         if tally.judged:
             # after the judgment: counted once this upload second is over (its scans may follow it)
-            ctx.schedule(ctx.now + _ONE_SECOND, self, ("recount", code, day))
+            ctx.schedule(ctx.now + _ONE_SECOND, Recount(code, day))
 
     def _count(self, item: PendingSale, tally: MissingDay) -> None:
         s_key, r_key, packs, setl_id, docno, med = item
@@ -400,41 +436,39 @@ class TraceCodes(Detector):
                 ref = f"setl_id={setl_id}" if setl_id else f"rtal_docno={docno}"
                 tally.samples.append(f"{ref};med_list_codg={med};packs={_num(packs)};codes={codes}")
 
-    def on_timer(self, key: Hashable, ctx: Context) -> None:
-        assert isinstance(key, tuple)
-        kind = key[0]
-        if kind == "suspect":
-            self._judge_suspect(key[1], ctx)
-            return
-        if kind == "forget_links":
-            for lkey in self.linked_by_day.pop(key[1], ()):
+    def on_timer(self, key: Hashable, ctx: RuleContext) -> Findings:
+        if isinstance(key, SettleSuspect):
+            return self._judge_suspect(key.key, ctx)
+        if isinstance(key, ForgetLinks):
+            for lkey in self.linked_by_day.pop(key.day, ()):
                 self.linked.pop(lkey, None)
-            return
-        _, code, day = key
-        tally = self.days.get((code, day))
-        if tally is None:
-            return
-        if kind == "forget":
-            del self.days[(code, day)]
-            return
-        if kind == "recount" and not tally.judged:
-            return
+            return []
+        if isinstance(key, ForgetDay):
+            self.windows.fire(key)
+            return []
+        assert isinstance(key, (JudgeDay, Recount))
+        code, day = key.code, key.day
+        tally = self.windows.get(code, day)
+        if tally is None or (isinstance(key, Recount) and not tally.judged):
+            return []
         if tally.last_sale_at is not None and tally.last_sale_at >= ctx.now:
             # a sale of this upload second is in: its scans may follow it within the second
-            ctx.schedule(ctx.now + _ONE_SECOND, self, key)
-            return
+            ctx.schedule(ctx.now + _ONE_SECOND, key)
+            return []
         for item in tally.pending:
             self._count(item, tally)
         tally.pending = []
-        tally.judged = True
-        self._judge(code, day, tally, ctx)
+        self.windows.fire(JudgeDay(code, day))  # judged from now on: a late sale is recounted
+        return self._judge(code, day, tally, ctx)
 
-    def _judge(self, code: str, day: date, tally: MissingDay, ctx: Context) -> None:
+    def _judge(self, code: str, day: date, tally: MissingDay, ctx: RuleContext) -> Findings:
         if tally.packs <= 0 or tally.triggered:
-            return
+            return []
         coverage = tally.coded / tally.packs
         if coverage >= self.alert_below:
-            return
+            return []
+        out: Findings = []
+        alert = None
         # proportionate: a day with fewer insured whole packs than trigger_min_packs is reported only
         not_realtime = coverage < self.realtime_below and tally.packs >= self.trigger_min_packs
         if not tally.alerted:
@@ -458,6 +492,14 @@ class TraceCodes(Detector):
                            f" 个（{coverage:.2%}）" + ("，追溯码数据未实时上传" if not_realtime else "")),
             )
             tally.alert_id = alert.alert_id if alert else None
+            if alert is not None:
+                out.append(alert)
         if not_realtime:
             tally.triggered = True
-            ctx.trigger(MISSING, code, day, cause=f"trace:day:{day.isoformat()}", alert_id=tally.alert_id)
+            # the ticket names the day's alert: this one if it is new now, else the one of an earlier
+            # judgment of the day
+            out.append(ctx.escalate(MISSING, code, day, cause=f"trace:day:{day.isoformat()}", alert=alert)
+                       if alert is not None else
+                       ctx.escalate(MISSING, code, day, cause=f"trace:day:{day.isoformat()}",
+                                    alert_id=tally.alert_id))
+        return out
