@@ -21,7 +21,13 @@ Contract
 * The handler's exceptions propagate and stop the consumer (the worker turns them into a loud exit);
   nothing unacknowledged is committed.
 
-``install(app, handler)`` must be called right after creating the app, before anything starts it.
+* Only the messages of the installed topic reach the handler. A message of any *other* topic the app's
+  consumer reads — an agent's topic, a table's changelog during recovery (the trace-worker has both) —
+  goes through Faust's own path (``callback`` → conductor → streams), one by one as in Faust's drain loop.
+
+``install(app, topic, handler)`` must be called right after creating the app, before anything starts it.
+Both Kafka shells use it: ``monitor worker`` (``monitor.streams.app``) and ``monitor trace-worker``
+(``monitor.trace.app``, whose repartition topics and table changelogs stay on Faust's path).
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ FETCH_MAX_WAIT_MS = 100
 BatchHandler = Callable[[Sequence[Any]], Awaitable[None]]
 
 
-def _batch_consumer(handler: BatchHandler) -> type[Any]:
+def _batch_consumer(handler: BatchHandler, topics: frozenset[str]) -> type[Any]:
     base = cast(Any, faust_aiokafka.Consumer)
     needed = ("_drain_messages", "_wait_next_records", "_to_message", "perform_seek", "highwater")
     missing = [name for name in needed if not callable(getattr(base, name, None))]
@@ -87,6 +93,7 @@ def _batch_consumer(handler: BatchHandler) -> type[Any]:
             return out
 
         async def _drain_messages(self, fetcher: Any) -> None:
+            callback = self.callback
             consumer_should_stop = self._stopped.is_set
             fetcher_should_stop = fetcher._stopped.is_set
             read_offsets = self._read_offset
@@ -105,6 +112,10 @@ def _batch_consumer(handler: BatchHandler) -> type[Any]:
                             continue  # read before in this generation (Faust drops it too)
                         if r_offset and offset - r_offset > 1 and acks_enabled_for(message.topic):
                             await self._add_gap(tp, r_offset + 1, offset)  # e.g. compacted away
+                        if message.topic not in topics:  # an agent's topic or a changelog: Faust's path
+                            await self.wait_first(callback(message), self.suspend_flow.wait())
+                            read_offsets[tp] = offset
+                            continue
                         read_offsets[tp] = offset
                         # Not ``track_message``: its per-message sensor calls (three labelled Prometheus
                         # updates) cost as much as parsing; the sensor's offset gauges (end offset per
@@ -128,7 +139,7 @@ def _batch_consumer(handler: BatchHandler) -> type[Any]:
 def install(app: faust.App, topic: Any, handler: BatchHandler) -> None:
     """Subscribe ``app``'s consumer to ``topic`` (acknowledging, so commits follow acks) and deliver its
     messages to ``handler`` one fetched batch at a time (module docstring)."""
-    consumer_cls = _batch_consumer(handler)
+    consumer_cls = _batch_consumer(handler, frozenset(topic.topics))
 
     class BatchTransport(faust_aiokafka.Transport):
         Consumer = consumer_cls

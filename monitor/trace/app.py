@@ -3,16 +3,16 @@
 Flow (every process runs the same app in one consumer group, ``<MONITOR_APP_ID>-trace``):
 
 1. the **source intake** reads ``medins.tracecodes`` of every city (raw bytes; bad values go to
-   ``monitor.dlq`` with the reason) **one fetch at a time** (up to ``SOURCE_BATCH`` messages, handed
-   over by the consumer's drain loop in one call: ``_trace_transport``), passes each scan through its
-   source partition's intake clock (``monitor.trace.forward.ScanClock``: a future ``inf_time`` is held
-   or clamped and never moves event time) and **repartitions** the batch by ``drug_trac_codg`` onto
-   ``monitor-trace-by-code`` and, for stock-in and sale scans, by product identifier onto
-   ``monitor-trace-by-product``: **one message per destination partition and batch**, carrying its
-   scans and each source's claim (latest arrival forwarded). That is what ``group_by`` does, done by
-   hand because each source partition must also tell **every** partition how far it has forwarded: a
-   timer sends one coalesced tick per destination partition (all owned sources' claims; those read to
-   their fetch high-watermark marked idle).
+   ``monitor.dlq`` with the reason) **one fetch at a time** (up to ``SOURCE_BATCH`` messages, handed over
+   by the batch drain loop both Kafka shells share: ``monitor.streams.batch``, which also keeps the
+   broker's fetch waits short), passes each scan through its source partition's intake clock
+   (``monitor.trace.forward.ScanClock``: a future ``inf_time`` is held or clamped and never moves event
+   time) and **repartitions** the batch by ``drug_trac_codg`` onto ``monitor-trace-by-code`` and, for
+   stock-in and sale scans, by product identifier onto ``monitor-trace-by-product``: **one message per
+   destination partition and batch**, carrying its scans and each source's claim (latest arrival
+   forwarded). That is what ``group_by`` does, done by hand because each source partition must also tell
+   **every** partition how far it has forwarded: a timer sends one coalesced tick per destination partition
+   (all owned sources' claims; those read to their fetch high-watermark marked idle).
 2. agents ``trace-codes`` / ``trace-products`` apply each message's scans to the pure stages of
    ``monitor.trace.rules`` whose state lives in Faust tables (``trace-codes``, ``trace-products``) on the
    **rocksdict** RocksDB store, changelog-backed — **one table write per key per message** (the stage
@@ -37,7 +37,7 @@ import json
 import logging
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import faust
@@ -45,6 +45,7 @@ import faust
 from monitor.records import InvalidRecord, TraceScan, parse_value
 from monitor.replay import dead_letter
 from monitor.settings import Settings
+from monitor.streams import batch as batch_intake
 from monitor.streams.topics import DLQ, TRACE_BY_CODE, TRACE_BY_PRODUCT, TRACE_FINDINGS
 from monitor.trace.forward import Pending, ScanClock
 from monitor.trace.rules import (
@@ -154,83 +155,6 @@ async def send_records(app: Any, topic: str, partition: int, records: list[tuple
         await send(topic, value, key=key, partition=partition)
 
 
-SourceHandler = Callable[[list[Any]], Awaitable[None]]
-
-
-def _trace_transport(source_topic: str, handler: SourceHandler) -> type:
-    """Faust's aiokafka transport, with two changes to its consumer.
-
-    * **Batch intake of the source topic.** Faust hands every message to the topic conductor through
-      ``wait_first(callback(message), …)`` (several task creations and event-loop turns per message:
-      notes/local-kafka.md measured ~5 000 messages/s for an agent that does nothing). The drain loop
-      here passes the ``source_topic`` messages of each fetch to ``handler`` as one list instead; every
-      other topic (the repartition topics the stage agents read, the tables' changelogs during
-      recovery) still goes through Faust's conductor as before. The handler acknowledges a source
-      message itself, once its scans are forwarded (``monitor.streams.batch`` does the same for
-      ``monitor worker``; read offsets, gaps and commits follow Faust's rules).
-    * **Short fetch waits.** The broker holds a fetch at most ``batch.FETCH_MAX_WAIT_MS`` (Faust fixes
-      1 500 ms): each hop of the tier (source → repartition topic → stage → findings) is a fetch of data
-      this group just produced, and tansu holds a fetch that found nothing for the whole wait even when
-      data arrives meanwhile (up to 1.5 s per hop)."""
-    from faust.transport.drivers import aiokafka as faust_aiokafka
-
-    from monitor.streams.batch import FETCH_MAX_WAIT_MS
-
-    base_thread: Any = faust_aiokafka.AIOKafkaConsumerThread
-    base_consumer: Any = faust_aiokafka.Consumer
-
-    class FetchThread(base_thread):
-        def _create_worker_consumer(self, transport: Any) -> Any:
-            consumer = super()._create_worker_consumer(transport)
-            consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read by its fetcher at start
-            return consumer
-
-    class TraceConsumer(base_consumer):
-        def _new_consumer_thread(self) -> Any:
-            return FetchThread(self, loop=self.loop, beacon=self.beacon)
-
-        async def _drain_messages(self, fetcher: Any) -> None:
-            callback = self.callback
-            consumer_should_stop = self._stopped.is_set
-            fetcher_should_stop = fetcher._stopped.is_set
-            read_offsets = self._read_offset
-            acks_enabled_for = self.app.topics.acks_enabled_for
-            commit_every = self._commit_every
-            try:
-                while not (consumer_should_stop() or fetcher_should_stop()):
-                    await self.sleep(0)  # as Faust: getmany may not yield to the loop when data waits
-                    if self.should_stop:
-                        break
-                    batch: list[Any] = []
-                    async for tp, message in self.getmany(timeout=1.0):
-                        offset = message.offset
-                        r_offset = read_offsets[tp]
-                        if r_offset is not None and offset < r_offset:
-                            continue  # read before in this generation (Faust drops it too)
-                        if r_offset and offset - r_offset > 1 and acks_enabled_for(message.topic):
-                            await self._add_gap(tp, r_offset + 1, offset)
-                        if message.topic == source_topic:
-                            batch.append(message)
-                        else:
-                            await self.wait_first(callback(message), self.suspend_flow.wait())
-                        read_offsets[tp] = offset
-                    if batch:
-                        await handler(batch)
-                    me: Any = self  # Faust's counter of acks since the last commit
-                    if commit_every is not None and me._n_acked >= commit_every:
-                        me._n_acked = 0
-                        await self.commit()
-            except self.consumer_stopped_errors:
-                if self.transport.app.should_stop:
-                    return
-                raise
-
-    class TraceTransport(faust_aiokafka.Transport):
-        Consumer = TraceConsumer
-
-    return TraceTransport
-
-
 def encode_batch(scans: list[tuple[str, Scan]], claims: list[tuple[str, int, bool]]) -> bytes:
     """One repartition message: scans (code, scan) for one stage partition and the claims (source,
     latest arrival forwarded, idle) of the sources they came from, with ``t`` = the forwarder's wall
@@ -321,7 +245,7 @@ def create_trace_app(settings: Settings, sources: int, web_port: int = 6067) -> 
     #: source message → its scans the intake clock still holds (acknowledged when none is left)
     waiting: dict[Any, int] = {}
 
-    async def forward(messages: list[Any]) -> None:
+    async def forward(messages: Sequence[Any]) -> None:
         """One fetch of ``medins.tracecodes`` → one repartition message per stage partition."""
         outgoing: dict[tuple[Any, int], list[tuple[str, Scan]]] = {}
         release: list[Any] = []  # tokens of held scans released now
@@ -363,8 +287,9 @@ def create_trace_app(settings: Settings, sources: int, web_port: int = 6067) -> 
                 del waiting[token]
                 consumer.ack(token)
 
-    app.transport = _trace_transport(source.get_topic_name(), forward)(app.conf.broker_consumer, app)
-    app.topics.add(source)
+    # one call per fetch of the source topic; the repartition topics and the tables' changelogs stay on
+    # Faust's path (agents, recovery)
+    batch_intake.install(app, source, forward)
 
     @app.timer(TICK_SECONDS)
     async def tick_sources() -> None:
