@@ -46,6 +46,19 @@ Calls (engine → rule); each **returns** its findings
     whether a record happened to arrive in between. Its findings are applied when the batch ends,
     after those of the other rules for the same records (output order may differ; the set may not).
     ``process(record)`` is a batch of one.
+
+    **Placing findings; timers due inside the batch.** A batch rule returns each finding as a
+    ``Placed(at, phase, finding)``: ``at`` is the index of the delivery in ``batch`` and ``phase`` where
+    one by one would have found it — 0: a timer of the rule due when delivery ``at`` is admitted (before
+    any rule sees it), 1: delivery ``at`` itself, 2: a timer delivery ``at`` made due (right after it);
+    so the engine can apply a batch in the one-by-one order. ``Rule.each_delivery(batch, ctx, handle)``
+    is the skeleton that does it: it calls ``handle(delivery)`` per delivery with ``ctx.now`` at it and
+    *holds* the timers the rule schedules meanwhile whose due instant falls inside the batch (at or before
+    its last delivery's event time), firing them through ``on_timer`` at their instant in ``(due,
+    scheduling)`` order, exactly when the engine would have one by one; later ones go to the engine.
+    A rule whose ``handle`` keeps per-institution-day work for the whole batch (tallies once per key)
+    uses it the same way. What holding assumes (true of ``DayWindows`` and of every rule here): a key is
+    not re-scheduled, while it is still pending with the engine, with a due instant inside the batch.
 ``on_record(rec, arrival, ctx) -> Findings``
     One record of one of ``streams``. ``arrival`` is its upload time (``inf_time``, a broker timestamp,
     or its business time when neither is known: ``ctx.upload_time_known`` is then False).
@@ -90,6 +103,7 @@ of the same record. Outputs come out in the order findings are applied.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -152,6 +166,16 @@ class DayFact:
 RuleFinding = Alert | Escalation | DayFact
 Findings = list[RuleFinding]
 NO_FINDINGS: tuple[RuleFinding, ...] = ()
+
+
+class Placed(NamedTuple):
+    """A finding of ``on_batch`` with its place in the one-by-one order (see the module docstring):
+    ``at`` = index of the delivery in the batch, ``phase`` 0 (a timer due when it is admitted), 1 (the
+    delivery itself) or 2 (a timer it made due)."""
+
+    at: int
+    phase: int
+    finding: RuleFinding
 
 
 class Delivery(NamedTuple):
@@ -290,10 +314,14 @@ class RuleContext:
         "_at",
         "_clock",
         "_count",
+        "_held",
+        "_held_keys",
+        "_held_seq",
         "_owner",
         "_person",
         "_schedule",
         "_timers",
+        "_until",
         "pack",
         "registry",
         "sanctions",
@@ -315,6 +343,11 @@ class RuleContext:
         self._count = count
         self._person = person
         self._at: datetime | None = None
+        #: timers held while a batch is handled (``hold_timers``): (due, sequence, key) heap, their keys
+        self._held: list[tuple[datetime, int, Hashable]] | None = None
+        self._held_keys: set[Hashable] = set()
+        self._held_seq = 0
+        self._until: datetime | None = None
 
     @property
     def now(self) -> datetime:
@@ -328,6 +361,31 @@ class RuleContext:
         else:
             self._at, self.upload_time_known = delivery.now, delivery.upload_time_known
 
+    def at_timer(self, due: datetime) -> None:
+        """``Rule.each_delivery`` only: a held timer due at ``due`` is being handled now."""
+        self._at, self.upload_time_known = due, True
+
+    def hold_timers(self, until: datetime) -> None:
+        """``Rule.each_delivery`` only: from now on, hold the timers due at or before ``until`` (the
+        batch's last event time) instead of handing them to the engine (see the module docstring)."""
+        self._held, self._held_keys, self._until = [], set(), until
+
+    def pop_held(self, now: datetime) -> tuple[datetime, Hashable] | None:
+        """The next held timer due at or before ``now`` (``(due, scheduling)`` order), or None."""
+        held = self._held
+        if held and held[0][0] <= now:
+            due, _, key = heapq.heappop(held)
+            self._held_keys.discard(key)
+            return due, key
+        return None
+
+    def release_timers(self) -> None:
+        """End of the batch: timers still held go to the engine (their due instants are kept)."""
+        held, self._held, self._until = self._held, None, None
+        self._held_keys = set()
+        for due, _, key in sorted(held or ()):
+            self._schedule(due, self._owner, key)
+
     def person(self, psn_no: str | None) -> str | None:
         """The keyed pseudonym of a person id (``monitor.privacy``): what a rule may keep or show."""
         return self._person(psn_no)
@@ -338,7 +396,17 @@ class RuleContext:
         if not isinstance(key, self._timers):
             raise TypeError(f"rule {self._owner} schedules a {type(key).__name__} timer; it declares "
                             f"{', '.join(t.__name__ for t in self._timers) or 'none'}")
-        self._schedule(max(due, self.now), self._owner, key)
+        due = max(due, self.now)
+        held = self._held
+        if held is not None:
+            if key in self._held_keys:
+                return  # once per key while pending
+            if self._until is not None and due <= self._until:  # due inside the batch: the rule fires it
+                self._held_keys.add(key)
+                self._held_seq += 1
+                heapq.heappush(held, (due, self._held_seq, key))
+                return
+        self._schedule(due, self._owner, key)
 
     def count(self, name: str, n: int = 1) -> None:
         """A data-quality counter (``summary.json`` ``quality``)."""
@@ -385,7 +453,7 @@ class Rule:
     def bind_state(self, store: Any) -> None:
         """The engine hands the rule its ``monitor.state.StateStore`` (after build and after restore)."""
 
-    def on_batch(self, stream: str, batch: Sequence[Delivery], ctx: RuleContext) -> Findings:
+    def on_batch(self, stream: str, batch: Sequence[Delivery], ctx: RuleContext) -> Sequence[RuleFinding | Placed]:
         out: Findings = []
         try:
             for delivery in batch:
@@ -396,6 +464,37 @@ class Rule:
         finally:
             ctx.deliver(None)
         return out
+
+    def each_delivery(self, batch: Sequence[Delivery], ctx: RuleContext,
+                      handle: Callable[[Delivery], Findings | None]) -> list[Placed]:
+        """The skeleton of an ``on_batch`` override (module docstring): ``handle`` each delivery with
+        ``ctx.now`` at it, fire the rule's own timers that fall due inside the batch at their instant
+        (``on_timer``), and place every finding where one by one would have found it."""
+        out: list[Placed] = []
+        if not batch:
+            return out
+        ctx.hold_timers(batch[-1].now)
+        try:
+            for at, delivery in enumerate(batch):
+                if ctx._held:  # a timer held from an earlier delivery, due by this one's admission
+                    self._fire_held(at, 0, delivery.now, ctx, out)
+                ctx._at, ctx.upload_time_known = delivery.now, delivery.upload_time_known  # ctx.deliver
+                found = handle(delivery)
+                if found:
+                    out.extend([Placed(at, 1, f) for f in found])
+                if ctx._held:  # a timer this delivery made due (a late record re-opening a past day)
+                    self._fire_held(at, 2, delivery.now, ctx, out)
+        finally:
+            ctx.deliver(None)
+            ctx.release_timers()
+        return out
+
+    def _fire_held(self, at: int, phase: int, now: datetime, ctx: RuleContext, out: list[Placed]) -> None:
+        while (item := ctx.pop_held(now)) is not None:
+            ctx.at_timer(item[0])
+            found = self.on_timer(item[1], ctx)
+            if found:
+                out.extend([Placed(at, phase, f) for f in found])
 
     def on_record(self, rec: Record, arrival: datetime, ctx: RuleContext) -> Findings:
         return []
@@ -415,6 +514,7 @@ __all__ = [
     "ForgetDay",
     "JudgeDay",
     "Params",
+    "Placed",
     "RegistryView",
     "Rule",
     "RuleContext",

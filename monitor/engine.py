@@ -45,6 +45,7 @@ from monitor.contract import (
     Delivery,
     Escalation,
     Findings,
+    Placed,
     RegistryView,
     Rule,
     RuleContext,
@@ -536,8 +537,7 @@ class Engine:
             finally:
                 self.ctx.upload_time_known = True
         assert isinstance(det, Rule)
-        if type(det).on_batch is not Rule.on_batch:
-            return det.on_batch(rec.STREAM, [Delivery(rec, when, known, rctx.now)], rctx)
+        # a batch of one: on_record, which a rule that overrides on_batch keeps as its one-by-one reference
         rctx.upload_time_known = known
         try:
             return det.on_record(rec, when, rctx)
@@ -596,7 +596,9 @@ class Engine:
         return out
 
     def _batch_call(self, rule: Rule, stream: str, batch: Sequence[Delivery]) -> Findings:
-        return rule.on_batch(stream, batch, self._rule_ctx[rule.name])
+        """A batch rule's findings in their one-by-one order (``Placed`` unwrapped)."""
+        found = rule.on_batch(stream, batch, self._rule_ctx[rule.name])
+        return [f.finding if isinstance(f, Placed) else f for f in found]
 
     def attach(self, det: Detector | Rule) -> Detector | Rule:
         """Add a pure observer at run time (e.g. the institution-day collector that feeds ClickHouse's

@@ -30,7 +30,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
-from monitor.clock import business_date, day_end, day_start
-from monitor.contract import Findings, ForgetDay, JudgeDay, Params, Rule, RuleContext
+from monitor.clock import CST, business_date, day_end, day_start
+from monitor.contract import Delivery, Findings, ForgetDay, JudgeDay, Params, Placed, Rule, RuleContext
 from monitor.detectors.windows import DayWindows
 from monitor.records import PurchaseMovement, SaleMovement, Settlement, StockChange, Stocktake, TraceScan
 
@@ -109,6 +109,10 @@ class DayTally:
 
 #: what a review counts per institution-day: [records with known upload time, late, unknown]
 Volume = list[int]
+#: a batch's mark of an institution-day that takes its records one by one (``UploadTimeliness.on_batch``)
+_EXACT: list[Any] = []
+#: batches shorter than this go record by record (``on_batch``; measured with /bench's stage rows)
+_SHORT_BATCH = 8
 
 
 class UploadTimeliness(Rule):
@@ -147,6 +151,139 @@ class UploadTimeliness(Rule):
         self._volume_pruned: int = 0
 
     # ---------------------------------------------------------------------------------- records
+    def on_batch(self, stream: str, batch: Sequence[Delivery], ctx: RuleContext) -> list[Placed]:
+        """The batch path (``monitor.contract``): the findings of ``on_record`` one by one, placed. An
+        institution-day that cannot be judged inside the batch (not judged yet, its judgment due after
+        the batch) is tallied once per batch: its records are summed per day and stream and added to the
+        tally when the batch ends. A day already judged, or opened so late that its judgment falls inside
+        the batch, takes its records one by one through ``on_record`` (each late one may judge it at
+        once). The batch may mix streams (each record counts for its own)."""
+        on_record = self.on_record
+        if len(batch) < _SHORT_BATCH:  # the per-day sums would cost more than they save
+            return self.each_delivery(batch, ctx, lambda d: on_record(d.record, d.arrival, ctx))
+        max_lag, windows, until = self.max_lag, self.windows, batch[-1].now
+        too_old = windows.too_old
+        #: (code, day) → [tally or None (too old), known, late, unknown, settlements, whole-pack lines,
+        #:  sales, sale scans, max lag s, late samples, late by stream, unknown by stream], or _EXACT
+        acc: dict[tuple[str, date], list[Any]] = {}
+        #: (code, day, stream) → [its review volume, its day's entry of ``acc`` (None: not tallied),
+        #:  watched], or _EXACT: one look-up per record (rebuilt after the volumes are pruned)
+        entries: dict[tuple[str, date, str], list[Any]] = {}
+        pruned = [self._volume_pruned]
+        unknown_n: dict[str, int] = {}
+
+        def entry(d: Delivery, code: str, day: date, rstream: str, known: bool, late: bool) -> list[Any]:
+            """First record of (code, day, stream) in the batch: route the day, count the record's
+            volume (creating it as ``on_record`` would, at this record's event time)."""
+            a = acc.get((code, day))
+            if a is _EXACT:
+                return _EXACT
+            watched = rstream in self.watched
+            tallying = watched or (self.silent_params is not None and rstream == "settlements")
+            if a is None and tallying:
+                tally = windows.days.get((code, day))
+                if tally is None:
+                    judge_at = day_end(day) + max_lag
+                    if judge_at + windows.forget_after < d.now:
+                        tally = None  # too old to be judged: counted per record below, as open() does
+                    elif max(judge_at, d.now) <= until:
+                        acc[(code, day)] = _EXACT  # its judgment falls inside the batch: one by one
+                        return _EXACT
+                    else:
+                        tally = windows.open(code, day, ctx)
+                elif tally.judged:
+                    acc[(code, day)] = _EXACT
+                    return _EXACT
+                a = acc[(code, day)] = [tally, 0, 0, 0, 0, 0, 0, 0, 0.0, [], {}, {}]
+            self._count_volume(code, rstream, day, known, late, ctx)
+            if self._volume_pruned != pruned[0]:
+                pruned[0] = self._volume_pruned
+                entries.clear()
+            e = entries[(code, day, rstream)] = [self.volumes[code][rstream][day.toordinal()],
+                                                 a if tallying else None, watched]
+            return e
+
+        def handle(d: Delivery) -> Findings | None:
+            rec = d.record
+            btime = rec.business_time
+            assert btime is not None
+            code: str = rec.fixmedins_code  # type: ignore[union-attr]
+            day = btime.date() if btime.tzinfo is CST else business_date(btime)
+            rstream = rec.STREAM
+            known = d.upload_time_known
+            lag = d.arrival - btime
+            late = known and lag > max_lag
+            e = entries.get((code, day, rstream))
+            if e is None:
+                e = entry(d, code, day, rstream, known, late)
+            else:
+                vol = e[0]
+                if not known:
+                    vol[2] += 1
+                else:
+                    vol[0] += 1
+                    if late:
+                        vol[1] += 1
+            if e is _EXACT:
+                found = on_record(rec, d.arrival, ctx)
+                if self._volume_pruned != pruned[0]:
+                    pruned[0] = self._volume_pruned
+                    entries.clear()
+                return found
+            a = e[1]
+            if a is None:
+                return None
+            if a[0] is None:
+                ctx.count(too_old)
+                return None
+            if isinstance(rec, Settlement):
+                if rec.setl_status == "settled" and rec.drugdetail:
+                    a[4] += 1
+                    a[5] += sum(1 for line in rec.drugdetail if line.trdn_flag != "1")
+            elif isinstance(rec, SaleMovement):
+                a[6] += 1
+            elif isinstance(rec, TraceScan) and rec.scan_kind == "sale":
+                a[7] += 1
+            if not e[2]:  # not watched: counted for the silent-stream judgment only
+                return None
+            if not known:
+                a[3] += 1
+                a[11][rstream] = a[11].get(rstream, 0) + 1
+                unknown_n[rstream] = unknown_n.get(rstream, 0) + 1
+            else:
+                a[1] += 1
+                if late:
+                    a[2] += 1
+                    a[10][rstream] = a[10].get(rstream, 0) + 1
+                    a[8] = max(a[8], lag.total_seconds())
+                    if len(a[9]) < 5:
+                        a[9].append(record_ref(rec))
+            return None
+
+        out = self.each_delivery(batch, ctx, handle)
+        for name, n in unknown_n.items():
+            ctx.count(f"{name}.upload_time_unknown", n)
+        for a in acc.values():
+            if a is _EXACT or a[0] is None:
+                continue
+            tally, total, late_n, unknown, settlements, packs, sales, scans, lag_s, samples, lates, unknowns = a
+            tally.total += total
+            if late_n:
+                tally.late += late_n
+                for name, n in lates.items():
+                    tally.late_by_stream[name] = tally.late_by_stream.get(name, 0) + n
+                tally.max_lag_s = max(tally.max_lag_s, lag_s)
+                tally.samples.extend(samples[:5 - len(tally.samples)])
+            if unknown:
+                tally.unknown += unknown
+                for name, n in unknowns.items():
+                    tally.unknown_by_stream[name] = tally.unknown_by_stream.get(name, 0) + n
+            tally.settlements += settlements
+            tally.insured_packs += packs
+            tally.sales += sales
+            tally.sale_scans += scans
+        return out
+
     def on_record(self, rec: Record, arrival: datetime, ctx: RuleContext) -> Findings:
         btime = rec.business_time
         assert btime is not None
