@@ -168,14 +168,26 @@ Findings = list[RuleFinding]
 NO_FINDINGS: tuple[RuleFinding, ...] = ()
 
 
+#: ``Placed.phase``: found by an in-batch timer the rule fires when the delivery is admitted (before any
+#: rule sees it) / by the delivery itself / by an in-batch timer the delivery made due (right after it).
+BEFORE, WITH, AFTER = 0, 1, 2
+
+
 class Placed(NamedTuple):
-    """A finding of ``on_batch`` with its place in the one-by-one order (see the module docstring):
-    ``at`` = index of the delivery in the batch, ``phase`` 0 (a timer due when it is admitted), 1 (the
-    delivery itself) or 2 (a timer it made due)."""
+    """A finding of ``on_batch`` with its place in the one-by-one order, so that the engine applies a
+    batch's findings exactly as it would have one by one: ``at`` = index of the delivery in the batch,
+    ``phase`` = ``BEFORE``/``WITH``/``AFTER`` it, ``due`` = the in-batch timer's due time (its order among
+    the timers at the same place), ``step`` = one ``apply`` per (at, phase, due, step) of a rule (one
+    timer, or one record). A finding returned without a ``Placed`` goes after the batch's last record."""
 
     at: int
     phase: int
     finding: RuleFinding
+    due: datetime | None = None
+    step: int = 0
+
+
+BatchFindings = Sequence["RuleFinding | Placed"]
 
 
 class Delivery(NamedTuple):
@@ -453,7 +465,7 @@ class Rule:
     def bind_state(self, store: Any) -> None:
         """The engine hands the rule its ``monitor.state.StateStore`` (after build and after restore)."""
 
-    def on_batch(self, stream: str, batch: Sequence[Delivery], ctx: RuleContext) -> Sequence[RuleFinding | Placed]:
+    def on_batch(self, stream: str, batch: Sequence[Delivery], ctx: RuleContext) -> BatchFindings:
         out: Findings = []
         try:
             for delivery in batch:
@@ -477,24 +489,26 @@ class Rule:
         try:
             for at, delivery in enumerate(batch):
                 if ctx._held:  # a timer held from an earlier delivery, due by this one's admission
-                    self._fire_held(at, 0, delivery.now, ctx, out)
+                    self._fire_held(at, BEFORE, delivery.now, ctx, out)
                 ctx._at, ctx.upload_time_known = delivery.now, delivery.upload_time_known  # ctx.deliver
                 found = handle(delivery)
                 if found:
-                    out.extend([Placed(at, 1, f) for f in found])
+                    out.extend([Placed(at, WITH, f) for f in found])
                 if ctx._held:  # a timer this delivery made due (a late record re-opening a past day)
-                    self._fire_held(at, 2, delivery.now, ctx, out)
+                    self._fire_held(at, AFTER, delivery.now, ctx, out)
         finally:
             ctx.deliver(None)
             ctx.release_timers()
         return out
 
     def _fire_held(self, at: int, phase: int, now: datetime, ctx: RuleContext, out: list[Placed]) -> None:
+        step = 0
         while (item := ctx.pop_held(now)) is not None:
+            step += 1  # each timer is one step of its own (contract step 4)
             ctx.at_timer(item[0])
             found = self.on_timer(item[1], ctx)
             if found:
-                out.extend([Placed(at, phase, f) for f in found])
+                out.extend([Placed(at, phase, f, item[0], step) for f in found])
 
     def on_record(self, rec: Record, arrival: datetime, ctx: RuleContext) -> Findings:
         return []
@@ -507,7 +521,11 @@ class Rule:
 
 
 __all__ = [
+    "AFTER",
+    "BEFORE",
     "NO_FINDINGS",
+    "WITH",
+    "BatchFindings",
     "Delivery",
     "Escalation",
     "Findings",
