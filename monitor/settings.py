@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     #: ``monitor.trace_findings`` (its region's findings as alerts and triggers of its ladder) and its
     #: ``trace.duplicate`` leaves repeats across institutions to ``trace.resold`` (monitor.trace.city).
     trace_tier: bool = False
+    #: ``monitor trace-worker`` flow control: a source partition of ``medins.tracecodes`` read to its end
+    #: for this many wall-clock seconds while its intake clock holds future scans releases them as at
+    #: the end of replay's input — clamped to its event time (``trace.clock_skew``) — instead of waiting
+    #: for 256 more scans that a quiet partition may never bring. Never used as business time.
+    trace_quiet_seconds: float = Field(default=10.0, gt=0)
     #: Seconds between the worker's progress log lines ("applied N records (R/s), queued …").
     report_seconds: float = Field(default=10.0, gt=0)
     #: Faust consumer session timeout (seconds); small values make the group join fast on tansu.

@@ -7,12 +7,13 @@ Flow (every process runs the same app in one consumer group, ``<MONITOR_APP_ID>-
    by the batch drain loop both Kafka shells share: ``monitor.streams.batch``, which also keeps the
    broker's fetch waits short), passes each scan through its source partition's intake clock
    (``monitor.trace.forward.ScanClock``: a future ``inf_time`` is held or clamped and never moves event
-   time) and **repartitions** the batch by ``drug_trac_codg`` onto ``monitor-trace-by-code`` and, for
-   stock-in and sale scans, by product identifier onto ``monitor-trace-by-product``: **one message per
-   destination partition and batch**, carrying its scans and each source's claim (latest arrival
-   forwarded). That is what ``group_by`` does, done by hand because each source partition must also tell
-   **every** partition how far it has forwarded: a timer sends one coalesced tick per destination partition
-   (all owned sources' claims; those read to their fetch high-watermark marked idle).
+   time; a partition read to its end for ``MONITOR_TRACE_QUIET_SECONDS`` clamps what it holds) and
+   **repartitions** the batch by ``drug_trac_codg`` onto ``monitor-trace-by-code`` and, for stock-in and
+   sale scans, by product identifier onto ``monitor-trace-by-product``: **one message per destination
+   partition and batch**, carrying its scans and each source's claim (latest arrival forwarded). That is
+   what ``group_by`` does, done by hand because each source partition must also tell **every** partition
+   how far it has forwarded: a timer sends one coalesced tick per destination partition (all owned sources'
+   claims; those read to their fetch high-watermark marked idle).
 2. agents ``trace-codes`` / ``trace-products`` apply each message's scans to the pure stages of
    ``monitor.trace.rules`` whose state lives in Faust tables (``trace-codes``, ``trace-products``) on the
    **rocksdict** RocksDB store, changelog-backed — **one table write per key per message** (the stage
@@ -244,6 +245,28 @@ def create_trace_app(settings: Settings, sources: int, web_port: int = 6067) -> 
 
     #: source message → its scans the intake clock still holds (acknowledged when none is left)
     waiting: dict[Any, int] = {}
+    #: source partition → wall time since which it is read to its end with scans held (tick_sources)
+    quiet_since: dict[int, float] = {}
+
+    async def send_batches(outgoing: dict[tuple[Any, int], list[tuple[str, Scan]]],
+                           claims: list[tuple[str, int, bool]]) -> None:
+        for (topic, dest), scans in outgoing.items():
+            await topic.send(key=b"b", value=encode_batch(scans, claims), partition=dest)
+
+    def acknowledge(messages: Sequence[Any], release: list[Any]) -> None:
+        """Acknowledge ``messages`` none of whose scans is still held, and the messages whose last held
+        scans are in ``release`` (their scans are sent)."""
+        for token in release:
+            waiting[token] -= 1
+        consumer: Any = app.consumer
+        for msg in messages:
+            if not waiting.get(msg):
+                waiting.pop(msg, None)
+                consumer.ack(msg)
+        for token in release:
+            if token in waiting and not waiting[token]:
+                del waiting[token]
+                consumer.ack(token)
 
     async def forward(messages: Sequence[Any]) -> None:
         """One fetch of ``medins.tracecodes`` → one repartition message per stage partition."""
@@ -255,6 +278,7 @@ def create_trace_app(settings: Settings, sources: int, web_port: int = 6067) -> 
             if clock is None:
                 clock = intake[msg.partition] = ScanClock(params.skew, quorum)
             touched[msg.partition] = msg.offset
+            quiet_since.pop(msg.partition, None)  # not quiet: new uploads
             for item in parse_value("tracecodes", msg.value):
                 if isinstance(item, InvalidRecord):
                     letter = dead_letter(msg.topic, msg.value, item.reason, partition=msg.partition,
@@ -270,22 +294,23 @@ def create_trace_app(settings: Settings, sources: int, web_port: int = 6067) -> 
                 if clock.skewed > skewed:
                     log.warning("trace: %d scan(s) of medins.tracecodes[%d] clamped to event time "
                                 "(clock skew)", clock.skewed - skewed, msg.partition)
-        claims = [(str(sp), intake[sp].value(), False) for sp in sorted(touched)]
-        for (topic, dest), scans in outgoing.items():
-            await topic.send(key=b"b", value=encode_batch(scans, claims), partition=dest)
+        await send_batches(outgoing, [(str(sp), intake[sp].value(), False) for sp in sorted(touched)])
         for sp, offset in touched.items():
             published[sp] = [intake[sp].value(), offset]
-        for token in release:
-            waiting[token] -= 1
-        consumer: Any = app.consumer
-        for msg in messages:
-            if not waiting.get(msg):
-                waiting.pop(msg, None)
-                consumer.ack(msg)
-        for token in release:
-            if token in waiting and not waiting[token]:
-                del waiting[token]
-                consumer.ack(token)
+        acknowledge(messages, release)
+
+    async def release_quiet(sp: int) -> None:
+        """Source partition ``sp`` stayed read to its end for ``trace_quiet_seconds`` with scans held: its
+        input has ended for now, so they go on clamped to its event time (``ScanClock.close``)."""
+        clock = intake[sp]
+        skewed = clock.skewed
+        outgoing: dict[tuple[Any, int], list[tuple[str, Scan]]] = {}
+        release: list[Any] = []
+        route(clock.close(), outgoing, release)
+        log.warning("trace: medins.tracecodes[%d] quiet for %.0f s: %d held scan(s) clamped to event time "
+                    "(clock skew)", sp, settings.trace_quiet_seconds, clock.skewed - skewed)
+        await send_batches(outgoing, [(str(sp), clock.value(), False)])
+        acknowledge((), release)
 
     # one call per fetch of the source topic; the repartition topics and the tables' changelogs stay on
     # Faust's path (agents, recovery)
@@ -297,6 +322,7 @@ def create_trace_app(settings: Settings, sources: int, web_port: int = 6067) -> 
         # as recent as the newest forwarded data (StageClock), so a dead owner's claim goes stale.
         claims = []
         consumer: Any = app.consumer
+        now = time.monotonic()
         for tp in sorted(consumer.assignment()):
             if tp.topic != source.get_topic_name():
                 continue
@@ -305,7 +331,17 @@ def create_trace_app(settings: Settings, sources: int, web_port: int = 6067) -> 
                 committed = consumer._committed_offset.get(tp)  # the next offset to read (Kafka's sense)
                 done = committed - 1 if committed is not None else -1
             highwater = consumer.highwater(tp)
-            claims.append((str(tp.partition), arrival, highwater is not None and done + 1 >= highwater))
+            read = highwater is not None and done + 1 >= highwater
+            clock = intake.get(tp.partition)
+            if read and clock is not None and clock.held:
+                if now - quiet_since.setdefault(tp.partition, now) >= settings.trace_quiet_seconds:
+                    del quiet_since[tp.partition]
+                    await release_quiet(tp.partition)  # sent before this tick's claims
+            else:
+                quiet_since.pop(tp.partition, None)
+            # idle = everything read is forwarded: not while the intake clock holds a scan (else the
+            # watermark would pass this partition's event time and judge pairs without the held scan)
+            claims.append((str(tp.partition), arrival, read and not (clock is not None and clock.held)))
         if not claims:
             return
         value = encode_batch([], claims)
@@ -394,6 +430,7 @@ def create_trace_app(settings: Settings, sources: int, web_port: int = 6067) -> 
                 # held scans are dropped unacknowledged: the next owner re-reads them from the commit
                 intake.pop(tp.partition, None)
                 published.pop(tp.partition, None)
+                quiet_since.pop(tp.partition, None)
                 for msg in [m for m in waiting if m.partition == tp.partition]:
                     del waiting[msg]
 

@@ -11,7 +11,8 @@ claim = the uploading institution (``fixmedins_code``).
 * A claim at most ``skew`` ahead of event time is forwarded at once with its own arrival.
 * A claim further ahead is held until ``quorum`` institutions of the same intake agree (then it keeps
   its arrival), else it is released *clamped*: its arrival becomes the intake's event time (counted as
-  ``trace.clock_skew``), after ``EventClock.window`` further scans or at the end of the input.
+  ``trace.clock_skew``), after ``EventClock.window`` further scans or at the end of the input (in the
+  worker: once its partition has been read to its end for ``MONITOR_TRACE_QUIET_SECONDS``).
 * The clock a source reports downstream (``value``) is the intake's event time — the largest arrival it
   released — never a held claim.
 
@@ -72,7 +73,9 @@ class ScanClock:
         return out
 
     def close(self, as_of: int | None = None) -> list[Pending]:
-        """End of input: what is held, accepted up to ``as_of`` + skew, else clamped."""
+        """End of input: what is held, accepted up to ``as_of`` + skew, else clamped. The trace-worker
+        calls it for a source partition that stayed read to its end for ``trace_quiet_seconds`` (its
+        input has ended for now; the scans then run at the event time they were clamped to)."""
         return self._out(self.clock.close(time_of(as_of) if as_of is not None else None))
 
     def _out(self, released: list[Released[Pending]]) -> list[Pending]:
