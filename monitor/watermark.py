@@ -117,6 +117,19 @@ class EventClock(Generic[T]):
         self._held.append(_Held(item, claim, source, self._offers))
         return self._settle()
 
+    def accept(self, claim: datetime | None, source: Hashable) -> bool:
+        """``offer`` without building its result when it would be just this item, released at once with
+        its own claim (a plausible claim while nothing is held: the common case, the Kafka shell's per-record
+        path): then the clock has taken it and this returns True. False: nothing happened, call ``offer``."""
+        value = self.value
+        if self._held or claim is None or value is None or claim > value + self.tolerance:
+            return False
+        self._offers += 1
+        self._remember(source)
+        if claim > value:
+            self.value = claim
+        return True
+
     def close(self, as_of: datetime | None = None) -> list[Released[T]]:
         """End of input: release everything held (accepted up to ``as_of`` + tolerance, else clamped)."""
         out: list[Released[T]] = []

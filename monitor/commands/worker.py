@@ -36,6 +36,12 @@ def run(args: argparse.Namespace) -> int:
     if created:
         logging.getLogger("monitor.worker").info("created topics: %s", ", ".join(created))
     app, shell = create_app(settings)
+    import gc
+
+    from monitor.streams.core import GC_THRESHOLDS
+
+    gc.set_threshold(*GC_THRESHOLDS)  # this process is the worker's own
+    gc.freeze()  # what start-up built (modules, the restored engine) is never collected: skip it
     worker = faust.Worker(app, loglevel=args.loglevel, quiet=True)
     shell.start()
     try:

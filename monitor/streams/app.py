@@ -42,13 +42,11 @@ import threading
 import time
 import traceback
 from collections.abc import Awaitable, Sequence
-from datetime import datetime
 from typing import Any, cast
 
 import faust
 from faust.types import TP as FaustTP
 
-from monitor.clock import CST
 from monitor.engine import Engine, Output
 from monitor.outputs import Alert, DeadLetter
 from monitor.policy.pack import Pack, load_pack
@@ -59,7 +57,7 @@ from monitor.sinks.clickhouse import ClickHouseSink
 from monitor.sinks.config import SinkSettings, bind_all, build_sinks
 from monitor.streams import batch as batch_intake
 from monitor.streams.checkpoint import CheckpointStore
-from monitor.streams.core import TP, DeadLetterLimit, DeadLetterLimitExceeded, Inbound, ShellCore
+from monitor.streams.core import TP, DeadLetterLimit, DeadLetterLimitExceeded, ShellCore
 from monitor.streams.quarantine import STRIKES, open_journal
 from monitor.streams.topics import ALERTS, DLQ, INPUTS, STREAM_OF_TOPIC, TICKETS, UPLOADS, input_topics
 from monitor.trace.city import tier_mismatch, without_cross_duplicates
@@ -216,16 +214,7 @@ class WorkerShell:
                 # the stall clock runs only while records wait in the merge: not during start-up, group
                 # joins or idle time (else the first batch after them would be force-released out of order)
                 self._last_progress = time.monotonic()
-            receive = self.core.receive
-            letters: list[DeadLetter] = []
-            for m in messages:
-                seq = None
-                for hkey, hval in (m.headers.items() if isinstance(m.headers, dict) else m.headers or ()):
-                    if hkey == "seq" and hval:
-                        seq = tuple(int(x) for x in hval.split(b","))
-                ts = datetime.fromtimestamp(m.timestamp, CST) if m.timestamp else None
-                letters.extend(receive(Inbound(m.topic, m.partition, m.offset, m.key, m.value, ts, seq,
-                                               handle=m)))
+            letters = self.core.receive_many(messages)  # each message is its own handle (ack)
             await self._send_letters(letters)
         # Apply what the merge allows in chunks of BATCH_MAX records, each followed by the sinks and,
         # when due, a checkpoint: the engine never runs for long without the lock being released (ticks,
@@ -383,7 +372,11 @@ def build_core(settings: Settings, store: CheckpointStore) -> ShellCore:
         pack = without_cross_duplicates(pack)  # repeats across institutions: the trace tier's trace.resold
     limit = DeadLetterLimit(settings.dlq_window, settings.dlq_max_ratio)
     journal = open_journal(store.folder, settings.app_id)
-    if journal.died_on is not None:
+    if journal.suspect is not None:
+        (topic, partition, offset, index), count = journal.suspect
+        log.error("the previous run died inside a run of %d records from %s[%d] offset %d record %d: they are "
+                  "applied one at a time now", count, topic, partition, offset, index)
+    elif journal.died_on is not None:
         topic, partition, offset, index = journal.died_on
         strikes = journal.strikes_of(journal.died_on)
         log.error("the previous run died while applying %s[%d] offset %d record %d (%d of %d deaths on it%s)",

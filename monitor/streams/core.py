@@ -49,10 +49,10 @@ import copy
 import heapq
 import pickle
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, get_args, overload
 
 from monitor.clock import CST
 from monitor.engine import Engine, Output
@@ -67,6 +67,7 @@ from monitor.intake import (
 )
 from monitor.nhsa import advance as nhsa_advance
 from monitor.nhsa.items import Pending
+from monitor.nhsa.join import STATE_KEY as JOIN_STATE
 from monitor.nhsa.join import take_rejected
 from monitor.outputs import DeadLetter
 from monitor.privacy import Pseudonymizer
@@ -79,9 +80,18 @@ from monitor.watermark import DEFAULT_QUORUM, EventClock, Released
 TP = tuple[str, int]
 #: Streams applied outside the event clock, as in replay: registry records never move time (monitor.intake).
 _REGISTRY_STREAMS = REGISTRY_STREAMS
+#: Streams that bypass the event clock: the registry's and the trace tier's findings (as in replay).
+_UNCLOCKED = frozenset(REGISTRY_STREAMS) | {"trace_findings"}
+#: The record models: what ``Engine.process_batch`` takes as it is (monitor.nhsa's parts do not).
+_PLAIN = frozenset(get_args(Record))
 _EARLIEST = datetime(1970, 1, 1, tzinfo=CST)
 #: Streams whose broker timestamps move idle event time (registry uploads are not activity).
 ACTIVITY_STREAMS = frozenset({"settlements", "inventory", "tracecodes", "prescriptions", "findings", "uploads"})
+#: The worker process's garbage-collector thresholds (``gc.set_threshold``; replay runs with the same):
+#: the shell and the engine hold many small long-lived objects (queued records, rule state), and with
+#: CPython's default (a young collection every 700 allocations, a full one over everything every ≈ 70 000)
+#: collections cost the Kafka shell ≈ 9 µs per record (``bench.worker_overhead``).
+GC_THRESHOLDS = (50_000, 20, 50)
 #: Bumped whenever the pickled engine state changes shape (2: pricing/tracecodes state of the hot-path
 #: work, timer heap entries with a rank); an older checkpoint is refused, not misread.
 CHECKPOINT_VERSION = 2
@@ -161,28 +171,76 @@ class _Item:
     index: int = 0  # position of the record in its message's value (0 for a single-record value)
 
 
+class _Fed(Sequence[Any]):
+    """A run's records from ``start`` for ``Engine.process_batch``, remembering how far the engine has
+    taken them (``at``, relative to ``start``; -1 before the first): the record it raised on."""
+
+    __slots__ = ("_records", "_start", "at")
+
+    def __init__(self, records: list[Any], start: int) -> None:
+        self._records = records
+        self._start = start
+        self.at = -1
+
+    def __len__(self) -> int:
+        return len(self._records) - self._start
+
+    @overload
+    def __getitem__(self, i: int) -> Any: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[Any]: ...
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return self._records[self._start:][i]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        self.at = max(self.at, i)
+        return self._records[self._start + i]
+
+    def __iter__(self) -> Iterator[Any]:
+        records = self._records
+        for i in range(self._start, len(records)):
+            self.at = i - self._start
+            yield records[i]
+
+
 class DeadLetterLimit:
     """Sliding window over the last ``window`` input records; trips when more than ``max_ratio`` of a
-    full window were dead letters (arroyo's ``DlqLimit``)."""
+    full window were dead letters (arroyo's ``DlqLimit``). Keeps the ordinals of the dead letters only,
+    so a run of valid records is one addition (``observe_valid``), not one mark each."""
 
     def __init__(self, window: int, max_ratio: float) -> None:
         self.window = window
         self.max_ratio = max_ratio
-        self._marks: deque[bool] = deque(maxlen=window)
-        self._bad = 0
+        self._seen = 0
+        self._bad_at: deque[int] = deque()  # ordinals (1-based) of the dead letters in the window
 
     def observe(self, bad: bool) -> None:
-        if len(self._marks) == self.window and self._marks[0]:
-            self._bad -= 1
-        self._marks.append(bad)
-        self._bad += bad
+        self._seen += 1
+        if bad:
+            self._bad_at.append(self._seen)
+        self._trim()
+
+    def observe_valid(self, n: int) -> None:
+        """``n`` valid records in a row (= ``observe(False)`` ``n`` times)."""
+        self._seen += n
+        if self._bad_at:
+            self._trim()
+
+    def _trim(self) -> None:
+        floor = self._seen - self.window
+        bad = self._bad_at
+        while bad and bad[0] <= floor:
+            bad.popleft()
 
     @property
     def exceeded(self) -> bool:
-        return len(self._marks) == self.window and self._bad > self.max_ratio * self.window
+        return self._seen >= self.window and len(self._bad_at) > self.max_ratio * self.window
 
     def describe(self) -> str:
-        return f"{self._bad} of the last {len(self._marks)} input records were dead letters"
+        return f"{len(self._bad_at)} of the last {min(self._seen, self.window)} input records were dead letters"
 
 
 _EPOCH_MEMO: dict[datetime, float] = {}
@@ -276,6 +334,11 @@ class ShellCore:
         self._completed: list[Any] = []
         self.dead_letters = 0
         self.applied = 0
+        self._run: list[tuple[TP, _Item]] = []  # plain records released for the next process_batch call
+        self._engine_state: dict[str, Any] = getattr(engine, "__dict__", {})  # the NHSA line join lives here
+        #: (first position, length) of the run the previous process died in: applied one record at a time
+        self._suspect = journal.suspect if journal is not None else None
+        self._suspect_left = 0
         # platform envelopes and field variance (monitor.nhsa); monitor.trace_findings (monitor.trace.city)
         self._decode = shell_decoder(decoder(engine))
 
@@ -287,91 +350,130 @@ class ShellCore:
     # ------------------------------------------------------------------------------------------ intake
     def receive(self, msg: Inbound) -> list[DeadLetter]:
         """Queue one message's records; return its dead letters (see the module docstring)."""
-        tp = msg.tp
-        pos_offset, pos_done = self.positions.get(tp, (-1, 0))
-        expected = self._next.get(tp)
-        if msg.offset < pos_offset or (expected is not None and msg.offset < expected):
-            self._duplicate(tp, msg)
-            return []
-        self._next[tp] = msg.offset + 1
-        stream = STREAM_OF_TOPIC[msg.topic]
-        letters: list[DeadLetter] = []
-        key_text = msg.key.decode("utf-8", "replace") if msg.key is not None else None
-        if msg.value is None:
-            parsed: list[Record | InvalidRecord] = [InvalidRecord("empty value (tombstone)")]
-        else:
-            parsed = self._decode(stream, msg.value)
-        skip = pos_done if msg.offset == pos_offset else 0
-        entry = _Message(msg.offset, 0, skip, [msg.handle] if msg.handle is not None else [],
-                         value=msg.value, key=key_text)
-        queue = self._queues.get(tp)
-        if queue is None:
-            queue = self._queues[tp] = deque()
-        observe = (self.broker_clock.observe if msg.timestamp is not None else None)
-        stamp = msg.timestamp.timestamp() if msg.timestamp is not None else None
-        valid_index = 0
-        for position, item in enumerate(parsed):
-            if isinstance(item, InvalidRecord):
-                self.dead_letters += 1
-                self.dlq_limit.observe(True)
-                letters.append(dead_letter(msg.topic, msg.value or b"", item.reason, index=item.index,
-                                           partition=msg.partition, offset=msg.offset, key=key_text))
-                continue
-            self.dlq_limit.observe(False)
-            valid_index += 1
-            if valid_index <= skip:
-                continue  # applied before the checkpoint this run resumed from
-            seq = msg.seq[min(position, len(msg.seq) - 1)] if msg.seq else -1
-            if observe is not None and item.STREAM in ACTIVITY_STREAMS:
-                observe(msg.timestamp, item.inf_time, stamp)  # type: ignore[arg-type]  # not None here
-            queue.append(self._item(tp, stream, msg, item, entry, seq, position))
-            entry.pending += 1
-        if msg.timestamp is not None and stream in ACTIVITY_STREAMS and (
-                self.max_broker_time is None or msg.timestamp > self.max_broker_time):
-            self.max_broker_time = msg.timestamp
-        messages = self._messages.get(tp)
-        if messages is None:
-            messages = self._messages[tp] = deque()
-        messages.append(entry)
-        self._complete_front(tp)
+        ts = msg.timestamp
+        letters = self._receive(msg.topic, msg.partition, msg.offset, msg.key, msg.value, ts,
+                                ts.timestamp() if ts is not None else None, msg.seq, msg.handle)
         if self.dlq_limit.exceeded:
             raise DeadLetterLimitExceeded(self.dlq_limit.describe())
         return letters
 
-    def _item(self, tp: TP, stream: str, msg: Inbound, rec: Record | Pending, entry: _Message, seq: int,
-              index: int = 0) -> _Item:
-        # As the replay shell: a record without its own arrival time sorts at the latest arrival seen
-        # before it in the same source (file there, partition here).
-        last = self.last_arrival.get(tp, _EARLIEST)
-        own = rec.arrival_time
-        override = None
-        if rec.inf_time is None and msg.timestamp is not None and rec.STREAM in ACTIVITY_STREAMS:
-            # no upload time of its own: the Kafka timestamp is its upload time (design §3), never its
-            # business time (which would read every such record as uploaded on time) — read on the
-            # records' clock: minus the broker clock's usual lead over the uploads' own inf_time, so a
-            # producer stamping its wall clock (kcat) onto a historical load does not date it today.
-            # Registry records (institutions, drugs) are not uploads: their Kafka timestamp never moves time.
-            own = override = msg.timestamp - self.broker_clock.lead()
-        sort_time = own if own is not None else last
-        self.last_arrival[tp] = max(last, sort_time)
-        if rec.inf_time is not None and msg.timestamp is not None and ahead_of_transport(
-                rec.inf_time, msg.timestamp, self.clock_skew):
-            # an upload clock ahead of its own message's timestamp never moves time forward for others
-            # (design §2; monitor.intake: the same rule and tolerance as replay's look-ahead)
-            override = msg.timestamp
-            sort_time = msg.timestamp
-            self.engine.stats.quality[f"{rec.STREAM}.clock_skew"] += 1
-        key = arrival_key(sort_time, STREAM_ORDER[rec.STREAM], seq, msg.partition, msg.offset, entry.pending)
-        return _Item(key, rec, override, entry, self.last_arrival[tp], rec.STREAM, index)
+    def receive_many(self, messages: Iterable[Any]) -> list[DeadLetter]:
+        """``receive`` for the messages of one fetch as the consumer delivers them (Faust's
+        ``ConsumerMessage``: ``topic``, ``partition``, ``offset``, ``key``, ``value``, ``timestamp`` in
+        seconds or ``None``, ``headers`` as (name, bytes) pairs with the producer's ``seq``), each
+        message its own handle — no ``Inbound`` per message."""
+        letters: list[DeadLetter] = []
+        receive = self._receive
+        limit = self.dlq_limit
+        for m in messages:
+            seq = None
+            headers = m.headers
+            for hkey, hval in (headers.items() if isinstance(headers, dict) else headers or ()):
+                if hkey == "seq" and hval:
+                    seq = tuple(map(int, hval.split(b",")))
+            stamp = m.timestamp
+            ts = datetime.fromtimestamp(stamp, CST) if stamp else None
+            got = receive(m.topic, m.partition, m.offset, m.key, m.value, ts, float(stamp) if stamp else None,
+                          seq, m)
+            if got:
+                letters.extend(got)
+            if limit.exceeded:
+                raise DeadLetterLimitExceeded(limit.describe())
+        return letters
 
-    def _duplicate(self, tp: TP, msg: Inbound) -> None:
+    def _receive(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+                 ts: datetime | None, stamp: float | None, seqs: tuple[int, ...] | None,
+                 handle: Any) -> list[DeadLetter]:
+        tp = (topic, partition)
+        pos = self.positions.get(tp)
+        expected = self._next.get(tp)
+        if (pos is not None and offset < pos[0]) or (expected is not None and offset < expected):
+            self._duplicate(tp, offset, handle)
+            return []
+        self._next[tp] = offset + 1
+        stream = STREAM_OF_TOPIC[topic]
+        key_text = key.decode("utf-8", "replace") if key is not None else None
+        if value is None:
+            parsed: list[Record | InvalidRecord] = [InvalidRecord("empty value (tombstone)")]
+        else:
+            parsed = self._decode(stream, value)
+        skip = pos[1] if pos is not None and offset == pos[0] else 0
+        entry = _Message(offset, 0, skip, [handle] if handle is not None else [], value=value, key=key_text)
+        queue = self._queues.get(tp)
+        if queue is None:
+            queue = self._queues[tp] = deque()
+        letters: list[DeadLetter] = []
+        limit = self.dlq_limit
+        broker = self.broker_clock
+        last = self.last_arrival.get(tp, _EARLIEST)
+        skew = self.clock_skew
+        valid = run = 0
+        for position, item in enumerate(parsed):
+            if isinstance(item, InvalidRecord):
+                limit.observe_valid(run)
+                run = 0
+                limit.observe(True)
+                self.dead_letters += 1
+                letters.append(dead_letter(topic, value or b"", item.reason, index=item.index,
+                                           partition=partition, offset=offset, key=key_text))
+                continue
+            run += 1
+            valid += 1
+            if valid <= skip:
+                continue  # applied before the checkpoint this run resumed from
+            rec_stream = item.STREAM
+            inf = item.inf_time
+            activity = rec_stream in ACTIVITY_STREAMS
+            if stamp is not None and activity:
+                broker.observe(ts, inf, stamp)  # type: ignore[arg-type]  # ts is set with stamp
+            # As the replay shell: a record without its own arrival time sorts at the latest arrival seen
+            # before it in the same source (file there, partition here).
+            own = item.arrival_time
+            override = None
+            if inf is None and ts is not None and activity:
+                # no upload time of its own: the Kafka timestamp is its upload time (design §3), never its
+                # business time (which would read every such record as uploaded on time) — read on the
+                # records' clock: minus the broker clock's usual lead over the uploads' own inf_time, so a
+                # producer stamping its wall clock (kcat) onto a historical load does not date it today.
+                # Registry records (institutions, drugs) are not uploads: their Kafka timestamp never moves
+                # time.
+                own = override = ts - broker.lead()
+            sort_time = own if own is not None else last
+            if sort_time > last:
+                last = sort_time
+            if inf is not None and ts is not None and ahead_of_transport(inf, ts, skew):
+                # an upload clock ahead of its own message's timestamp never moves time forward for others
+                # (design §2; monitor.intake: the same rule and tolerance as replay's look-ahead)
+                override = ts
+                sort_time = ts
+                self.engine.stats.quality[f"{rec_stream}.clock_skew"] += 1
+            seq = seqs[position if position < len(seqs) else -1] if seqs else -1
+            queue.append(_Item(arrival_key(sort_time, STREAM_ORDER[rec_stream], seq, partition, offset,
+                                           entry.pending),
+                               item, override, entry, last, rec_stream, position))
+            entry.pending += 1
+        if run:
+            limit.observe_valid(run)
+        self.last_arrival[tp] = last
+        if ts is not None and stream in ACTIVITY_STREAMS and (
+                self.max_broker_time is None or ts > self.max_broker_time):
+            self.max_broker_time = ts
+        messages = self._messages.get(tp)
+        if messages is None:
+            messages = self._messages[tp] = deque()
+        messages.append(entry)
+        if entry.pending == 0:
+            self._complete_front(tp)
+        return letters
+
+    def _duplicate(self, tp: TP, offset: int, handle: Any) -> None:
         """A message delivered again (restart, rebalance): never applied twice; acked with the original."""
         for entry in self._messages.get(tp, ()):
-            if entry.offset == msg.offset:
-                entry.handles.append(msg.handle)
+            if entry.offset == offset:
+                entry.handles.append(handle)
                 return
-        if msg.handle is not None:
-            self._completed.append(msg.handle)
+        if handle is not None:
+            self._completed.append(handle)
 
     def _complete_front(self, tp: TP) -> None:
         messages = self._messages.get(tp)
@@ -414,45 +516,63 @@ class ShellCore:
             return out
         heads = [(q[0].key, tp) for tp, q in queues.items() if q]
         heapq.heapify(heads)
+        heappop, heappush = heapq.heappop, heapq.heappush
+        applied_last = self._applied_last
+        offer = self._offer
+        touched: set[TP] = set()
         n = 0
-        while heads and (limit is None or n < limit):
-            _, tp = heapq.heappop(heads)
-            queue = queues[tp]
-            item = queue.popleft()
-            self._applied_last[tp] = item.last_after
-            out.extend(self._offer(tp, item))
-            self.applied += 1
-            n += 1
-            item.message.pending -= 1
-            item.message.applied += 1
-            self._complete_front(tp)
-            if queue:
-                heapq.heappush(heads, (queue[0].key, tp))
-            elif not force and waiting(tp):
-                break  # this partition may still hold records older than the other heads
+        try:
+            while heads and (limit is None or n < limit):
+                _, tp = heappop(heads)
+                touched.add(tp)
+                queue = queues[tp]
+                while True:  # this partition's records while they stay ahead of every other head
+                    item = queue.popleft()
+                    applied_last[tp] = item.last_after
+                    offer(tp, item, out)
+                    n += 1
+                    message = item.message
+                    message.pending -= 1
+                    message.applied += 1
+                    if not queue or (heads and not queue[0].key < heads[0][0]) or (limit is not None and n >= limit):
+                        break
+                if queue:
+                    heappush(heads, (queue[0].key, tp))
+                elif not force and waiting(tp):
+                    break  # this partition may still hold records older than the other heads
+        finally:
+            self._flush_run(out)  # the engine has every offered record before positions move
+            self.applied += n
+            for tp in touched:
+                self._complete_front(tp)
         return out
 
-    def _offer(self, tp: TP, item: _Item) -> list[Output]:
-        """Pass a merged record through the event clock (as replay does, ``monitor.watermark``) and apply
-        what it releases. Registry records and the trace tier's findings bypass it (replay applies them
-        outside the clock too). A held record's message counts as applied: the clock is in the checkpoint."""
+    def _offer(self, tp: TP, item: _Item, out: list[Output]) -> None:
+        """Pass a merged record through the event clock (as replay does, ``monitor.watermark``) and feed
+        what it releases to the engine. Registry records and the trace tier's findings bypass it (replay
+        applies them outside the clock too). A held record's message counts as applied: the clock is in
+        the checkpoint."""
         rec = item.record
-        if rec.STREAM in _REGISTRY_STREAMS or rec.STREAM == "trace_findings":
-            return self._apply(tp, item)
+        if item.stream in _UNCLOCKED:
+            self._feed(tp, item, out)
+            return
         claim = item.arrival if item.arrival is not None else rec.arrival_time
         clock = self.event_clock
-        if claim is None or clock.value is None or claim <= clock.value + clock.tolerance:
+        if clock.accept(claim, claim_source(rec)):  # released at once, nothing else with it
+            self._feed(tp, item, out)
+            return
+        value = clock.value
+        if claim is None or value is None or claim <= value + clock.tolerance:
             # plausible: released at once (EventClock's contract), so it needs no detached copy
-            return self._apply_released(clock.offer((tp, item), claim, claim_source(rec)))
+            self._feed_released(clock.offer((tp, item), claim, claim_source(rec)), out)
+            return
         # held items keep no consumer handle and no copy of the raw value (checkpoint size, personal data)
         detached = _Item(item.key, rec, item.arrival, _Message(item.message.offset, 0, 0, key=item.message.key),
                          item.last_after, item.stream, item.index)
-        return self._apply_released(self.event_clock.offer((tp, detached), claim, claim_source(rec)),
-                                    {id(detached): item})
+        self._feed_released(clock.offer((tp, detached), claim, claim_source(rec)), out, {id(detached): item})
 
-    def _apply_released(self, released: list[Released[tuple[TP, _Item]]],
-                        live: dict[int, _Item] | None = None) -> list[Output]:
-        out: list[Output] = []
+    def _feed_released(self, released: list[Released[tuple[TP, _Item]]], out: list[Output],
+                       live: dict[int, _Item] | None = None) -> None:
         for rel in released:
             tp, item = rel.item
             if live:
@@ -461,33 +581,118 @@ class ShellCore:
                 self.engine.stats.quality[f"{item.stream}.clock_skew"] += 1
                 item = _Item(item.key, item.record, rel.arrival, item.message, item.last_after, item.stream,
                              item.index)
-            out.extend(self._apply(tp, item))
+            self._feed(tp, item, out)
+
+    def _apply_released(self, released: list[Released[tuple[TP, _Item]]]) -> list[Output]:
+        out: list[Output] = []
+        try:
+            self._feed_released(released, out)
+        finally:
+            self._flush_run(out)
         return out
 
-    def _apply(self, tp: TP, item: _Item) -> list[Output]:
+    # -------------------------------------------------------------------------------------- the engine
+    def _feed(self, tp: TP, item: _Item, out: list[Output]) -> None:
+        """The next record for the engine, in merge order. Plain records join the current run, which
+        goes to ``Engine.process_batch`` in one call (``_flush_run``); anything that needs a path of its
+        own — a platform envelope's parts and retractions or a settlement while the NHSA line join has
+        windows open (``monitor.nhsa.apply``), a trace finding (``monitor.trace.city.shell_apply``), a
+        quarantined position, a record of a run the previous process died in — ends the run and is
+        applied alone."""
+        journal = self.journal
+        if journal is not None and (journal.quarantined or self._suspect is not None):
+            pos = (tp[0], tp[1], item.message.offset, item.index)
+            if journal.is_quarantined(pos):
+                self._flush_run(out)
+                self._engine_letter(tp, item, f"quarantined: the worker died {journal.strikes_of(pos)} times "
+                                              "while applying this record")
+                return
+            if self._suspect is not None and self._single(tp, item, pos, out):
+                return
+        if type(item.record) in _PLAIN and not self._join_open():
+            self._run.append((tp, item))
+            return
+        self._flush_run(out)
+        self._apply_one(tp, item, out)
+
+    def _join_open(self) -> bool:
+        join = self._engine_state.get(JOIN_STATE)
+        return join is not None and bool(join.heap)
+
+    def _single(self, tp: TP, item: _Item, pos: tuple[str, int, int, int], out: list[Output]) -> bool:
+        """The previous process died inside a run starting at the suspect position: its records go to the
+        engine one at a time, each in the crash journal, so a second death names the record
+        (``monitor.streams.quarantine``). True if ``item`` was applied here."""
+        assert self._suspect is not None
+        first, count = self._suspect
+        if self._suspect_left == 0:
+            if pos != first:
+                return False
+            self._suspect_left = count
+        self._flush_run(out)
+        self._apply_one(tp, item, out, suspect=True)
+        self._suspect_left -= 1
+        if self._suspect_left == 0:
+            self._suspect = None
+        return True
+
+    def _apply_one(self, tp: TP, item: _Item, out: list[Output], suspect: bool = False) -> None:
         """One record into the engine, guarded (module docstring): a failure of the record becomes its
-        dead letter; a record the process died on twice is dead-lettered without being applied."""
+        dead letter."""
         journal = self.journal
         message = item.message
         if journal is not None:
-            pos = (tp[0], tp[1], message.offset, item.index)
-            if journal.is_quarantined(pos):
-                self._engine_letter(tp, item, f"quarantined: the worker died {journal.strikes_of(pos)} times "
-                                              "while applying this record")
-                return []
-            journal.begin(*pos)
+            journal.begin(tp[0], tp[1], message.offset, item.index, suspect=suspect)
         try:
-            out = shell_apply(self.engine, item.record, item.arrival)
-            for _, reason in take_rejected(self.engine):  # a 3507 naming no movement seen (nhsa.join.retract)
-                self.letters.append(dead_letter(tp[0], message.value or b"", reason, partition=tp[1],
-                                                offset=message.offset, key=message.key))
-            return out
+            out.extend(shell_apply(self.engine, item.record, item.arrival))
+            self._rejected(tp, item)
         except Exception as exc:  # the record failed, not the monitor: dead-letter it and go on
             self._engine_letter(tp, item, f"engine failed on this record: {type(exc).__name__}: {exc}"[:500])
-            return []
         finally:
             if journal is not None:
                 journal.end()
+
+    def _rejected(self, tp: TP, item: _Item) -> None:
+        message = item.message
+        for _, reason in take_rejected(self.engine):  # a 3507 naming no movement seen (nhsa.join.retract)
+            self.letters.append(dead_letter(tp[0], message.value or b"", reason, partition=tp[1],
+                                            offset=message.offset, key=message.key))
+
+    def _flush_run(self, out: list[Output]) -> None:
+        """The current run into the engine: one ``Engine.process_batch`` call (an engine without it gets
+        the records one by one). A record the engine fails on is dead-lettered and the rest of the run
+        goes on in a new call; the crash journal holds the run's first position and length meanwhile."""
+        run = self._run
+        if not run:
+            return
+        self._run = []
+        batch = getattr(self.engine, "process_batch", None)
+        if batch is None:
+            for tp, item in run:
+                self._apply_one(tp, item, out)
+            return
+        journal = self.journal
+        records = [item.record for _, item in run]
+        arrivals = [item.arrival for _, item in run]
+        start = 0
+        while start < len(run):
+            feed = _Fed(records, start)
+            if journal is not None:
+                tp, item = run[start]
+                journal.begin_run(tp[0], tp[1], item.message.offset, item.index, len(run) - start)
+            try:
+                out.extend(batch(feed, arrivals if start == 0 else arrivals[start:]))
+                break
+            except Exception as exc:  # that record failed, not the monitor: dead-letter it and go on
+                failed = start + max(feed.at, 0)
+                tp, item = run[failed]
+                self._engine_letter(tp, item, f"engine failed on this record: {type(exc).__name__}: {exc}"[:500])
+                start = failed + 1
+            finally:
+                if journal is not None:
+                    journal.end()
+        tp, item = run[-1]
+        self._rejected(tp, item)
 
     def _engine_letter(self, tp: TP, item: _Item, reason: str) -> None:
         message = item.message

@@ -20,6 +20,14 @@ Contract
   record, which must then be applied again, not lost.
 * ``begin(topic, partition, offset, index)`` / ``end()`` bracket one record; ``close()`` releases the
   mapping.
+* ``begin_run(topic, partition, offset, index, count)`` brackets a *run*: ``count`` records handed to the
+  engine in one ``Engine.process_batch`` call, the first at that position. A death inside a run names no
+  record, so it is no strike: the next process takes the run's position and length as ``suspect`` and
+  applies those records one at a time (``begin(…, suspect=True)``). A death on one of them is that
+  record's second death (it also killed the run): two strikes at once, so a record that kills the worker
+  is still quarantined on the third start, as without runs. (Two operator kills, one inside a run and
+  one inside the single-record replay of that same run, would quarantine an innocent record: the replay
+  of a run lasts well under a second.)
 """
 
 from __future__ import annotations
@@ -34,7 +42,10 @@ from pathlib import Path
 STRIKES = 2
 #: Positions with strikes kept (the oldest are dropped: their checkpoint is long past).
 KEEP = 100
-_SLOT = struct.Struct("<B249siqi")  # in flight (0/1), topic (UTF-8, NUL-padded), partition, offset, index
+#: what is in flight (0 nothing, then one of the kinds below), topic (UTF-8, NUL-padded), partition, offset,
+#: index, records in the run (a journal written before runs existed reads as one record, count 0)
+_SLOT = struct.Struct("<B249siqii")
+_RECORD, _RUN, _SUSPECT = 1, 2, 3
 
 Position = tuple[str, int, int, int]  # topic, partition, offset, index of the record in its value
 
@@ -63,13 +74,20 @@ class CrashJournal:
             self._map = mmap.mmap(fd, _SLOT.size)
         finally:
             os.close(fd)
-        #: The record the previous process died on, if it died while applying one.
+        #: The record the previous process died on, if it died while applying one (the first of the
+        #: run, if it died inside a run: then also ``suspect``).
         self.died_on: Position | None = None
-        flag, topic, partition, offset, index = _SLOT.unpack_from(self._map, 0)
+        #: (first position, records) of the run the previous process died in, if it did.
+        self.suspect: tuple[Position, int] | None = None
+        self._topics: dict[str, bytes] = {}
+        flag, topic, partition, offset, index, count = _SLOT.unpack_from(self._map, 0)
         if flag:
             self.died_on = (topic.rstrip(b"\0").decode("utf-8", "replace"), partition, offset, index)
-            key = _key(self.died_on)
-            self.strikes[key] = self.strikes.get(key, 0) + 1
+        if flag == _RUN:
+            self.suspect = (self.died_on, count)  # type: ignore[assignment]  # set above
+        elif flag:
+            key = _key(self.died_on)  # type: ignore[arg-type]  # set above
+            self.strikes[key] = self.strikes.get(key, 0) + (2 if flag == _SUSPECT else 1)
             self.strikes = dict(list(self.strikes.items())[-KEEP:])
             tmp = strikes_path.with_suffix(".tmp")
             tmp.write_text(json.dumps(self.strikes))
@@ -83,8 +101,18 @@ class CrashJournal:
     def strikes_of(self, pos: Position) -> int:
         return self.strikes.get(_key(pos), 0)
 
-    def begin(self, topic: str, partition: int, offset: int, index: int) -> None:
-        _SLOT.pack_into(self._map, 0, 1, topic.encode(), partition, offset, index)
+    def begin(self, topic: str, partition: int, offset: int, index: int, suspect: bool = False) -> None:
+        _SLOT.pack_into(self._map, 0, _SUSPECT if suspect else _RECORD, self._topic(topic), partition, offset,
+                        index, 1)
+
+    def begin_run(self, topic: str, partition: int, offset: int, index: int, count: int) -> None:
+        _SLOT.pack_into(self._map, 0, _RUN, self._topic(topic), partition, offset, index, count)
+
+    def _topic(self, topic: str) -> bytes:
+        raw = self._topics.get(topic)
+        if raw is None:
+            raw = self._topics[topic] = topic.encode()
+        return raw
 
     def end(self) -> None:
         self._map[0] = 0
