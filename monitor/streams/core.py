@@ -327,7 +327,9 @@ class ShellCore:
         self.positions: dict[TP, tuple[int, int]] = dict(checkpoint.positions) if checkpoint else {}
         self.last_arrival: dict[TP, datetime] = dict(checkpoint.last_arrival) if checkpoint else {}
         self._applied_last: dict[TP, datetime] = dict(self.last_arrival)
-        self.max_broker_time: datetime | None = checkpoint.max_broker_time if checkpoint else None
+        restored_max = checkpoint.max_broker_time if checkpoint else None
+        #: the latest Kafka timestamp (seconds) of an activity record: ``max_broker_time``
+        self._max_stamp: float | None = restored_max.timestamp() if restored_max is not None else None
         self._queues: dict[TP, deque[_Item]] = {}
         self._messages: dict[TP, deque[_Message]] = {}
         self._next: dict[TP, int] = {}  # next offset expected from the consumer per partition
@@ -341,6 +343,12 @@ class ShellCore:
         self._suspect_left = 0
         # platform envelopes and field variance (monitor.nhsa); monitor.trace_findings (monitor.trace.city)
         self._decode = shell_decoder(decoder(engine))
+
+    @property
+    def max_broker_time(self) -> datetime | None:
+        """The latest Kafka timestamp of an activity record received (part of the checkpoint)."""
+        stamp = self._max_stamp
+        return datetime.fromtimestamp(stamp, CST) if stamp is not None else None
 
     @classmethod
     def from_checkpoint(cls, ckpt: Checkpoint, pseudo: Pseudonymizer | None = None, **kw: Any) -> ShellCore:
@@ -370,10 +378,9 @@ class ShellCore:
             headers = m.headers
             for hkey, hval in (headers.items() if isinstance(headers, dict) else headers or ()):
                 if hkey == "seq" and hval:
-                    seq = tuple(map(int, hval.split(b",")))
+                    seq = tuple(map(int, hval.split(b","))) if b"," in hval else (int(hval),)
             stamp = m.timestamp
-            ts = datetime.fromtimestamp(stamp, CST) if stamp else None
-            got = receive(m.topic, m.partition, m.offset, m.key, m.value, ts, float(stamp) if stamp else None,
+            got = receive(m.topic, m.partition, m.offset, m.key, m.value, None, float(stamp) if stamp else None,
                           seq, m)
             if got:
                 letters.extend(got)
@@ -384,6 +391,8 @@ class ShellCore:
     def _receive(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
                  ts: datetime | None, stamp: float | None, seqs: tuple[int, ...] | None,
                  handle: Any) -> list[DeadLetter]:
+        """One message; ``stamp`` its Kafka timestamp in seconds, ``ts`` the same as a datetime if the
+        caller has it (else it is made only when a record needs it)."""
         tp = (topic, partition)
         pos = self.positions.get(tp)
         expected = self._next.get(tp)
@@ -398,15 +407,19 @@ class ShellCore:
         else:
             parsed = self._decode(stream, value)
         skip = pos[1] if pos is not None and offset == pos[0] else 0
-        entry = _Message(offset, 0, skip, [handle] if handle is not None else [], value=value, key=key_text)
+        entry = _Message(offset, 0, skip, [handle] if handle is not None else [], value, key_text)
         queue = self._queues.get(tp)
         if queue is None:
             queue = self._queues[tp] = deque()
         letters: list[DeadLetter] = []
         limit = self.dlq_limit
         broker = self.broker_clock
+        stamps, lags = broker._stamps, broker._lags
         last = self.last_arrival.get(tp, _EARLIEST)
         skew = self.clock_skew
+        # the transport check below is exact; this float bound only spares the datetimes of the records
+        # that are clearly not ahead (float error ≪ 10 ms)
+        near_ahead = skew.total_seconds() - 0.01
         valid = run = 0
         for position, item in enumerate(parsed):
             if isinstance(item, InvalidRecord):
@@ -424,29 +437,41 @@ class ShellCore:
             rec_stream = item.STREAM
             inf = item.inf_time
             activity = rec_stream in ACTIVITY_STREAMS
-            if stamp is not None and activity:
-                broker.observe(ts, inf, stamp)  # type: ignore[arg-type]  # ts is set with stamp
+            lag = None
+            if stamp is not None and activity:  # BrokerClock.observe, inline
+                stamps.append(stamp)
+                if inf is not None:
+                    lag = stamp - _epoch_seconds(inf)
+                    lags.append(lag)
+                    broker._lead = None
+                broker._changed = True
             # As the replay shell: a record without its own arrival time sorts at the latest arrival seen
             # before it in the same source (file there, partition here).
             own = item.arrival_time
             override = None
-            if inf is None and ts is not None and activity:
+            if inf is None and stamp is not None and activity:
                 # no upload time of its own: the Kafka timestamp is its upload time (design §3), never its
                 # business time (which would read every such record as uploaded on time) — read on the
                 # records' clock: minus the broker clock's usual lead over the uploads' own inf_time, so a
                 # producer stamping its wall clock (kcat) onto a historical load does not date it today.
                 # Registry records (institutions, drugs) are not uploads: their Kafka timestamp never moves
                 # time.
+                if ts is None:
+                    ts = datetime.fromtimestamp(stamp, CST)
                 own = override = ts - broker.lead()
             sort_time = own if own is not None else last
             if sort_time > last:
                 last = sort_time
-            if inf is not None and ts is not None and ahead_of_transport(inf, ts, skew):
-                # an upload clock ahead of its own message's timestamp never moves time forward for others
-                # (design §2; monitor.intake: the same rule and tolerance as replay's look-ahead)
-                override = ts
-                sort_time = ts
-                self.engine.stats.quality[f"{rec_stream}.clock_skew"] += 1
+            if inf is not None and stamp is not None and (
+                    lag is None or -lag > near_ahead):  # maybe ahead: the exact check (monitor.intake)
+                if ts is None:
+                    ts = datetime.fromtimestamp(stamp, CST)
+                if ahead_of_transport(inf, ts, skew):
+                    # an upload clock ahead of its own message's timestamp never moves time forward for
+                    # others (design §2; monitor.intake: the same rule and tolerance as replay's look-ahead)
+                    override = ts
+                    sort_time = ts
+                    self.engine.stats.quality[f"{rec_stream}.clock_skew"] += 1
             seq = seqs[position if position < len(seqs) else -1] if seqs else -1
             queue.append(_Item(arrival_key(sort_time, STREAM_ORDER[rec_stream], seq, partition, offset,
                                            entry.pending),
@@ -455,9 +480,8 @@ class ShellCore:
         if run:
             limit.observe_valid(run)
         self.last_arrival[tp] = last
-        if ts is not None and stream in ACTIVITY_STREAMS and (
-                self.max_broker_time is None or ts > self.max_broker_time):
-            self.max_broker_time = ts
+        if stamp is not None and stream in ACTIVITY_STREAMS and (self._max_stamp is None or stamp > self._max_stamp):
+            self._max_stamp = stamp
         messages = self._messages.get(tp)
         if messages is None:
             messages = self._messages[tp] = deque()
@@ -518,7 +542,9 @@ class ShellCore:
         heapq.heapify(heads)
         heappop, heappush = heapq.heappop, heapq.heappush
         applied_last = self._applied_last
-        offer = self._offer
+        accept = self.event_clock.accept
+        journal = self.journal
+        engine_state = self._engine_state
         touched: set[TP] = set()
         n = 0
         try:
@@ -529,7 +555,17 @@ class ShellCore:
                 while True:  # this partition's records while they stay ahead of every other head
                     item = queue.popleft()
                     applied_last[tp] = item.last_after
-                    offer(tp, item, out)
+                    rec = item.record
+                    # the common path of _offer + _feed, inline: a plain record the event clock takes at
+                    # once joins the run (nothing quarantined, no suspect run, no NHSA line window open)
+                    if (type(rec) in _PLAIN and item.stream not in _UNCLOCKED
+                            and (journal is None or not (journal.quarantined or self._suspect is not None))
+                            and not ((join := engine_state.get(JOIN_STATE)) is not None and join.heap)
+                            and accept(item.arrival if item.arrival is not None else rec.arrival_time,
+                                       claim_source(rec))):
+                        self._run.append((tp, item))
+                    else:
+                        self._offer(tp, item, out)
                     n += 1
                     message = item.message
                     message.pending -= 1

@@ -54,6 +54,22 @@ class FakeEngine:
         return pickle.dumps(self.seen)
 
 
+class BatchFakeEngine(FakeEngine):
+    """Takes runs of records (``Engine.process_batch``, walking them in order as the engine does) and
+    writes down their lengths."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    def process_batch(self, records: Any, arrivals: Any = None) -> list[Any]:
+        self.batches.append(len(records))
+        out: list[Any] = []
+        for i, rec in enumerate(records):
+            out.extend(self.process(rec, arrivals[i] if arrivals is not None else None))
+        return out
+
+
 def setl(setl_id: str, minute: int) -> bytes:
     t = datetime(2026, 1, 10, 10, 0, tzinfo=CST) + timedelta(minutes=minute)
     return json.dumps(settlement(setl_id, t.strftime("%Y-%m-%d %H:%M:%S"),
@@ -271,15 +287,23 @@ class FailingEngine(FakeEngine):
         return super().process(rec, arrival)
 
 
-def test_attack_record_the_engine_fails_on_is_dead_lettered_and_the_rest_flows() -> None:
-    """Issue 17: a worker that fails on a record dead-letters that record and goes on."""
-    engine = FailingEngine()
-    c = ShellCore(engine)  # type: ignore[arg-type]
+class FailingBatchEngine(FailingEngine, BatchFakeEngine):
+    """``FailingEngine`` fed in runs: the failure comes out of ``process_batch``."""
+
+
+@pytest.mark.parametrize("engine_kind", [FailingEngine, FailingBatchEngine], ids=["one-by-one", "in-runs"])
+def test_attack_record_the_engine_fails_on_is_dead_lettered_and_the_rest_flows(engine_kind: type) -> None:
+    """Issue 17: a worker that fails on a record dead-letters that record and goes on — also when the
+    record is in the middle of a run handed to the engine in one call (issue 16)."""
+    engine = engine_kind()
+    c = ShellCore(engine)
     value = b"[" + setl("A1", 0) + b"," + setl("BOOM", 1) + b"," + setl("A2", 2) + b"]"
     assert c.receive(msg(S, 0, 7, value, handle="m7")) == []
     c.receive(msg(S, 0, 8, setl("A3", 3), handle="m8"))
     c.release([(S, 0)], never_waiting)
     assert [s for s, _ in engine.seen] == ["A1", "A2", "A3"]
+    if engine_kind is FailingBatchEngine:
+        assert engine.batches == [4, 2]  # the run, then what followed the record it failed on
     letters = c.take_letters()
     assert len(letters) == 1
     d = letters[0]
@@ -290,15 +314,47 @@ def test_attack_record_the_engine_fails_on_is_dead_lettered_and_the_rest_flows()
     assert handles == ["m7", "m8"] and ckpt.positions[(S, 0)] == (9, 0)  # the message is done, not stuck
 
 
+def test_a_fetch_reaches_the_engine_as_one_run() -> None:
+    """Issue 16: the records one release merges from every partition go to ``Engine.process_batch`` in
+    one call, in merge order; without ``process_batch`` the engine gets them one by one, same order."""
+    runs = BatchFakeEngine()
+    for engine in (runs, FakeEngine()):
+        c = ShellCore(engine)  # type: ignore[arg-type]
+        for off, (sid, minute) in enumerate([("A1", 0), ("A2", 5), ("A3", 9)]):
+            c.receive(msg(S, 0, off, setl(sid, minute)))
+        c.receive(msg(S, 1, 0, b"[" + setl("B1", 1) + b"," + setl("B2", 6) + b"]"))
+        c.release([(S, 0), (S, 1)], never_waiting)
+        assert [s for s, _ in engine.seen] == ["A1", "B1", "A2", "B2", "A3"]
+    assert runs.batches == [5]
+
+
+def test_the_real_engine_takes_a_fetch_as_one_batch() -> None:
+    """The real engine's batch rules see the run whole (``Engine.process_batch``, monitor.contract)."""
+    from test_contract import _Batches
+
+    from monitor.engine import Engine
+
+    engine = Engine(load_pack("ezhou"))
+    rule = engine.attach(_Batches(engine.pack))
+    assert isinstance(rule, _Batches)
+    c = ShellCore(engine)
+    for off, (sid, minute) in enumerate([("A1", 0), ("A2", 5), ("A3", 9)]):
+        c.receive(msg(S, 0, off, setl(sid, minute)))
+    c.receive(msg(S, 1, 0, b"[" + setl("B1", 1) + b"," + setl("B2", 6) + b"]"))
+    c.release([(S, 0), (S, 1)], never_waiting)
+    assert rule.sizes == [5] and c.applied == 5
+
+
 CRASH_CHILD = """
 import json, os, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[2])
-from test_shell_core import FakeEngine, msg, setl, S, never_waiting
+from test_shell_core import BatchFakeEngine, FakeEngine, msg, setl, S, never_waiting
 from monitor.streams.core import ShellCore
 from monitor.streams.quarantine import open_journal
 
-class DiesOnBoom(FakeEngine):  # a crash no exception reports (a C extension's segfault, the OOM killer)
+# a crash no exception reports (a C extension's segfault, the OOM killer); "runs": fed by process_batch
+class DiesOnBoom(BatchFakeEngine if sys.argv[3] == "runs" else FakeEngine):
     def process(self, rec, arrival=None):
         if getattr(rec, "setl_id", None) == "BOOM":
             os.abort()
@@ -313,10 +369,13 @@ print(json.dumps({"seen": [s for s, _ in engine.seen], "letters": [l.model_dump(
 """
 
 
-def test_attack_record_that_kills_the_process_is_quarantined_by_position_on_restart(tmp_path: Any) -> None:
+@pytest.mark.parametrize("feed", ["one-by-one", "runs"])
+def test_attack_record_that_kills_the_process_is_quarantined_by_position_on_restart(tmp_path: Any, feed: str) -> None:
     """A record that kills the worker outright (no exception to catch): the first restart applies it again
     (an operator's kill -9 also lands inside some record, which must not be lost); after the second
-    death on the same record, the next start dead-letters it by position and goes on."""
+    death on the same record, the next start dead-letters it by position and goes on. Fed in runs
+    (``Engine.process_batch``), the first death names only the run: the restart applies that run one
+    record at a time, so the second death names the record, and the third start quarantines it as well."""
     import subprocess
     import sys
     from pathlib import Path
@@ -327,7 +386,7 @@ def test_attack_record_that_kills_the_process_is_quarantined_by_position_on_rest
     env = {**__import__("os").environ, "PYTHONPATH": here + ":" + str(Path(here).parent)}
 
     def run() -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, str(script), str(tmp_path / "ckpt"), here], capture_output=True,
+        return subprocess.run([sys.executable, str(script), str(tmp_path / "ckpt"), here, feed], capture_output=True,
                               text=True, env=env, timeout=120)
 
     first, second, third = run(), run(), run()
