@@ -150,6 +150,7 @@ class MetricsSink:
         self._dups: Tally[str] = Tally()
         self._since = clock()
         self._sanction_labels: set[tuple[str, str]] = set()
+        self._lag_children: dict[tuple[str, str], Any] = {}
 
     def bind(self, engine: Engine) -> None:
         from monitor.sinks.daily import DailyCollector
@@ -184,10 +185,14 @@ class MetricsSink:
         m = self.metrics
         if self._collector is not None:
             counts: Tally[tuple[str, str]] = Tally()
+            lag_of = self._lag_children  # pre-bound children: ``labels()`` is a locked lookup per call
             for stream, region, lag in self._collector.take_tap():
                 counts[(stream, region)] += 1
                 if lag is not None:
-                    m.upload_lag.labels(stream, region).observe(lag)
+                    child = lag_of.get((stream, region))
+                    if child is None:
+                        child = lag_of[(stream, region)] = m.upload_lag.labels(stream, region)
+                    child.observe(lag)
             for (stream, region), n in counts.items():
                 m.records.labels(stream, region).inc(n)
         engine = self._engine

@@ -107,3 +107,26 @@ def test_event_clock_registry_claims_never_move_time_and_as_of_vouches_for_claim
     assert clock.value == _t(10)
     clock.offer("late-tail", _t(15), "A")
     assert _arrivals(clock.close(as_of=_t(16))) == [("late-tail", _t(15), False)]
+
+
+def test_event_clock_accept_is_offer_when_the_item_alone_is_released_at_once() -> None:
+    """``EventClock.accept`` (the Kafka shell's per-record path) takes exactly the claims ``offer`` would
+    release at once and alone, with the same effect on the clock; anything else it leaves to ``offer``."""
+    from monitor.watermark import EventClock
+
+    claims = [(None, "A"), (_t(10), "A"), (_t(10.5), "B"), (_t(10.2), "C"), (_t(24 * 30), "A"), (_t(11), "B"),
+              (_t(11.5), "C"), (None, "D"), (_t(12), "D"), (_t(10.9), "A"), (_t(48), "B"), (_t(48), "C"),
+              (_t(48.1), "D")]
+    plain: EventClock[str] = EventClock(timedelta(minutes=60), quorum=3)
+    fast: EventClock[str] = EventClock(timedelta(minutes=60), quorum=3)
+    took = []
+    for i, (claim, src) in enumerate(claims):
+        expected = _arrivals(plain.offer(f"r{i}", claim, src))
+        if fast.accept(claim, src):
+            took.append(i)
+            assert expected == [(f"r{i}", claim, False)]
+        else:
+            assert _arrivals(fast.offer(f"r{i}", claim, src)) == expected
+        assert (fast.value, fast.held, fast._active, fast._offers) == (plain.value, plain.held, plain._active,
+                                                                       plain._offers)
+    assert took == [2, 3]  # not before time starts (r1), nor a far claim (r4), nor while one is held
