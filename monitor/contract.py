@@ -55,7 +55,9 @@ Calls (engine → rule); each **returns** its findings
     is the skeleton that does it: it calls ``handle(delivery)`` per delivery with ``ctx.now`` at it and
     *holds* the timers the rule schedules meanwhile whose due instant falls inside the batch (at or before
     its last delivery's event time), firing them through ``on_timer`` at their instant in ``(due,
-    scheduling)`` order, exactly when the engine would have one by one; later ones go to the engine.
+    scheduling)`` order, exactly when the engine would have one by one; later ones, and those the last
+    delivery schedules (the engine fires them right after the batch, as one by one after that record),
+    go to the engine.
     A rule whose ``handle`` keeps per-institution-day work for the whole batch (tallies once per key)
     uses it the same way. What holding assumes (true of ``DayWindows`` and of every rule here): a key is
     not re-scheduled, while it is still pending with the engine, with a due instant inside the batch.
@@ -483,13 +485,17 @@ class Rule:
         ``ctx.now`` at it, fire the rule's own timers that fall due inside the batch at their instant
         (``on_timer``), and place every finding where one by one would have found it."""
         out: list[Placed] = []
-        if not batch:
-            return out
-        ctx.hold_timers(batch[-1].now)
+        last = len(batch) - 1
+        if last > 0:
+            ctx.hold_timers(batch[-1].now)
         try:
             for at, delivery in enumerate(batch):
                 if ctx._held:  # a timer held from an earlier delivery, due by this one's admission
                     self._fire_held(at, BEFORE, delivery.now, ctx, out)
+                if at == last and last > 0:
+                    # the last delivery's timers go to the engine, which fires them right after the
+                    # batch — where one by one fires them, in its own (due, rank, sequence) order
+                    ctx.release_timers()
                 ctx._at, ctx.upload_time_known = delivery.now, delivery.upload_time_known  # ctx.deliver
                 found = handle(delivery)
                 if found:
@@ -498,7 +504,8 @@ class Rule:
                     self._fire_held(at, AFTER, delivery.now, ctx, out)
         finally:
             ctx.deliver(None)
-            ctx.release_timers()
+            if ctx._held is not None:
+                ctx.release_timers()
         return out
 
     def _fire_held(self, at: int, phase: int, now: datetime, ctx: RuleContext, out: list[Placed]) -> None:
