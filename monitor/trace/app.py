@@ -13,7 +13,7 @@ Flow (every process runs the same app in one consumer group, ``<MONITOR_APP_ID>-
    partition and batch**, carrying its scans and each source's claim (latest arrival forwarded). That is
    what ``group_by`` does, done by hand because each source partition must also tell **every** partition
    how far it has forwarded: a timer sends one coalesced tick per destination partition (all owned sources'
-   claims; those read to their fetch high-watermark marked idle).
+   claims; those read to their fetch high-watermark, with no scan held, marked idle).
 2. agents ``trace-codes`` / ``trace-products`` apply each message's scans to the pure stages of
    ``monitor.trace.rules`` whose state lives in Faust tables (``trace-codes``, ``trace-products``) on the
    **rocksdict** RocksDB store, changelog-backed — **one table write per key per message** (the stage
