@@ -120,8 +120,8 @@ from monitor.outputs import Alert, Severity, make_id
 
 if TYPE_CHECKING:
     from monitor.outputs import Ticket
-    from monitor.policy.ledger import Sanction
     from monitor.policy.pack import Pack
+    from monitor.policy.sanctions import Sanction
     from monitor.records import Drug, Institution, Record
 
 

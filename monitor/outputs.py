@@ -3,7 +3,8 @@
 Ids are content-addressed from the cause, never from a counter or the wall clock, so a replay, a
 restarted worker or a redelivered record re-produces the *same* id, and every sink de-duplicates on it:
 * ``alert_id``  = AL- + hash(rule_id, fixmedins_code, subject, window_start, window_end)
-* ``ticket_id`` = TK- + hash(ladder, fixmedins_code, action, cause, effective_from)
+* ``ticket_id`` = TK- + hash(ladder, fixmedins_code, action, cause, effective_from); a ``VOID`` ticket:
+  TK- + hash(ladder, fixmedins_code, "VOID", ref_ticket_id) — one per voided ticket, however often rejected
 Alerts also carry the result fields of NHSA interface 3101 (智能监管 明细审核 ``result[]``) so agency
 systems that consume rule hits read them natively (``jr_id`` equals ``alert_id``).
 """
@@ -15,7 +16,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 Severity = Literal["info", "warning", "critical"]
 
@@ -31,8 +32,10 @@ ACTIONS: tuple[str, ...] = (
     "INTERVIEW",
     "REVIEW",
     "NO_RENEWAL",
+    "VOID",
 )
-Action = Literal[
+#: The actions a ladder may issue (``monitor.policy.pack``).
+LadderAction = Literal[
     "SUSPEND_OUTPATIENT_POOLING",
     "TERMINATE_OUTPATIENT_POOLING",
     "SUSPEND_AGREEMENT",
@@ -45,6 +48,9 @@ Action = Literal[
     "REVIEW",
     "NO_RENEWAL",
 ]
+#: Every ticket action: a ladder's, or ``VOID`` — the engine's word that a ticket it issued no longer holds
+#: (the agency rejected it: ``ref_ticket_id``; ``monitor.policy.sanctions``, README deviations).
+Action = Literal[LadderAction, "VOID"]
 
 
 def make_id(prefix: str, *parts: object) -> str:
@@ -106,6 +112,18 @@ class Ticket(_Out):
     basis: list[str]
     policy: str
     summary: Summary
+    #: VOID: the ticket that no longer holds, and why (the finding kind that voided it); left out of
+    #: every other ticket's JSON, so a ticket without them reads exactly as before they existed
+    ref_ticket_id: str | None = None
+    reason: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _leave_out_void_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self.ref_ticket_id is None and self.reason is None:
+            data.pop("ref_ticket_id", None)
+            data.pop("reason", None)
+        return data
 
 
 class DeadLetter(_Out):

@@ -107,7 +107,8 @@ def test_ar_agr_3_2_2_a_rejected_interview_is_not_a_step() -> None:
             ("findings", finding("R1", "ticket_rejected", "2026-03-05 10:00:00", ref_ticket_id=first)),
             *days((date(2026, 3, 20), 3))]
     _, tickets = run_engine(recs, policy="autonomous-region", as_of="2026-04-01 00:00:00")
-    assert [s[:2] for s in steps(tickets)] == [("INTERVIEW", "2026-03-04"), ("INTERVIEW", "2026-03-23")]
+    assert [s[:2] for s in steps(tickets)] == [("INTERVIEW", "2026-03-04"), ("VOID", "2026-03-05"),
+                                               ("INTERVIEW", "2026-03-23")]
 
 
 def test_ar_agr_3_2_2_a_day_before_the_interview_arriving_late_is_the_same_case() -> None:

@@ -102,9 +102,10 @@ def test_ar_agr_3_3_a_rejected_suspension_does_not_count(tmp_path: Path) -> None
             f("R1", "ticket_rejected", "2026-02-03", ref_ticket_id=first),
             f("P2", "payment_suspended", "2026-05-01")]
     _, tickets = run_engine(recs, policy=pack, as_of="2026-08-01 00:00:00")
-    # the rejected ticket restricts nothing (no REINSTATE for it) and counts toward nothing
+    # the rejected ticket restricts nothing (no REINSTATE for it, a VOID says so) and counts toward nothing
     assert brief(tickets) == [
         ("SUSPEND_AGREEMENT", "2026-02-02", "2026-03-02", None),
+        ("VOID", "2026-02-03", None, None),
         ("SUSPEND_AGREEMENT", "2026-05-02", "2026-06-02", None),
         ("REINSTATE", "2026-06-02", None, None),
     ]
@@ -257,13 +258,15 @@ def test_ln_tier_4_3_1_rectification_notice_then_termination_or_closed_by_rectif
 
 
 def test_ticket_texts_name_every_action_as_the_inspector_pages_do() -> None:
-    """Tickets' summaries (ledger ACTION_TEXT) and the inspector's display names (names.toml) agree for
-    every action, SUSPEND_SETTLEMENT (AR-AGR 三(二)2 暂停医保结算) included."""
+    """Every action of the ticket contract is defined once (``monitor.policy.sanctions``), and the
+    inspector's display names are that definition, SUSPEND_SETTLEMENT (AR-AGR 三(二)2 暂停医保结算) and
+    VOID included."""
     from monitor.inspect.names import action_name
     from monitor.outputs import ACTIONS
-    from monitor.policy.ledger import ACTION_TEXT
+    from monitor.policy.sanctions import ACTIONS as DEFINED
+    from monitor.policy.sanctions import text
 
-    assert "SUSPEND_SETTLEMENT" in ACTIONS
+    assert {"SUSPEND_SETTLEMENT", "VOID"} <= set(ACTIONS) and set(DEFINED) == set(ACTIONS)
     for action in ACTIONS:
         name = action_name(action)
-        assert ACTION_TEXT[action] == (name.zh, name.en), action
+        assert name.known and text(action) == (name.zh, name.en), action

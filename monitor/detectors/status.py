@@ -41,6 +41,7 @@ from pydantic import Field
 
 from monitor.clock import add_months, business_date, day_end, day_start
 from monitor.contract import Findings, Params, Rule, RuleContext
+from monitor.policy.sanctions import STOPS_INSURED
 from monitor.records import Finding, Settlement, TraceScan
 
 if TYPE_CHECKING:
@@ -62,8 +63,9 @@ class SuspendedParams(Params):
     registry_pooling_med_types: list[str] = Field(default=["11", "41"])
 
 
-#: this monitor's actions that stop every insured settlement (the agreement's, and AR-AGR 三(二)2 暂停医保结算)
-AGREEMENT_LEVEL = frozenset({"SUSPEND_AGREEMENT", "SUSPEND_SETTLEMENT", "TERMINATE_AGREEMENT"})
+#: this monitor's actions that stop every insured settlement (the agreement's, and AR-AGR 三(二)2 暂停医保结算):
+#: ``monitor.policy.sanctions`` defines what each action restricts
+AGREEMENT_LEVEL = STOPS_INSURED
 
 
 @dataclass(slots=True)

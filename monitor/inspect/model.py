@@ -7,11 +7,13 @@ JSONL files. Contract:
 * **institution** — name, type, region, tier, agreement term from the registry (``None`` when the store
   has no registry entry; the case file still renders from the outputs);
 * **state** on ``as_of`` — ``terminated`` (a terminal ticket is in effect), ``suspended`` (a suspension's
-  ``[effective_from, effective_until or rectify_by)`` covers the day) or ``normal``; the same rule the
-  ledger applies (``monitor.policy.ledger.Ledger.state``);
+  ``[effective_from, effective_until or rectify_by)`` covers the day, unless a later ``REINSTATE`` of its
+  ladder ended it) or ``normal``; a ticket a ``VOID`` names (the agency rejected it) is in force on no
+  day. One definition for the ledger and the case file: ``monitor.policy.sanctions`` (``replay`` the
+  tickets, ``in_force``, ``state_of``);
 * **timeline** — every alert (at ``detected_at``) and ticket (at ``issued_at``) in event-time order, each
   with its rule, clause(s), the clause text (``monitor.inspect.clauses``) and the evidence with personal
-  data masked (``mask_evidence``);
+  data masked (``mask_evidence``); a rejected ticket is marked ``void`` and its ``VOID`` names it;
 * **next deadlines** — what the ledger will check next, derived from the tickets and the pack's ladders:
   a ``suspend_then_review`` suspension whose review ticket (effective on the deadline) has not been
   written yet is reviewed on ``effective_until`` (or ``rectify_by``), at ``review_delay_hours`` after that
@@ -41,12 +43,13 @@ from monitor.inspect.clauses import document, excerpt, normalize
 from monitor.inspect.evidence import EvidenceTable, evidence_table
 from monitor.inspect.names import action_name, rule_name, table
 from monitor.outputs import Alert, Ticket
-from monitor.policy.ledger import AGREEMENT_ENDS, POOLING_ENDS, SCOPE, SUSPENSIONS, TERMINAL
+from monitor.policy import sanctions
 from monitor.policy.pack import Pack
+from monitor.policy.sanctions import AGREEMENT_ENDS, POOLING_ENDS, SCOPE, SUSPENSIONS, TERMINAL, Sanction
 from monitor.privacy import mask_certno, mask_name
 from monitor.records import Institution
 
-State = Literal["normal", "suspended", "terminated"]
+State = sanctions.State
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
 #: (中文, English) of the states and severities, from ``names.toml`` (``monitor.inspect.names``).
 STATE_TEXT: dict[str, tuple[str, str]] = {k: table()["states"][k] for k in ("normal", "suspended", "terminated")}
@@ -260,6 +263,10 @@ class Event(_View):
     amount: Decimal | None = None
     text_zh: str
     text_en: str | None = None
+    #: a ticket the agency rejected: it never held (a later ``VOID`` ticket names it)
+    void: bool = False
+    #: a ``VOID`` ticket: the ticket it voids
+    ref_ticket_id: str | None = None
     clauses: list[ClauseView]
     evidence: dict[str, Any] = {}
     evidence_table: EvidenceTable | None = None
@@ -385,25 +392,11 @@ def _rule_name(pack: Pack, rule_id: str) -> str:
     return rule_name(pack, rule_id).both
 
 
-def restricting(ticket: Ticket) -> tuple[date, date | None] | None:
-    """``[from, until)`` a ticket restricts the institution (the ledger's ``Sanction``), or ``None``."""
-    if ticket.action in TERMINAL:
-        return ticket.effective_from, None
-    if ticket.action in SUSPENSIONS:
-        return ticket.effective_from, ticket.effective_until or ticket.rectify_by
-    return None
-
-
-def state_on(tickets: Iterable[Ticket], day: date) -> tuple[State, list[Ticket]]:
-    """The institution's sanction state on ``day`` and the tickets in force then."""
-    active = []
-    for t in tickets:
-        span = restricting(t)
-        if span is not None and span[0] <= day and (span[1] is None or day < span[1]):
-            active.append(t)
-    if any(t.action in TERMINAL for t in active):
-        return "terminated", active
-    return ("suspended" if active else "normal"), active
+def state_on(tickets: Iterable[Ticket], day: date) -> tuple[State, list[Sanction]]:
+    """The institution's sanction state on ``day`` and the sanctions in force then, from its tickets
+    (``monitor.policy.sanctions``: the ledger's own definition)."""
+    active = sanctions.in_force(sanctions.replay(tickets), day)
+    return sanctions.state_of(active), active
 
 
 def _action_text(action: str | None) -> tuple[str, str]:
@@ -415,14 +408,15 @@ def _action_text(action: str | None) -> tuple[str, str]:
 
 def deadlines(tickets: Sequence[Ticket], pack: Pack, as_of: datetime) -> list[Deadline]:
     """What the ledger will check next for one institution, soonest first (see module docstring)."""
-    ordered = sorted(tickets, key=lambda t: (t.issued_at, t.effective_from, t.ticket_id))
+    ordered = sorted((t for t in tickets if t.action != "VOID"), key=sanctions.issue_order)
+    void = {s.ticket_id for s in sanctions.replay(tickets) if s.void}
     today = business_date(as_of)
     out: list[Deadline] = []
     for t in ordered:
         spec = pack.ladders.get(t.ladder)
-        if spec is None or t.action != spec.action or restricting(t) is None or t.action in TERMINAL:
-            continue
-        due = t.effective_until or t.rectify_by
+        if spec is None or t.action != spec.action or t.action not in SUSPENSIONS or t.ticket_id in void:
+            continue  # a rejected suspension is reviewed by nobody and ends nowhere
+        due = sanctions.span_until(t.action, t.effective_until, t.rectify_by)
         if due is None:
             continue
         later = [u for u in ordered if u.ladder == t.ladder and u.ticket_id != t.ticket_id
@@ -483,7 +477,7 @@ def _alert_event(a: Alert, pack: Pack) -> Event:
     )
 
 
-def _ticket_event(t: Ticket, pack: Pack) -> Event:
+def _ticket_event(t: Ticket, pack: Pack, void: bool = False) -> Event:
     zh, en = _action_text(t.action)
     return Event(
         kind="ticket", id=t.ticket_id, at=t.issued_at, rule_ids=list(t.rule_ids),
@@ -491,7 +485,7 @@ def _ticket_event(t: Ticket, pack: Pack) -> Event:
         rules=[rule_name(pack, r).as_json() for r in t.rule_ids],
         effective_from=t.effective_from, effective_until=t.effective_until, rectify_by=t.rectify_by,
         reapply_after=t.reapply_after, requires_verification=t.requires_verification,
-        text_zh=mask_text(t.summary.zh), text_en=mask_text(t.summary.en),
+        text_zh=mask_text(t.summary.zh), text_en=mask_text(t.summary.en), void=void, ref_ticket_id=t.ref_ticket_id,
         clauses=[clause_view(c) for c in t.basis], alert_ids=list(t.alert_ids),
     )
 
@@ -535,8 +529,12 @@ def build_case_file(store: CaseStore, code: str, pack: Pack, as_of: datetime | N
     hi = following[0].detected_at if following else None
     page_tickets = [t for t in tickets if (lo is None or t.issued_at >= lo) and (hi is None or t.issued_at < hi)]
     when = as_of or store_as_of(store) or datetime.now().astimezone()
-    state, active = state_on(tickets, business_date(when))
-    events = [_alert_event(a, pack) for a in alerts] + [_ticket_event(t, pack) for t in page_tickets]
+    book = sanctions.replay(tickets)
+    active = sanctions.in_force(book, business_date(when))
+    state = sanctions.state_of(active)
+    void = {s.ticket_id for s in book if s.void} | {t.ref_ticket_id for t in tickets if t.action == "VOID"}
+    events = [_alert_event(a, pack) for a in alerts] + [_ticket_event(t, pack, t.ticket_id in void)
+                                                       for t in page_tickets]
     # same instant: alerts before the tickets they caused, milder before graver (a late-upload alert
     # before the not-real-time day it adds up to), then rule and id — the same order from every store
     events.sort(key=lambda e: (e.at, 0 if e.kind == "alert" else 1, SEVERITY_RANK.get(e.severity or "", 0),
@@ -544,21 +542,16 @@ def build_case_file(store: CaseStore, code: str, pack: Pack, as_of: datetime | N
     dls = deadlines(tickets, pack, when)
     zh, en = STATE_TEXT[state]
     in_force = []
-    for t in active:
-        span = restricting(t)
-        assert span is not None
-        a_zh, a_en = _action_text(t.action)
-        in_force.append(SanctionView(ticket_id=t.ticket_id, action=t.action, action_zh=a_zh, action_en=a_en,
-                                     effective_from=span[0], until=span[1]))
+    for s in active:
+        a_zh, a_en = _action_text(s.action)
+        in_force.append(SanctionView(ticket_id=s.ticket_id, action=s.action, action_zh=a_zh, action_en=a_en,
+                                     effective_from=s.effective_from, until=s.until))
     by_rule: Counter[str] = Counter()
     for tl in tallies:
         by_rule[tl.rule_id] += tl.alerts
     times = [x for tl in tallies for x in (tl.first, tl.last)] + [t.issued_at for t in tickets]
-    periods = []
-    for t in sorted(tickets, key=lambda t: (t.effective_from, t.ticket_id)):
-        span = restricting(t)
-        if span is not None:
-            periods.append((t.action, span[0], span[1]))
+    periods = [(s.action, s.effective_from, s.until)
+               for s in sorted(book, key=lambda s: (s.effective_from, s.ticket_id)) if not s.void]
     return CaseFile(
         code=code, as_of=when, policy=pack.label, institution=institution_view(inst) if inst else None,
         state=state, state_zh=zh, state_en=en, in_force=in_force,

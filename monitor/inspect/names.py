@@ -1,7 +1,8 @@
 """Display names of the ids an inspector meets (issue 18 §1): Chinese first, English alongside.
 
 * rules — from the policy pack (``rules.<id>.name_zh`` / ``name_en``), read through ``Pack``;
-* actions, finding kinds (``finding:KIND`` triggers), states, severities and evidence fields — from
+* actions — from their definition, ``monitor.policy.sanctions.ACTIONS`` (the tickets' texts use the same);
+* finding kinds (``finding:KIND`` triggers), states, severities and evidence fields — from
   ``names.toml`` beside this module (kept apart from the packs, which carry the rules' own names).
 
 Every lookup returns a ``Name`` that keeps the id; an id with no name on file is *visibly* unnamed
@@ -18,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from monitor.policy.pack import Pack
+from monitor.policy.sanctions import ACTIONS
 
 NAMES_FILE = Path(__file__).with_name("names.toml")
-SECTIONS = ("actions", "findings", "states", "severities", "fields")
+SECTIONS = ("findings", "states", "severities", "fields")
 
 
 @dataclass(frozen=True)
@@ -47,10 +49,12 @@ def unnamed(ident: str) -> Name:
 
 @lru_cache(maxsize=1)
 def table() -> dict[str, dict[str, tuple[str, str]]]:
-    """``names.toml`` as ``{section: {id: (zh, en)}}`` (read once)."""
+    """``names.toml`` as ``{section: {id: (zh, en)}}`` (read once), and ``actions`` from their definition."""
     with NAMES_FILE.open("rb") as fh:
         raw = tomllib.load(fh)
-    out: dict[str, dict[str, tuple[str, str]]] = {}
+    if "actions" in raw:
+        raise ValueError(f"{NAMES_FILE.name}: [actions] are defined in monitor.policy.sanctions, not here")
+    out: dict[str, dict[str, tuple[str, str]]] = {"actions": {a: (d.zh, d.en) for a, d in ACTIONS.items()}}
     for section in SECTIONS:
         entries = raw.get(section, {})
         for key, value in entries.items():

@@ -27,8 +27,18 @@ Dates: a sanction covers ``[effective_from, effective_until)`` — ``effective_u
 no longer applies (exclusive); the ticket's text names the last day it does apply ("至 YYYY-MM-DD 止" is
 that day, inclusive), so field and text agree.
 
+What each action is, restricts and how long, its text, and what is in force on a day are defined in
+``monitor.policy.sanctions`` (the case files read the same); the ledger holds ``Sanction`` objects
+built there and decides when they end.
+
+Timers (``Context.schedule`` with owner ``ledger``): typed keys, ``ReviewDue(code, ladder)`` (a review
+ladder's deadline) and ``TermEnds(code, ladder, ticket_id)`` (a fixed term ends); ``on_timer`` refuses
+any other key.
+
 Findings about tickets (``ref_ticket_id``): ``ticket_rejected`` voids the ticket (it restricts nothing,
-is reviewed by nobody, and counts toward nothing); ``ticket_approved`` confirms it — a ladder's
+is reviewed by nobody, and counts toward nothing) and the ledger issues a ``VOID`` ticket saying so
+(``ref_ticket_id`` = the voided ticket, ``reason`` = the finding kind), so the outputs alone tell a case
+file it no longer holds; ``ticket_approved`` confirms it — a ladder's
 ``on_approved`` trigger fires (an approved REVIEW of 数据不完整 is the verification the clause asks for);
 ``rectified`` ends a rectification early where the ladder says the clause allows it (``rectified_ends``).
 """
@@ -43,38 +53,37 @@ from typing import TYPE_CHECKING
 
 from monitor.clock import add_months, add_years, business_date, day_start
 from monitor.outputs import Summary, Ticket, make_id
+from monitor.policy import sanctions
 from monitor.policy.pack import LadderSpec, Pack
+from monitor.policy.sanctions import AGREEMENT_ENDS, POOLING_ENDS, SCOPE, SUSPENSIONS, TERMINAL, Sanction
+
+__all__ = ["AGREEMENT_ENDS", "POOLING_ENDS", "SCOPE", "SUSPENSIONS", "TERMINAL", "Deadline", "Ledger", "LedgerTimer",
+           "ReviewDue", "Sanction", "TermEnds", "Trigger"]
 
 if TYPE_CHECKING:
     from monitor.engine import Context, Registry
     from monitor.records import Finding
 
-POOLING_ENDS = frozenset({"TERMINATE_OUTPATIENT_POOLING", "CANCEL_OUTPATIENT_POOLING"})
-AGREEMENT_ENDS = frozenset({"TERMINATE_AGREEMENT"})
-#: Actions that end a designation or an agreement: in force indefinitely once issued.
-TERMINAL = POOLING_ENDS | AGREEMENT_ENDS
-#: Actions that stop settlement for a while (what `status.settled_while_suspended` looks at).
-SUSPENSIONS = frozenset({"SUSPEND_OUTPATIENT_POOLING", "SUSPEND_AGREEMENT", "SUSPEND_SETTLEMENT"})
-#: What each restricting action restricts.
-SCOPE: dict[str, str] = {
-    "SUSPEND_OUTPATIENT_POOLING": "pooling", "TERMINATE_OUTPATIENT_POOLING": "pooling",
-    "CANCEL_OUTPATIENT_POOLING": "pooling", "SUSPEND_AGREEMENT": "agreement", "TERMINATE_AGREEMENT": "agreement",
-    "SUSPEND_SETTLEMENT": "settlement",
-}
 
-ACTION_TEXT: dict[str, tuple[str, str]] = {
-    "SUSPEND_OUTPATIENT_POOLING": ("中止门诊统筹服务", "suspend outpatient-pooling service"),
-    "TERMINATE_OUTPATIENT_POOLING": ("终止门诊统筹定点资格", "terminate the outpatient-pooling designation"),
-    "SUSPEND_AGREEMENT": ("中止医保服务协议", "suspend the medical-insurance service agreement"),
-    "SUSPEND_SETTLEMENT": ("暂停医保结算", "suspend medical-insurance settlement"),
-    "CANCEL_OUTPATIENT_POOLING": ("取消门诊统筹定点资格", "cancel the outpatient-pooling designation"),
-    "TERMINATE_AGREEMENT": ("解除医保服务协议", "terminate the service agreement"),
-    "REINSTATE": ("恢复医保服务", "reinstate the suspended service"),
-    "DOWNGRADE_TIER": ("降低医保结算等级", "downgrade the settlement tier"),
-    "INTERVIEW": ("约谈主要负责人", "interview the person in charge"),
-    "REVIEW": ("立案核查（须经核实）", "open a review (verification required)"),
-    "NO_RENEWAL": ("不再续签服务协议", "do not renew the service agreement"),
-}
+
+@dataclass(frozen=True, slots=True)
+class ReviewDue:
+    """Timer: ladder ``ladder``'s deadline for ``code`` is due — judge it (``suspend_then_review``)."""
+
+    code: str
+    ladder: str
+
+
+@dataclass(frozen=True, slots=True)
+class TermEnds:
+    """Timer: ticket ``ticket_id`` of ladder ``ladder`` reaches the end of its fixed term for ``code``."""
+
+    code: str
+    ladder: str
+    ticket_id: str
+
+
+LedgerTimer = ReviewDue | TermEnds
 
 
 @dataclass(frozen=True)
@@ -90,28 +99,6 @@ class Trigger:
     alert_id: str | None = None
     #: For DOWNGRADE_TIER ladders: the tier the institution goes down to (carried onto the ticket).
     new_tier: str | None = None
-
-
-@dataclass
-class Sanction:
-    """A ticket that restricts an institution, and the days it covers: ``[effective_from, until)``;
-    ``until`` None = until a later ticket ends it (or for good, when terminal). ``void``: the agency
-    rejected the ticket."""
-
-    ladder: str
-    action: str
-    ticket_id: str
-    effective_from: date
-    until: date | None
-    void: bool = False
-    reapply_after: date | None = None
-
-    def in_force(self, day: date) -> bool:
-        return not self.void and self.effective_from <= day and (self.until is None or day < self.until)
-
-    @property
-    def scope(self) -> str:
-        return SCOPE.get(self.action, "")
 
 
 @dataclass(frozen=True)
@@ -184,19 +171,15 @@ class Ledger:
         return self.books.setdefault(code, InstitutionLedger())
 
     def in_force(self, code: str, day: date) -> list[Sanction]:
+        """What restricts ``code`` on ``day`` (``monitor.policy.sanctions.in_force``)."""
         book = self.books.get(code)
         if book is None:
             return []
-        return [s for s in book.sanctions if s.in_force(day) and s.action in SUSPENSIONS | TERMINAL]
+        return sanctions.in_force(book.sanctions, day)
 
     def state(self, code: str, day: date) -> str:
-        """``normal``, ``suspended`` or ``terminated`` on ``day``."""
-        active = self.in_force(code, day)
-        if any(s.action in TERMINAL for s in active):
-            return "terminated"
-        if active:
-            return "suspended"
-        return "normal"
+        """``normal``, ``suspended`` or ``terminated`` on ``day`` (``monitor.policy.sanctions.state_of``)."""
+        return sanctions.state_of(self.in_force(code, day))
 
     def deadlines(self, code: str) -> list[Deadline]:
         book = self.books.get(code)
@@ -262,7 +245,7 @@ class Ledger:
         alerts = alert_ids if alert_ids is not None else ([trig.alert_id] if trig and trig.alert_id else [])
         zh_rule = "、".join(self._rule_name(r, zh=True) for r in rules)
         en_rule = ", ".join(self._rule_name(r, zh=False) for r in rules)
-        zh_act, en_act = ACTION_TEXT[action]
+        zh_act, en_act = sanctions.text(action)
         basis = "；".join(spec.basis)
         zh = f"{name}（{code}）因{zh_rule}（{basis}），{zh_act}，自{effective_from}起"
         en = f"{name} ({code}): {en_act} from {effective_from} because of {en_rule} ({'; '.join(spec.basis)})"
@@ -307,10 +290,10 @@ class Ledger:
         )
         book.tickets.append(ticket.ticket_id)
         book.ticket_ladder[ticket.ticket_id] = ladder
-        if action in SUSPENSIONS or action in TERMINAL:
-            book.sanctions.append(Sanction(ladder, action, ticket.ticket_id, effective_from,
-                                           None if action in TERMINAL else (effective_until or rectify_by),
-                                           reapply_after=reapply_after))
+        sanction = sanctions.sanction_of(ladder, action, ticket.ticket_id, effective_from, effective_until, rectify_by,
+                                         reapply_after)
+        if sanction is not None:
+            book.sanctions.append(sanction)
         return ticket
 
     def _rule_name(self, rule_id: str, zh: bool) -> str:
@@ -368,7 +351,7 @@ class Ledger:
         return today + timedelta(days=1) if spec.effective == "next_day" else today
 
     def _restricting(self, action: str) -> bool:
-        return action in SUSPENSIONS or action in TERMINAL
+        return action in sanctions.RESTRICTING
 
     def _running(self, st: LadderState, day: date) -> bool:
         return st.active is not None and not st.active.void and st.active.in_force(day)
@@ -376,7 +359,7 @@ class Ledger:
     def _schedule_end(self, ctx: Context, name: str, code: str, sanction: Sanction) -> None:
         """A fixed-term suspension ends with REINSTATE (or the next kept trigger) on its ``until``."""
         if sanction.until is not None and sanction.action in SUSPENSIONS:
-            ctx.schedule(day_start(sanction.until), self.TIMER_OWNER, ("end", code, name, sanction.ticket_id))
+            ctx.schedule(day_start(sanction.until), self.TIMER_OWNER, TermEnds(code, name, sanction.ticket_id))
 
     def _immediate(self, ctx: Context, name: str, spec: LadderSpec, st: LadderState,
                    trig: Trigger, start: date | None = None) -> list[Ticket]:
@@ -474,7 +457,7 @@ class Ledger:
         st.rule_ids = [trig.rule_id]
         st.alert_ids = [trig.alert_id] if trig.alert_id else []
         due = day_start(deadline) + timedelta(hours=spec.review_delay_hours)
-        ctx.schedule(due, self.TIMER_OWNER, ("review", trig.fixmedins_code, name))
+        ctx.schedule(due, self.TIMER_OWNER, ReviewDue(trig.fixmedins_code, name))
         return [ticket]
 
     def _recurrence(self, ctx: Context, name: str, spec: LadderSpec, st: LadderState,
@@ -512,8 +495,7 @@ class Ledger:
         """End ``ending`` on ``day`` with a REINSTATE ticket — unless its scope has ended for good (no
         REINSTATE after a termination) or another suspension of the same scope still runs (its own end
         reinstates)."""
-        if ending.until is None or ending.until > day:
-            ending.until = day
+        sanctions.end(ending, day)
         if self.ended(code, ending.scope, day):
             ctx.count("ledger.no_reinstate_after_termination")
             return []
@@ -523,8 +505,8 @@ class Ledger:
         return [self._ticket(ctx, name, spec, None, code, "REINSTATE", cause, day,
                              rule_ids=rule_ids, alert_ids=alert_ids)]
 
-    def _end_of_term(self, key: tuple[str, str, str, str], ctx: Context) -> list[Ticket]:
-        _, code, name, ticket_id = key
+    def _end_of_term(self, key: TermEnds, ctx: Context) -> list[Ticket]:
+        code, name, ticket_id = key.code, key.ladder, key.ticket_id
         spec = self.pack.ladders[name]
         st = self.book(code).ladder(name)
         ending = st.active
@@ -565,9 +547,10 @@ class Ledger:
             spec = self.pack.ladders.get(name)
             st = book.ladder(name)
             if rec.kind == "ticket_rejected":
+                voided = None
                 for s in book.sanctions:
                     if s.ticket_id == ref:
-                        s.void = True
+                        s.void, voided = True, s
                 if st.active is not None and st.active.ticket_id == ref:
                     st.active, st.deadline, st.pending = None, None, []
                 if st.notice == ref:
@@ -575,6 +558,8 @@ class Ledger:
                 if spec is not None and spec.kind == "escalation":  # the step was not taken
                     st.steps = [step for step in st.steps if step.ticket_id != ref]
                 ctx.count("ledger.ticket_rejected")
+                if spec is not None:
+                    out.append(self._void(ctx, name, spec, code, ref, voided, rec, day))
             elif rec.kind == "ticket_approved" and spec is not None and spec.on_approved and ref not in book.confirmed:
                 book.confirmed.add(ref)
                 out.extend(self.on_trigger(Trigger(spec.on_approved, code, day, when, f"approved:{ref}"), ctx))
@@ -587,6 +572,43 @@ class Ledger:
                 return out
         out.extend(self.on_trigger(Trigger(f"finding:{rec.kind}", code, day, when, rec.finding_id), ctx))
         return out
+
+    def _void(self, ctx: Context, name: str, spec: LadderSpec, code: str, ref: str, voided: Sanction | None,
+              rec: Finding, day: date) -> Ticket:
+        """The ``VOID`` ticket that tells downstream ticket ``ref`` no longer holds: the agency rejected it
+        (finding ``rec``). Its id depends on the voided ticket alone, so a rejection sent twice is one VOID;
+        its basis is the clause of the measure it voids (no clause governs the rejection itself: the
+        agency decides). Effective the rejection's business day; the voided ticket never held."""
+        inst = self.registry.institution(code)
+        who = inst.fixmedins_name if inst is not None else code
+        basis = "；".join(spec.basis)
+        what_zh = what_en = ""
+        if voided is not None:
+            zh_act, en_act = sanctions.text(voided.action)
+            what_zh, what_en = f"（{zh_act}，自{voided.effective_from}起）", f" ({en_act} from {voided.effective_from})"
+        ticket = Ticket(
+            ticket_id=make_id("TK", name, code, "VOID", ref),
+            fixmedins_code=code,
+            admdvs=inst.admdvs if inst is not None else None,
+            action="VOID",
+            issued_at=ctx.now,
+            effective_from=day,
+            ladder=name,
+            rule_ids=[f"finding:{rec.kind}"],
+            alert_ids=[],
+            basis=list(spec.basis),
+            policy=self.pack.label,
+            summary=Summary(
+                zh=f"{who}（{code}）工单 {ref}{what_zh}已被驳回（{rec.finding_id}），"
+                   f"自{day}起作废，不再执行（{basis}）。",
+                en=f"{who} ({code}): ticket {ref}{what_en} was rejected ({rec.finding_id}); void from {day}, "
+                   f"it no longer holds ({'; '.join(spec.basis)}).",
+            ),
+            ref_ticket_id=ref,
+            reason=rec.kind,
+        )
+        self.book(code).tickets.append(ticket.ticket_id)
+        return ticket
 
     def _rectified(self, ctx: Context, name: str, spec: LadderSpec, st: LadderState, code: str, ref: str,
                    day: date) -> list[Ticket]:
@@ -606,10 +628,12 @@ class Ledger:
 
     # ------------------------------------------------------------------------------------ deadlines
     def on_timer(self, key: Hashable, ctx: Context) -> list[Ticket]:
-        assert isinstance(key, tuple) and key[0] in ("review", "end")
-        if key[0] == "end":
+        """A deadline is due: ``TermEnds`` (a fixed term ends) or ``ReviewDue`` (a review is judged)."""
+        if isinstance(key, TermEnds):
             return self._end_of_term(key, ctx)
-        _, code, name = key
+        if not isinstance(key, ReviewDue):
+            raise TypeError(f"the ledger schedules ReviewDue and TermEnds timers, not {type(key).__name__}")
+        code, name = key.code, key.ladder
         spec = self.pack.ladders[name]
         st = self.book(code).ladder(name)
         if (st.active is None and st.notice is None) or st.deadline is None:
@@ -639,7 +663,7 @@ class Ledger:
         st.active, st.notice, st.deadline = None, None, None
         st.violation_days = {d for d in st.violation_days if d >= deadline}
         if ending is not None and ending.until is None:
-            ending.until = deadline  # a rectification-bounded suspension ends at its review
+            sanctions.end(ending, deadline)  # a rectification-bounded suspension ends at its review
         if action is None:
             return []
         if action == "REINSTATE":

@@ -38,7 +38,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from monitor.clock import add_months
-from monitor.outputs import Action, Severity
+from monitor.outputs import LadderAction as Action
+from monitor.outputs import Severity
 
 PACK_DIR = Path(__file__).with_name("packs")
 BASE_NAME = "base"

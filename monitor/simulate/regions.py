@@ -159,8 +159,9 @@ class RegionalPlanter(Planter):
         self.city.finding(r, day + 2, "ticket_rejected", "处理单驳回", ref_ticket_id=ticket_id)
         self.restrict(r, day, day + 3, "insured")
         self.label("findings.agreement_terminated", r, day, aliases=("finding:agreement_terminated",),
-                   tickets=[self.ticket("TERMINATE_AGREEMENT", start, 1, **extra)],
-                   note="the agency rejects this ticket two days later")
+                   tickets=[self.ticket("TERMINATE_AGREEMENT", start, 1, **extra),
+                            self.ticket("VOID", self.on(day + 2), 1)],
+                   note="the agency rejects this ticket two days later (the engine voids it)")
         self.label("status.settled_while_suspended", r, day + 3, day + 6, kind="lookalike",
                    note="settles on after its termination ticket was rejected")
 
@@ -352,7 +353,8 @@ class AutonomousRegionPlanter(RegionalPlanter):
         ticket_id = make_id("TK", "dual_price_escalation", r.code, "INTERVIEW", f"{self.on(d)}:{code}",
                             first.isoformat())
         self.city.finding(r, d + 4, "ticket_rejected", "约谈处理单驳回", ref_ticket_id=ticket_id)
-        self.label("price.dual", r, d, tickets=self.interview(d), note="its INTERVIEW is rejected")
+        self.label("price.dual", r, d, tickets=[*self.interview(d), self.ticket("VOID", self.on(d + 4), 1)],
+                   note="its INTERVIEW is rejected (the engine voids it)")
         self.label("price.dual", r, d2, tickets=self.interview(d2),
                    note="again after the rejected interview: a first case (INTERVIEW), not 暂停医保结算")
 

@@ -104,7 +104,7 @@ TICKETS = Table(
         ("reapply_after", "Nullable(Date)"), ("requires_verification", "Bool"),
         ("ladder", "LowCardinality(String)"), ("rule_ids", "Array(String)"), ("alert_ids", "Array(String)"),
         ("basis", "Array(String)"), ("policy", "LowCardinality(String)"), ("summary_zh", "String"),
-        ("summary_en", "String"),
+        ("summary_en", "String"), ("ref_ticket_id", "Nullable(String)"), ("reason", "Nullable(String)"),
     ),
     engine="ReplacingMergeTree",
     order_by="fixmedins_code, ticket_id",
@@ -224,7 +224,8 @@ def institution_row(inst: Institution) -> tuple[Any, ...]:
 def ticket_row(t: Ticket) -> tuple[Any, ...]:
     return (t.ticket_id, t.fixmedins_code, _none(t.admdvs), t.action, t.issued_at, t.effective_from,
             t.effective_until, t.rectify_by, t.reapply_after, t.requires_verification, t.ladder,
-            list(t.rule_ids), list(t.alert_ids), list(t.basis), t.policy, t.summary.zh, t.summary.en)
+            list(t.rule_ids), list(t.alert_ids), list(t.basis), t.policy, t.summary.zh, t.summary.en,
+            t.ref_ticket_id, t.reason)
 
 
 class ClickHouseSink:
