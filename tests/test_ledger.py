@@ -18,6 +18,7 @@ from monitor.clock import CST, business_date
 from monitor.engine import Engine
 from monitor.inspect.model import MemoryStore, build_case_file, state_on
 from monitor.inspect.store import FileStore
+from monitor.inspect.text import render_case_file
 from monitor.outputs import ACTIONS, Summary, Ticket, make_id
 from monitor.policy import sanctions
 from monitor.policy.ledger import ReviewDue, TermEnds
@@ -157,6 +158,7 @@ def test_case_file_from_the_outputs_shows_a_rejected_ticket_as_not_in_force(tmp_
         Ticket.model_validate(t).model_dump_json() for t in written)
     events = {e.id: e for e in cf.timeline}
     assert events[rejected].void and events[first["ticket_id"]].void
+    assert "rejected: void, never in force" in render_case_file(cf)
     voids = [e for e in cf.timeline if e.action == "VOID"]
     assert [e.ref_ticket_id for e in voids] == [rejected, first["ticket_id"]] and not any(e.void for e in voids)
     # and on the day between issue and rejection too: the ticket never held

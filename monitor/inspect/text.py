@@ -85,6 +85,10 @@ def _event(e: Event, seen: set[str]) -> list[str]:
         extra.append(f"再申请不早于 reapply after {_d(e.reapply_after)}")
     if e.requires_verification:
         extra.append("须经核实 requires verification")
+    if e.void:
+        extra.append("已驳回作废，从未执行 rejected: void, never in force")
+    if e.ref_ticket_id:
+        extra.append(f"作废工单 voids {e.ref_ticket_id}")
     lines.append(f"    编号 Id: {e.id}; 生效 Effective: {span}" + (f"; {'; '.join(extra)}" if extra else ""))
     rules = "、".join(f"{r['zh']} ({r['id']})" for r in e.rules) or "—"
     lines.append(f"    规则 Rules: {rules}")

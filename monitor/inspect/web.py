@@ -640,6 +640,11 @@ class InspectorApp:
             span = (f"{_d(e.effective_from)} → {_d(e.effective_until)}" if e.effective_until
                     else f"自 from {_d(e.effective_from)}")
             facts = [("生效 <small>Effective</small>", span)]
+            if e.void:
+                facts.append(("状态 <small>Status</small>",
+                              "已驳回作废，从未执行 <small>rejected: void, never in force</small>"))
+            if e.ref_ticket_id:
+                facts.append(("作废工单 <small>Voids</small>", f"<span class='id'>{_esc(e.ref_ticket_id)}</span>"))
             if e.rectify_by:
                 facts.append(("整改期限 <small>Rectify by</small>", _d(e.rectify_by)))
             if e.reapply_after:

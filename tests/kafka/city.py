@@ -6,6 +6,8 @@ from a seed, every file sorted by upload time, and planted violations whose evid
   and a month later TERMINATE or REINSTATE, depending on the days after.
 * some insured sales carry a pharmacy 门诊统筹 settlement without a prescription, trace codes are sold
   twice across institutions, and a few dual prices — whatever detectors exist judge them.
+* ``rejected_day``: the last pharmacy gets an agency finding (信息标准化不达标 → SUSPEND 6 months, EZ-DM 二(一))
+  that the agency rejects two days later (``ticket_rejected`` → the engine's VOID ticket).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from builders import institution, write_jsonl
 
 from monitor.clock import CST
+from monitor.outputs import make_id
 
 FMT = "%Y-%m-%d %H:%M:%S"
 
@@ -27,14 +30,17 @@ def _t(moment: datetime) -> str:
 
 
 def build_city(folder: Path, *, seed: int = 7, institutions: int = 6, days: int = 45, per_day: int = 20,
-               start: date = date(2026, 1, 5), late_days: tuple[int, ...] = (3, 4, 40)) -> dict[str, int]:
-    """Write ``institutions/drugs/settlements/inventory/tracecodes/prescriptions.jsonl``; returns counts."""
+               start: date = date(2026, 1, 5), late_days: tuple[int, ...] = (3, 4, 40),
+               rejected_day: int | None = 10) -> dict[str, int]:
+    """Write ``institutions/drugs/settlements/inventory/tracecodes/prescriptions/findings.jsonl``; returns
+    counts."""
     rnd = random.Random(seed)
     codes = [f"P4207020{i:04d}" for i in range(institutions)]
     late_codes = set(codes[: max(1, institutions // 3)])
     drugs = [f"XA01AAA{i:03d}" for i in range(8)]
     out: dict[str, list[dict[str, Any]]] = {s: [] for s in ("institutions", "drugs", "settlements",
-                                                              "inventory", "tracecodes", "prescriptions")}
+                                                              "inventory", "tracecodes", "prescriptions",
+                                                              "findings")}
     for code in codes:
         out["institutions"].append(institution(code))
     for d in drugs:
@@ -93,8 +99,20 @@ def build_city(folder: Path, *, seed: int = 7, institutions: int = 6, days: int 
                     "trdn_flag": "0", "scan_time": _t(setl_time), "setl_id": setl_id,
                     "rtal_docno": f"R{setl_id}", "inf_time": _t(up),
                 })
+    if rejected_day is not None and rejected_day + 2 < days:
+        code, day = codes[-1], start + timedelta(days=rejected_day)
+        at = datetime(day.year, day.month, day.day, 8, 0, tzinfo=CST)
+        out["findings"].append({"finding_id": "F-INFOSTD", "fixmedins_code": code, "kind": "infostd_substandard",
+                                "occurred_at": _t(at), "inf_time": _t(at)})
+        ticket = make_id("TK", "infostd", code, "SUSPEND_OUTPATIENT_POOLING", "F-INFOSTD",
+                         (day + timedelta(days=1)).isoformat())
+        out["findings"].append({"finding_id": "F-REJECT", "fixmedins_code": code, "kind": "ticket_rejected",
+                                "occurred_at": _t(at + timedelta(days=2)), "inf_time": _t(at + timedelta(days=2)),
+                                "ref_ticket_id": ticket})
     counts = {}
     for stream, recs in out.items():
+        if not recs and stream == "findings":
+            continue
         if stream not in ("institutions", "drugs"):
             recs.sort(key=lambda r: r["inf_time"])
         write_jsonl(folder, stream, recs)
