@@ -177,7 +177,14 @@ def test_the_ledgers_timers_are_typed_keys_and_nothing_else_is_accepted() -> Non
     end = next(k for k in keys if isinstance(k, TermEnds))
     assert (end.code, end.ladder) == (PHARMACY, "infostd")
     with pytest.raises(TypeError, match="ReviewDue and TermEnds"):
-        engine.ledger.on_timer(("end", PHARMACY, end.ladder, end.ticket_id), engine.ctx)
+        engine.ledger.on_timer((PHARMACY, end.ladder, end.ticket_id), engine.ctx)
+    # a checkpoint written before the keys were typed: its tuple fires as the same TermEnds would
+    engine.firing_at = datetime(2026, 12, 2, tzinfo=CST)
+    try:
+        legacy = engine.ledger.on_timer(("end", PHARMACY, end.ladder, end.ticket_id), engine.ctx)
+    finally:
+        engine.firing_at = None
+    assert [(t.action, t.effective_from) for t in legacy] == [("REINSTATE", date(2026, 12, 2))]
     with pytest.raises(AttributeError):
         end.code = "x"  # type: ignore[misc]
 

@@ -65,7 +65,6 @@ if TYPE_CHECKING:
     from monitor.records import Finding
 
 
-
 @dataclass(frozen=True, slots=True)
 class ReviewDue:
     """Timer: ladder ``ladder``'s deadline for ``code`` is due — judge it (``suspend_then_review``)."""
@@ -628,7 +627,11 @@ class Ledger:
 
     # ------------------------------------------------------------------------------------ deadlines
     def on_timer(self, key: Hashable, ctx: Context) -> list[Ticket]:
-        """A deadline is due: ``TermEnds`` (a fixed term ends) or ``ReviewDue`` (a review is judged)."""
+        """A deadline is due: ``TermEnds`` (a fixed term ends) or ``ReviewDue`` (a review is judged). A
+        checkpoint written before the keys were typed holds ``("review", code, ladder)`` /
+        ``("end", code, ladder, ticket_id)``: read as the same keys once, on restore's first firing."""
+        if isinstance(key, tuple) and key and key[0] in ("review", "end"):
+            key = ReviewDue(*key[1:]) if key[0] == "review" else TermEnds(*key[1:])
         if isinstance(key, TermEnds):
             return self._end_of_term(key, ctx)
         if not isinstance(key, ReviewDue):
