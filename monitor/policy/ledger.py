@@ -33,7 +33,7 @@ built there and decides when they end.
 
 Timers (``Context.schedule`` with owner ``ledger``): typed keys, ``ReviewDue(code, ladder)`` (a review
 ladder's deadline) and ``TermEnds(code, ladder, ticket_id)`` (a fixed term ends); ``on_timer`` refuses
-any other key.
+any other key (the tuples of a checkpoint written before the keys were typed are read as these).
 
 Findings about tickets (``ref_ticket_id``): ``ticket_rejected`` voids the ticket (it restricts nothing,
 is reviewed by nobody, and counts toward nothing) and the ledger issues a ``VOID`` ticket saying so
