@@ -37,7 +37,11 @@ effective on day D ends that ladder's latest suspension (not voided) issued befo
 and that are not void; ``terminated`` if one of them is an ending, ``suspended`` if any, else ``normal``.
 ``replay(tickets)`` builds the sanctions from the tickets a run wrote (the case files); the ledger builds
 the same ``Sanction`` objects with ``sanction_of`` as it issues them and applies ``end`` / ``void`` as it
-decides, so for the same tickets both answer every day the same (``tests/test_ledger.py``).
+decides, so for the same tickets both answer every day the same (``tests/test_ledger.py``). One case
+writes no ticket and so cannot be replayed: a suspension rectified early while its scope has ended or
+while another suspension of the same action runs ends in the ledger without a ``REINSTATE`` (#12: none
+after a termination; the other's end reinstates) — the state is the same (terminated / suspended), the
+list of what is in force keeps it in the case file until its own term ends.
 
 Dates are business dates (Asia/Shanghai); nothing here reads a clock.
 """
