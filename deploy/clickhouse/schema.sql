@@ -42,7 +42,9 @@ CREATE TABLE IF NOT EXISTS monitor.tickets (
   basis Array(String),
   policy LowCardinality(String),
   summary_zh String,
-  summary_en String
+  summary_en String,
+  ref_ticket_id Nullable(String),
+  reason Nullable(String)
 ) ENGINE = ReplacingMergeTree
 ORDER BY (fixmedins_code, ticket_id);
 
