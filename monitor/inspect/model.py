@@ -425,7 +425,7 @@ def deadlines(tickets: Sequence[Ticket], pack: Pack, as_of: datetime) -> list[De
         if spec.kind == "suspend_then_review":
             if any(u.effective_from >= due or u.action in TERMINAL for u in later):
                 continue  # reviewed already (the review ticket is effective on the deadline)
-            checked_at = day_start(due) + timedelta(hours=spec.review_delay_hours)
+            checked_at = sanctions.review_at(due, spec.review_delay_hours)
             scope = SCOPE.get(t.action)
             if checked_at <= as_of and any(  # reviewed silently: the scope had ended (no REINSTATE, #12)
                     u.effective_from <= due and (u.action in AGREEMENT_ENDS

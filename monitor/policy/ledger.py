@@ -455,7 +455,7 @@ class Ledger:
         st.deadline = deadline
         st.rule_ids = [trig.rule_id]
         st.alert_ids = [trig.alert_id] if trig.alert_id else []
-        due = day_start(deadline) + timedelta(hours=spec.review_delay_hours)
+        due = sanctions.review_at(deadline, spec.review_delay_hours)
         ctx.schedule(due, self.TIMER_OWNER, ReviewDue(trig.fixmedins_code, name))
         return [ticket]
 

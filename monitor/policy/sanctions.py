@@ -33,6 +33,9 @@ suspension (reviewed on that day), none for an ending or an open suspension. A `
 effective on day D ends that ladder's latest suspension (not voided) issued before it, from D; a
 ``VOID`` (``ref_ticket_id``) makes the ticket it names restrict nothing, on every day (it never held).
 
+**Deadlines.** A review ladder's suspension is judged at ``review_at(until, review_delay_hours)``: the
+ledger's ``ReviewDue`` timer fires then, and the case file shows it as the deadline's ``checked_at``.
+
 **State in force** on day D (``in_force``, ``state_of``): the restricting sanctions whose span covers D
 and that are not void; ``terminated`` if one of them is an ending, ``suspended`` if any, else ``normal``.
 ``replay(tickets)`` builds the sanctions from the tickets a run wrote (the case files); the ledger builds
@@ -50,8 +53,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Literal, Protocol
+
+from monitor.clock import day_start
 
 Kind = Literal["suspension", "ending", "measure", "reinstate", "void"]
 Scope = Literal["pooling", "agreement", "settlement"]
@@ -185,6 +190,13 @@ def sanction_of(ladder: str, action: str, ticket_id: str, effective_from: date, 
         return None
     return Sanction(ladder, action, ticket_id, effective_from, span_until(action, effective_until, rectify_by),
                     reapply_after=reapply_after)
+
+
+def review_at(due: date, delay_hours: int) -> datetime:
+    """When a review ladder judges the deadline ``due`` (a suspension's first day no longer in force):
+    ``delay_hours`` (the ladder's ``review_delay_hours``) after that day starts, so the last day under
+    review is fully judged first (EZ-DM 二(一): 1 个月后仍未实现实时上传的…)."""
+    return day_start(due) + timedelta(hours=delay_hours)
 
 
 def end(sanction: Sanction, day: date) -> None:
