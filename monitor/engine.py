@@ -640,14 +640,16 @@ class Engine:
         return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
 
     @staticmethod
-    def restore(blob: bytes, pseudo: Pseudonymizer | None = None, store: StateStore | None = None) -> Engine:
+    def restore(blob: bytes, pseudo: Pseudonymizer | None = None, store: StateStore | None = None,
+                persistent: Callable[[Any], Any] | None = None) -> Engine:
         """The engine of a ``snapshot`` (or, with the ``store`` it refers to, of a ``small_state``), keyed
         with ``pseudo`` (the current ``MONITOR_PII_KEY``): it must be the key the snapshot was made
         under (``KeyMismatch``). Without ``pseudo`` only a dev-key snapshot (demo, tests) is usable.
-        Unpickled with the state allow-list (``load_state``)."""
+        Unpickled with the state allow-list (``load_state``); ``persistent`` resolves the persistent ids
+        of a checkpoint's residue (``monitor.state.keyed``)."""
         target = store if store is not None else MemoryStore()
         with restoring(target):
-            head = load_state(blob)
+            head = load_state(blob, persistent)
         if isinstance(head, dict) and "engine" in head:  # a self-contained snapshot
             if head.get("tables"):
                 target.apply(head["tables"])

@@ -113,6 +113,16 @@ class _Date:
         return date.fromordinal(int.from_bytes(raw, "big"))
 
 
+class _Bytes:
+    name = "bytes"
+
+    def encode(self, item: bytes) -> bytes:
+        return item
+
+    def decode(self, raw: bytes) -> bytes:
+        return bytes(raw)
+
+
 class _Pickled:
     """Any state value, pickled; read back with the allow-list unpickler (``safepickle``)."""
 
@@ -154,6 +164,7 @@ U64: Codec[int] = _U64()
 STR: Codec[str] = _Str()
 DATE: Codec[date] = _Date()
 PICKLE: Codec[Any] = _Pickled()
+BYTES: Codec[bytes] = _Bytes()
 
 
 # ------------------------------------------------------------------------------------------------ deltas
@@ -161,7 +172,9 @@ PICKLE: Codec[Any] = _Pickled()
 class TableDelta:
     """What changed in one table since the last checkpoint, encoded: ``puts`` (key, value, expires_s;
     0 = never) and ``deletes`` (keys). A full dump has ``full=True`` (the table is replaced).
-    ``packed`` carries a ``PackedTable``'s live slots as raw arrays instead of ``puts``."""
+    ``packed`` carries a ``PackedTable``'s live slots as raw arrays instead of ``puts``. ``clears``:
+    encoded key prefixes whose every entry is deleted first (``Table.clear_prefix``), then ``deletes``,
+    then ``puts``."""
 
     key: str
     value: str
@@ -169,9 +182,10 @@ class TableDelta:
     deletes: list[bytes] = field(default_factory=list)
     full: bool = False
     packed: tuple[bytes, bytes, bytes] | None = None
+    clears: list[bytes] = field(default_factory=list)
 
     def __len__(self) -> int:
-        n = len(self.puts) + len(self.deletes)
+        n = len(self.puts) + len(self.deletes) + len(self.clears)
         if self.packed is not None:
             n += len(self.packed[0]) // 8
         return n
@@ -360,6 +374,10 @@ class MemoryTable(Table[K, V]):
                 self._due.clear()
                 self._days.clear()
             kdec, vdec = self.key.decode, self.value.decode
+            if delta.clears:
+                kenc = self.key.encode
+                for key in [k for k in self._data if any(kenc(k).startswith(p) for p in delta.clears)]:
+                    self.delete(key)
             for raw in delta.deletes:
                 self.delete(kdec(raw))
             for kraw, vraw, exp in delta.puts:
@@ -486,7 +504,7 @@ class TableRef:
         return store.table(name, _codec(key), _codec(value))
 
 
-_CODECS: dict[str, Codec[Any]] = {c.name: c for c in (U64, STR, DATE, PICKLE)}
+_CODECS: dict[str, Codec[Any]] = {c.name: c for c in (U64, STR, DATE, PICKLE, BYTES)}
 
 
 def _codec(name: str) -> Codec[Any]:
@@ -498,5 +516,5 @@ def _codec(name: str) -> Codec[Any]:
     raise ValueError(f"unknown codec {name}")
 
 
-__all__ = ["DATE", "EPOCH", "PICKLE", "STR", "U64", "Codec", "Delta", "MemoryStore", "MemoryTable",
+__all__ = ["BYTES", "DATE", "EPOCH", "PICKLE", "STR", "U64", "Codec", "Delta", "MemoryStore", "MemoryTable",
            "StateStore", "Table", "TableDelta", "TableRef", "TupleKey", "restoring", "to_seconds"]

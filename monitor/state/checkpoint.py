@@ -6,8 +6,12 @@ The envelope (``Envelope``, version ``ENVELOPE_VERSION``) holds:
 * ``shell`` — what the shell needs to resume: the **input positions** the checkpoint reflects (replay:
   the sizes of its output files and its event clock; worker: per-partition positions, the event clock
   and the records it holds, ``monitor.streams.core.Checkpoint`` without the engine);
-* ``engine`` — ``Engine.small_state()``: the engine *without* its store (tables pickle as references by
-  name): the state that does not grow with history (open windows, timers, ladders, registry);
+* ``engine`` — the engine's *residue* (``monitor.state.keyed``): the engine without its store (tables
+  pickle as references by name) and without its keyed containers (the rules' state, the registry, the
+  ledger's books, the timer heap), which pickle as persistent ids: settings, counters and scalars, a
+  size that does not grow with history;
+* ``keyed`` — those containers per key, what changed since the previous checkpoint (memory backend; a
+  base: every entry) — in the RocksDB backend they are entries of the database's ``engine`` table;
 * ``delta`` — per store table, what changed since the previous checkpoint (puts with their expiry,
   deletes), or every entry in a **base**; ``now_s``, the store's last expiry time.
 
@@ -17,12 +21,13 @@ A checkpoint folder is ``PATH/`` (0700). Two backends, one envelope:
   ``PATH/ckpt-<generation>.delta`` only the change. Restore = the newest base, then every later delta in
   order; the newest envelope's ``engine`` and ``shell`` win. When the table deltas written since the base
   have grown as large as the base's tables, the next checkpoint writes a new base and removes the older
-  files (a delta costs the change; a base, rarely, the state: ≤ 2× the change amortised; the small
-  engine state is in every file).
+  files (a delta costs the change; a base, rarely, the state: ≤ 2× the change amortised; the residue
+  is in every file).
 * **rocksdb** (the worker, large replays): the tables live in ``PATH/db`` (``monitor.state.rocks``).
-  The checkpoint is the store's own durable write: the pending changes *and* the sealed envelope
-  (``delta=None``) go into **one synced WriteBatch**, so after a kill -9 the database holds exactly the
-  last checkpoint and the input positions it reflects. Nothing else writes to it.
+  The checkpoint is the store's own durable write: the pending changes, the changed keyed
+  entries (table ``engine``) *and* the sealed envelope (``delta=None``, ``keyed=None``) go into **one
+  synced WriteBatch**, so after a kill -9 the database holds exactly the last checkpoint and the input
+  positions it reflects. Nothing else writes to it.
 
 Today's guarantees are kept: every file and the envelope inside the database are sealed
 (``monitor.engine.seal``: magic | key fingerprint | HMAC-SHA256 under a subkey of ``MONITOR_PII_KEY``) and
@@ -42,7 +47,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from monitor.state import Delta, MemoryStore, StateStore
+from monitor.state import BYTES, Delta, MemoryStore, StateStore, TableDelta
+from monitor.state.keyed import TABLE as KEYED_TABLE
+from monitor.state.keyed import KeyedState
 from monitor.state.safepickle import CheckpointError, load_state
 
 if TYPE_CHECKING:
@@ -50,7 +57,7 @@ if TYPE_CHECKING:
     from monitor.policy.pack import Pack
     from monitor.privacy import Pseudonymizer
 
-ENVELOPE_VERSION = 1
+ENVELOPE_VERSION = 2
 BACKENDS = ("memory", "rocksdb")
 _FILE = re.compile(r"^ckpt-(\d{10})\.(base|delta)$")
 
@@ -69,6 +76,7 @@ class Envelope:
     shell: Any
     now_s: int
     delta: Delta | None
+    keyed: TableDelta | None
 
 
 @dataclass(frozen=True)
@@ -129,6 +137,8 @@ class CheckpointDir:
         self._generation = 0
         self._base_bytes = 0
         self._delta_bytes = 0
+        #: digests of the engine's keyed entries as last written (``monitor.state.keyed``)
+        self.keyed = KeyedState()
 
     def _backend_there(self) -> str | None:
         if (self.path / "db").exists():
@@ -205,8 +215,6 @@ class CheckpointDir:
     def load(self, pack: Pack | None = None) -> tuple[Engine, Any] | None:
         """The engine and shell part of the last checkpoint, or ``None`` when there is none. ``pack``:
         refuse a checkpoint of another policy."""
-        from monitor.engine import Engine
-
         if not self.exists():
             return None
         store = self.store()
@@ -219,7 +227,9 @@ class CheckpointDir:
             if blob is None:
                 return None
             last = self._read(blob)
+            entries: Any = store.table(KEYED_TABLE, BYTES, BYTES).items()
         else:
+            keyed: dict[bytes, bytes] = {}
             files = self._files()
             bases = [i for i, (_, kind, _) in enumerate(files) if kind == "base"]
             if not bases:
@@ -230,18 +240,29 @@ class CheckpointDir:
                 if env.generation != gen or env.delta is None:
                     raise CheckpointError(f"{path}: its envelope is generation {env.generation}")
                 store.apply(env.delta)
+                if env.keyed is not None:
+                    if env.keyed.full:
+                        keyed = {}
+                    if env.keyed.clears:
+                        cleared = tuple(env.keyed.clears)
+                        keyed = {k: v for k, v in keyed.items() if not k.startswith(cleared)}
+                    for kraw in env.keyed.deletes:
+                        keyed.pop(kraw, None)
+                    for kraw, vraw, _ in env.keyed.puts:
+                        keyed[kraw] = vraw
                 tables = max(len(blob) - len(env.engine), 1)
                 if env.base:
                     self._base_bytes, self._delta_bytes = tables, 0
                 else:
                     self._delta_bytes += tables
                 last = env
+            entries = keyed.items()
         assert last is not None
         if pack is not None and last.policy != pack.label:
             raise CheckpointError(f"checkpoint {self.path} was made with policy {last.policy}, not {pack.label}")
         store.set_now(last.now_s)
         self._generation = last.generation
-        engine = Engine.restore(last.engine, self.pseudo, store)
+        engine = self.keyed.restore(last.engine, entries, self.pseudo, store)
         return engine, last.shell
 
     # ------------------------------------------------------------------------------------------ write
@@ -255,22 +276,24 @@ class CheckpointDir:
             raise ValueError("the engine does not use this checkpoint folder's store")
         self._generation += 1
         gen = self._generation
-        small = engine.small_state()
         if self.backend == "rocksdb":
             from monitor.state.rocks import RocksStore, pending_count
 
             assert isinstance(store, RocksStore)
+            small, keyed = self.keyed.checkpoint(engine)  # the first one after a start writes every entry
+            store.table(KEYED_TABLE, BYTES, BYTES).apply(keyed)
             entries = sum(pending_count(store).values())
             env = Envelope(ENVELOPE_VERSION, self.kind, engine.pack.label, self.backend, gen, False, small,
-                           shell, store.now_s, None)
+                           shell, store.now_s, None, None)
             sealed = seal(pickle.dumps(env, protocol=pickle.HIGHEST_PROTOCOL), self.pseudo)
             size = store.commit({"envelope": sealed})
             return Written(gen, size, time.perf_counter() - started, False, entries)
         assert isinstance(store, MemoryStore)
         base = self._base_bytes == 0 or self._delta_bytes >= self._base_bytes
+        small, keyed = self.keyed.checkpoint(engine, full=base)
         delta = store.dump() if base else store.changes()
         env = Envelope(ENVELOPE_VERSION, self.kind, engine.pack.label, self.backend, gen, base, small, shell,
-                       store.now_s, delta)
+                       store.now_s, delta, keyed)
         blob = seal(pickle.dumps(env, protocol=pickle.HIGHEST_PROTOCOL), self.pseudo)
         _write_atomic(self.path / f"ckpt-{gen:010d}.{'base' if base else 'delta'}", blob)
         store.committed()
@@ -283,7 +306,7 @@ class CheckpointDir:
         else:
             self._delta_bytes += tables
         return Written(gen, len(blob), time.perf_counter() - started, base,
-                       sum(len(d) for d in delta.values()))
+                       sum(len(d) for d in delta.values()) + len(keyed))
 
     def close(self) -> None:
         if self._store is not None:

@@ -231,6 +231,8 @@ class PackedTable(Table[int, int]):
 
     def apply(self, delta: TableDelta) -> None:
         self._check(delta)
+        if delta.clears:
+            raise ValueError(f"table {self.name}: a packed table has no key prefixes to clear")
         track, self._changed = self._changed, None  # applying a checkpoint is not a change
         try:
             if delta.full:

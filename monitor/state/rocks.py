@@ -60,6 +60,8 @@ class RocksTable(Table[K, V]):
         self._xprefix = b"X" + name.encode() + b"\0"
         #: changes since the last commit: key → (value, expires_s), or None = deleted
         self._pending: dict[K, tuple[V, int] | None] = {}
+        #: encoded key prefixes cleared since the last commit (``clear_prefix``), before ``_pending``
+        self._clears: list[bytes] = []
         self._count: int | None = None
 
     def _tag(self, kraw: bytes, body: bytes) -> bytes:
@@ -69,6 +71,8 @@ class RocksTable(Table[K, V]):
         if key in self._pending:
             return self._pending[key]
         kraw = self.key.encode(key)
+        if self._clears and any(kraw.startswith(p) for p in self._clears):
+            return None
         raw = self._db.get(self._prefix + kraw)
         if raw is None:
             return None
@@ -103,11 +107,23 @@ class RocksTable(Table[K, V]):
         self._pending[key] = None
         self._count = None
 
+    def clear_prefix(self, kprefix: bytes) -> None:
+        """Delete every entry whose encoded key starts with ``kprefix`` (one range deletion at the commit;
+        the expiry index lines of such entries are skipped when they come due)."""
+        for key in [k for k in self._pending if self.key.encode(k).startswith(kprefix)]:
+            del self._pending[key]
+        self._clears.append(kprefix)
+        self._count = None
+
     def _stored(self) -> Iterator[tuple[bytes, bytes]]:
+        clears = self._clears
         for kfull, raw in self._db.items(from_key=self._prefix):
             if not kfull.startswith(self._prefix):
                 break
-            yield kfull[len(self._prefix):], raw
+            kraw = kfull[len(self._prefix):]
+            if clears and any(kraw.startswith(p) for p in clears):
+                continue
+            yield kraw, raw
 
     def items(self) -> Iterator[tuple[K, V]]:
         pend = {self.key.encode(k): v for k, v in self._pending.items()}
@@ -173,6 +189,9 @@ class RocksTable(Table[K, V]):
     def write_to(self, batch: WriteBatch) -> None:
         """Add the pending changes to ``batch`` (``RocksStore.commit``)."""
         kenc, venc = self.key.encode, self.value.encode
+        for kprefix in self._clears:
+            begin = self._prefix + kprefix
+            batch.delete_range(begin, _successor(begin))
         for key, entry in self._pending.items():
             kraw = kenc(key)
             if entry is None:
@@ -186,6 +205,7 @@ class RocksTable(Table[K, V]):
 
     def committed(self) -> None:
         self._pending = {}
+        self._clears = []
 
     def dump(self) -> TableDelta:
         delta = TableDelta(self.key.name, self.value.name, full=True)
@@ -199,12 +219,22 @@ class RocksTable(Table[K, V]):
         if delta.full:
             for kraw, _ in list(self._stored()):
                 self._pending[self.key.decode(kraw)] = None
+        for kprefix in delta.clears:
+            self.clear_prefix(kprefix)
         kdec, vdec = self.key.decode, self.value.decode
         for raw in delta.deletes:
             self._pending[kdec(raw)] = None
         for kraw, vraw, exp in delta.puts:
             self._pending[kdec(kraw)] = (vdec(vraw), exp)
         self._count = None
+
+
+def _successor(prefix: bytes) -> bytes:
+    """The smallest key after every key that starts with ``prefix``."""
+    trimmed = prefix.rstrip(b"\xff")
+    if not trimmed:
+        return prefix + b"\xff" * 8
+    return trimmed[:-1] + bytes([trimmed[-1] + 1])
 
 
 class RocksStore(StateStore):

@@ -1,0 +1,350 @@
+"""The engine's in-memory state, checkpointed per key: a checkpoint writes the keys that changed.
+
+Issue #14 point 2 for everything that is not a store table: the rules' state (``Rule.state`` and every
+other container a rule or detector keeps), the registry and its ``valid_from`` history, the ledger's
+books (ladders, sanctions, deadlines) and the timer heap. Rules keep plain dicts, sets and lists and
+change them in place as they like: nothing on the per-record path knows about checkpoints (no
+wrapper, no dirty flag, no per-rule code). The cost moves to the checkpoint, which **diffs by digest**.
+
+Contract
+--------
+* **Slots.** The roots are every detector/rule (``rule:NAME``), ``engine.registry``, ``engine.ledger``
+  and ``engine.timers``. Every attribute of a root that is a ``dict`` (``defaultdict``, ``Counter``,
+  ``OrderedDict`` included), a ``set`` or a ``list`` is a *slot* (``rule:inventory.moves``,
+  ``timers._heap``); so is such an attribute of a plain helper object one level down
+  (``rule:pricing.windows.days``: a ``DayWindows``). Objects that pickle themselves (a custom
+  ``__getstate__``/``__reduce__``, e.g. the institution-day collector) and store tables are not opened.
+  Which attributes are slots follows from the objects, never from a list kept here.
+* **Entries.** A slot is written per key: dict → one entry per key (its value pickled), set → one per
+  element, list → one per index (the timer heap's sift moves only O(log n) positions). Dict and set
+  entries carry their **insertion sequence**, so a restored dict iterates in the order the running one
+  did (rules' outputs depend on it); a key deleted and set again is a new insertion.
+* **Diff.** At each checkpoint every entry is pickled and its digest (the 64-bit ``hash`` of the bytes,
+  process-keyed SipHash) compared with the one written last: only entries whose bytes changed are
+  *put*, keys gone are *deleted*. Bytes written ∝ the change; CPU ∝ the state's pickle (as before: the
+  whole engine was pickled at every checkpoint), zero per record.
+* **Residue.** The rest of the engine is pickled whole, each slot container replaced by a persistent
+  id ``(slot, container type, default factory)``: references to one container from two places stay one
+  container. It is small (settings, counters, scalars) and does not grow with history.
+* **Keys** are pickled canonically (no memo: equal keys give equal bytes), so a changed entry
+  overwrites the store key it had. Entry key = ``slot | NUL | key pickle``; value = ``sequence (8 bytes
+  BE) | value pickle`` (lists: the value pickle only).
+* **What a rule must keep true**: a *mutable* object (list, dict, set, a tally object) is reachable from
+  one key of one slot only (or from the residue only). Per-key pickling would restore two copies of a
+  shared one. Immutable values (str, tuples, dates, frozen dataclasses) may be shared freely.
+  ``KeyedState(strict=True)`` checks it (the tests run it on simulated cities).
+
+``KeyedState.checkpoint(engine, full)`` → ``(residue, TableDelta)``; ``KeyedState.restore(residue,
+entries, pseudo, store)`` → the engine, and the digests of what was read (the next checkpoint writes
+only what changes after the restore). The store's backends keep the entries (``monitor.state.checkpoint``).
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from collections import Counter, OrderedDict, defaultdict
+from collections.abc import Iterable
+from datetime import date, time, timedelta, tzinfo
+from decimal import Decimal
+from enum import Enum
+from types import BuiltinFunctionType, FunctionType
+from typing import TYPE_CHECKING, Any
+
+from monitor.state import BYTES, StateStore, Table, TableDelta
+from monitor.state.safepickle import CheckpointError
+
+if TYPE_CHECKING:
+    from monitor.engine import Engine
+    from monitor.privacy import Pseudonymizer
+
+#: the store table of the entries (RocksDB backend); memory checkpoints carry them in their files
+TABLE = "engine"
+_PROTO = pickle.HIGHEST_PROTOCOL
+_DICTS = (dict, defaultdict, Counter, OrderedDict)
+_SEQ = 8
+_EMPTY = hash(b"")
+
+
+def _dumps_canonical(item: Any) -> bytes:
+    """A key's pickle without memo: equal keys, equal bytes (a shared sub-object is written twice)."""
+    buf = io.BytesIO()
+    p = pickle.Pickler(buf, _PROTO)
+    p.fast = True
+    p.dump(item)
+    return buf.getvalue()
+
+
+def _opens(obj: Any) -> bool:
+    """Whether ``obj`` is a plain object of ours whose attributes may hold slots (it pickles by its
+    ``__dict__``: no ``__getstate__``/``__reduce__`` of its own or of a base, not a store table)."""
+    cls = type(obj)
+    if not cls.__module__.startswith("monitor.") or not hasattr(obj, "__dict__") or isinstance(obj, Table):
+        return False
+    return (cls.__getstate__ is object.__getstate__ and cls.__reduce__ is object.__reduce__
+            and cls.__reduce_ex__ is object.__reduce_ex__)
+
+
+_IMMUTABLE = (str, bytes, int, float, complex, tuple, frozenset, type, date, time, timedelta, tzinfo, Decimal, Enum,
+              BuiltinFunctionType, FunctionType)
+
+
+_PYDANTIC_INNER = ("__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__")
+
+
+def _mutable(obj: Any) -> bool:
+    """Whether a change in place of ``obj`` could be seen through another reference (strict mode)."""
+    if obj is None or isinstance(obj, _IMMUTABLE):
+        return False
+    cls = type(obj)
+    params = getattr(cls, "__dataclass_params__", None)
+    if params is not None:
+        return not params.frozen
+    config = getattr(cls, "model_config", None)
+    if isinstance(config, dict):
+        return not config.get("frozen", False)
+    return True
+
+
+def slots(engine: Engine) -> dict[str, Any]:
+    """``slot name → container`` of ``engine`` (module docstring). A container reached twice keeps its
+    first name."""
+    roots: list[tuple[str, Any]] = [(f"rule:{d.name}", d) for d in engine.detectors]
+    roots += [("registry", engine.registry), ("ledger", engine.ledger), ("timers", engine.timers)]
+    found: dict[str, Any] = {}
+    seen: set[int] = set()
+
+    def visit(path: str, obj: Any, depth: int) -> None:
+        if not _opens(obj):
+            return
+        for attr, value in vars(obj).items():
+            if id(value) in seen:
+                continue
+            if isinstance(value, (dict, set, list)):
+                seen.add(id(value))
+                found[f"{path}.{attr}"] = value
+            elif depth < 1 and _opens(value):
+                seen.add(id(value))
+                visit(f"{path}.{attr}", value, depth + 1)
+
+    seen.update(id(obj) for _, obj in roots)
+    seen.add(id(engine))
+    for path, obj in roots:
+        visit(path, obj, 0)
+    return found
+
+
+def _kind(container: Any) -> str:
+    if isinstance(container, dict):
+        return "dict"
+    if isinstance(container, set):
+        return "set"
+    return "list"
+
+
+class _Residue(pickle.Pickler):
+    def __init__(self, buf: io.BytesIO, ids: dict[int, tuple[Any, ...]]) -> None:
+        super().__init__(buf, _PROTO)
+        self._ids = ids
+
+    def persistent_id(self, obj: Any) -> Any:
+        return self._ids.get(id(obj))
+
+
+class _Shared(pickle.Pickler):
+    """Strict mode: records every mutable object pickled, to find one reachable from two entries."""
+
+    def __init__(self, buf: io.BytesIO, owner: str, owners: dict[int, str], ids: dict[int, Any] | None) -> None:
+        super().__init__(buf, _PROTO)
+        self._owner = owner
+        self._owners = owners
+        self._ids = ids
+        self.keep: list[Any] = []  # objects must stay alive while their id() is in owners
+        self._inner: set[int] = set()
+
+    def persistent_id(self, obj: Any) -> Any:
+        if self._ids is not None and id(obj) in self._ids:
+            if self._owner == "residue":
+                return self._ids[id(obj)]
+            raise CheckpointError(f"state slot {self._ids[id(obj)][0]} is reachable from {self._owner}")
+        if id(obj) in self._inner:
+            return None
+        if not _mutable(obj):
+            if hasattr(obj, "__dict__") and not isinstance(obj, type):  # a frozen object's own state
+                inner = [vars(obj)] + [getattr(obj, a, None) for a in _PYDANTIC_INNER]
+                self.keep.extend(inner)
+                self._inner.update(id(x) for x in inner if x is not None)
+            return None
+        have = self._owners.setdefault(id(obj), self._owner)
+        if have != self._owner:
+            raise CheckpointError(f"state object {type(obj).__name__} is reachable from {have} and from "
+                                  f"{self._owner}: per-key checkpoints would restore two copies")
+        self.keep.append(obj)
+        return None
+
+
+class KeyedState:
+    """Digests of the entries last written (module docstring). One per checkpoint folder."""
+
+    def __init__(self, strict: bool = False) -> None:
+        #: slot → key (dict/set) or index (list) → (sequence, digest)
+        self._known: dict[str, dict[Any, tuple[int, int]]] = {}
+        #: slot → the next insertion sequence
+        self._next: dict[str, int] = {}
+        self.strict = strict
+        #: whether the digests reflect what the store holds (False: the first checkpoint writes all)
+        self.synced = False
+
+    def __len__(self) -> int:
+        return sum(len(k) for k in self._known.values())
+
+    def checkpoint(self, engine: Engine, full: bool = False) -> tuple[bytes, TableDelta]:
+        """The residue and the entries to write: the changed ones, or every one (``full``: a base)."""
+        delta = TableDelta(BYTES.name, BYTES.name, full=full or not self.synced)
+        containers = slots(engine)
+        ids: dict[int, tuple[Any, ...]] = {}
+        owners: dict[int, str] = {}
+        keep: list[Any] = []
+        for name, box in containers.items():
+            ids[id(box)] = (name, type(box), getattr(box, "default_factory", None))
+            owners[id(box)] = name
+        for name, box in containers.items():
+            keep += self._slot(name, box, delta, owners if self.strict else None, ids)
+        for name in [n for n in self._known if n not in containers]:  # a slot gone: every entry deleted
+            del self._known[name]
+            self._next.pop(name, None)
+            if not delta.full:
+                delta.clears.append(name.encode() + b"\0")
+        buf = io.BytesIO()
+        if self.strict:
+            pickler: pickle.Pickler = _Shared(buf, "residue", owners, ids)
+        else:
+            pickler = _Residue(buf, ids)
+        pickler.dump(engine)
+        self.synced = True
+        return buf.getvalue(), delta
+
+    def _slot(self, name: str, box: Any, delta: TableDelta, owners: dict[int, str] | None,
+              ids: dict[int, Any], rewrite: bool = False) -> list[Any]:
+        """Add the changed entries of slot ``name`` to ``delta``. A slot that lost more keys than it kept
+        (a day's tallies forgotten at once) is rewritten instead: one clear of its prefix and its
+        remaining entries, so its bytes are bounded by what remains, not by what went."""
+        known = self._known.get(name, {})
+        now: dict[Any, tuple[int, int]] = {}
+        prefix = name.encode() + b"\0"
+        puts: list[tuple[bytes, bytes, int]] = []
+        full = delta.full or rewrite
+        keep: list[Any] = []
+
+        def dumps(value: Any, key: Any) -> bytes:
+            if owners is None:
+                return pickle.dumps(value, _PROTO)
+            buf = io.BytesIO()
+            p = _Shared(buf, f"{name}[{key!r}]", owners, ids)
+            p.dump(value)
+            keep.extend(p.keep)
+            return buf.getvalue()
+
+        if isinstance(box, list):
+            for i, value in enumerate(box):
+                raw = dumps(value, i)
+                digest = hash(raw)
+                now[i] = (0, digest)
+                old = known.get(i)
+                if full or old is None or old[1] != digest:
+                    puts.append((prefix + _dumps_canonical(i), raw, 0))
+            gone = [i for i in range(len(box), len(known))]
+        elif isinstance(box, set):  # no order to keep: a set's order is its hashes'
+            for key in box:
+                if key not in known or full:
+                    puts.append((prefix + _dumps_canonical(key), bytes(_SEQ), 0))
+                now[key] = (0, _EMPTY)
+            gone = [k for k in known if k not in box] if len(known) + len(puts) != len(box) or full else []
+        else:
+            seq = 0 if rewrite else self._next.get(name, 0)
+            last = -1
+            kept = 0
+            for key, value in box.items():
+                raw = dumps(value, key)
+                digest = hash(raw)
+                old = None if rewrite else known.get(key)
+                if old is not None and old[0] > last:
+                    kept += 1
+                    if old[1] == digest and not full:
+                        now[key] = old
+                        last = old[0]
+                        continue
+                    at = old[0]  # same place, new value
+                else:
+                    at = seq  # new, or moved to the end (deleted and set again)
+                    seq += 1
+                last = at
+                now[key] = (at, digest)
+                puts.append((prefix + _dumps_canonical(key), at.to_bytes(_SEQ, "big") + raw, 0))
+            self._next[name] = seq
+            # some known key is gone, or moved (its put has the new sequence)
+            gone = [k for k in known if k not in now] if kept < len(known) and not rewrite else []
+        if not delta.full and not rewrite and len(gone) > max(len(now), 8):
+            return keep + self._slot(name, box, delta, owners, ids, rewrite=True)
+        if rewrite:
+            delta.clears.append(prefix)
+        elif not delta.full:
+            delta.deletes += [prefix + _dumps_canonical(k) for k in gone]
+        delta.puts += puts
+        self._known[name] = now
+        return keep
+
+    def restore(self, residue: bytes, entries: Iterable[tuple[bytes, bytes]], pseudo: Pseudonymizer | None,
+                store: StateStore) -> Engine:
+        """The engine of ``residue`` with its slots filled from ``entries`` (``(entry key, value)``, any
+        order); the digests now describe those entries."""
+        from monitor.engine import Engine
+        from monitor.state.safepickle import load_state
+
+        by_slot: dict[str, list[tuple[int, Any, bytes]]] = {}
+        for kraw, vraw in entries:
+            slot, _, kpart = kraw.partition(b"\0")
+            key = load_state(kpart)
+            by_slot.setdefault(slot.decode(), []).append((0, key, vraw))
+        self._known, self._next = {}, {}
+
+        def fill(pid: Any) -> Any:
+            if not (isinstance(pid, tuple) and len(pid) == 3 and isinstance(pid[0], str)):
+                raise CheckpointError(f"checkpoint refers to unknown state {pid!r}")
+            name, cls, factory = pid
+            if not (isinstance(cls, type) and issubclass(cls, (dict, set, list))):
+                raise CheckpointError(f"state slot {name} is a {cls!r}")
+            rows = by_slot.pop(name, [])
+            known: dict[Any, tuple[int, int]] = {}
+            box: Any
+            if issubclass(cls, list):
+                rows.sort(key=lambda r: r[1])
+                if [r[1] for r in rows] != list(range(len(rows))):
+                    raise CheckpointError(f"state slot {name}: list entries are not 0…{len(rows) - 1}")
+                box = cls(load_state(raw) for _, _, raw in rows)
+                known = {r[1]: (0, hash(r[2])) for r in rows}
+                self._next[name] = 0
+            else:
+                ordered = sorted(((int.from_bytes(raw[:_SEQ], "big"), key, raw) for _, key, raw in rows),
+                                 key=lambda r: r[0])
+                box = cls(factory) if issubclass(cls, defaultdict) else cls()
+                for at, key, raw in ordered:
+                    if issubclass(cls, dict):
+                        box[key] = load_state(raw[_SEQ:])
+                    else:
+                        box.add(key)
+                    known[key] = (at, hash(raw[_SEQ:]))
+                self._next[name] = ordered[-1][0] + 1 if ordered else 0
+            self._known[name] = known
+            return box
+
+        engine = Engine.restore(residue, pseudo, store, persistent=fill)
+        if by_slot:
+            # entries of a slot the engine no longer has (e.g. a rule disabled): dropped at the next checkpoint
+            for gone, rows in by_slot.items():
+                self._known[gone] = {key: (0, 0) for _, key, _ in rows}
+        self.synced = True
+        return engine
+
+
+__all__ = ["TABLE", "KeyedState", "slots"]
