@@ -43,7 +43,7 @@ import os
 import pickle
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,14 +81,18 @@ class Envelope:
 
 @dataclass(frozen=True)
 class Written:
-    """What one checkpoint cost: bytes written (file, or WriteBatch + envelope), seconds, whether it was a
-    base, and the entries it carried."""
+    """What one checkpoint cost: bytes written (file, or WriteBatch + envelope), seconds (wall), whether it
+    was a base, the entries it carried, its CPU seconds (``time.process_time``: comparable on a loaded
+    machine) and wall seconds per phase: ``engine`` (the keyed diff and the residue), ``tables`` (the
+    store's changes encoded: the WriteBatch built, or the deltas), ``write`` (the synced write)."""
 
     generation: int
     bytes: int
     seconds: float
     base: bool
     entries: int
+    cpu: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 def _write_atomic(path: Path, blob: bytes) -> None:
@@ -270,7 +274,7 @@ class CheckpointDir:
         """Write one checkpoint of ``engine`` (whose store must be ``store()``) and ``shell``."""
         from monitor.engine import seal
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         store = self.store()
         if engine.state is not store:
             raise ValueError("the engine does not use this checkpoint folder's store")
@@ -286,15 +290,20 @@ class CheckpointDir:
             env = Envelope(ENVELOPE_VERSION, self.kind, engine.pack.label, self.backend, gen, False, small,
                            shell, store.now_s, None, None)
             sealed = seal(pickle.dumps(env, protocol=pickle.HIGHEST_PROTOCOL), self.pseudo)
+            diffed = time.perf_counter()
             size = store.commit({"envelope": sealed})
-            return Written(gen, size, time.perf_counter() - started, False, entries)
+            phases = {"engine": diffed - started, **store.last_commit}
+            return Written(gen, size, time.perf_counter() - started, False, entries, time.process_time() - cpu,
+                           phases)
         assert isinstance(store, MemoryStore)
         base = self._base_bytes == 0 or self._delta_bytes >= self._base_bytes
         small, keyed = self.keyed.checkpoint(engine, full=base)
+        diffed = time.perf_counter()
         delta = store.dump() if base else store.changes()
         env = Envelope(ENVELOPE_VERSION, self.kind, engine.pack.label, self.backend, gen, base, small, shell,
                        store.now_s, delta, keyed)
         blob = seal(pickle.dumps(env, protocol=pickle.HIGHEST_PROTOCOL), self.pseudo)
+        encoded = time.perf_counter()
         _write_atomic(self.path / f"ckpt-{gen:010d}.{'base' if base else 'delta'}", blob)
         store.committed()
         tables = max(len(blob) - len(small), 1)  # the small state is rewritten anyway: only deltas pile up
@@ -305,8 +314,10 @@ class CheckpointDir:
                     path.unlink()
         else:
             self._delta_bytes += tables
-        return Written(gen, len(blob), time.perf_counter() - started, base,
-                       sum(len(d) for d in delta.values()) + len(keyed))
+        done = time.perf_counter()
+        return Written(gen, len(blob), done - started, base, sum(len(d) for d in delta.values()) + len(keyed),
+                       time.process_time() - cpu,
+                       {"engine": diffed - started, "tables": encoded - diffed, "write": done - encoded})
 
     def close(self) -> None:
         if self._store is not None:

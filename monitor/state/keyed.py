@@ -192,6 +192,9 @@ class KeyedState:
         #: slot → the next insertion sequence
         self._next: dict[str, int] = {}
         self.strict = strict
+        #: pickled bytes per slot and of the residue at the last checkpoint (what a base would write)
+        self.slot_bytes: dict[str, int] = {}
+        self.residue_bytes = 0
         #: whether the digests reflect what the store holds (False: the first checkpoint writes all)
         self.synced = False
 
@@ -213,6 +216,7 @@ class KeyedState:
         for name in [n for n in self._known if n not in containers]:  # a slot gone: every entry deleted
             del self._known[name]
             self._next.pop(name, None)
+            self.slot_bytes.pop(name, None)
             if not delta.full:
                 delta.clears.append(name.encode() + b"\0")
         buf = io.BytesIO()
@@ -222,6 +226,7 @@ class KeyedState:
             pickler = _Residue(buf, ids)
         pickler.dump(engine)
         self.synced = True
+        self.residue_bytes = buf.tell()
         return buf.getvalue(), delta
 
     def _slot(self, name: str, box: Any, delta: TableDelta, owners: dict[int, str] | None,
@@ -245,9 +250,11 @@ class KeyedState:
             keep.extend(p.keep)
             return buf.getvalue()
 
+        size = 0
         if isinstance(box, list):
             for i, value in enumerate(box):
                 raw = dumps(value, i)
+                size += len(raw)
                 digest = hash(raw)
                 now[i] = (0, digest)
                 old = known.get(i)
@@ -266,6 +273,7 @@ class KeyedState:
             kept = 0
             for key, value in box.items():
                 raw = dumps(value, key)
+                size += len(raw)
                 digest = hash(raw)
                 old = None if rewrite else known.get(key)
                 if old is not None and old[0] > last:
@@ -292,6 +300,7 @@ class KeyedState:
             delta.deletes += [prefix + _dumps_canonical(k) for k in gone]
         delta.puts += puts
         self._known[name] = now
+        self.slot_bytes[name] = size
         return keep
 
     def restore(self, residue: bytes, entries: Iterable[tuple[bytes, bytes]], pseudo: Pseudonymizer | None,
