@@ -164,9 +164,12 @@ def measure(folder: Path, work: Path, backend: str, every: int, kill_day: str, a
     assert child.stdout is not None
     points: list[dict[str, Any]] = []
     killed: dict[str, Any] | None = None
+    trail = (work / f"checkpoints-{backend}.jsonl").open("w")  # every checkpoint's row, for the notes
     for raw in child.stdout:
         row = json.loads(raw)
         if row["event"] == "checkpoint":
+            trail.write(raw)
+            trail.flush()
             points.append(row)
             if len(points) % 20 == 0:
                 log(f"city-year {backend}: {row['records']:,} records, event time {row['watermark']}, "
@@ -176,6 +179,7 @@ def measure(folder: Path, work: Path, backend: str, every: int, kill_day: str, a
             child.send_signal(signal.SIGKILL)
             break
     child.wait(60)
+    trail.close()
     if killed is None or not points:
         raise RuntimeError("the city-year run ended without a checkpoint: a larger input is needed")
     t0 = time.perf_counter()

@@ -37,7 +37,7 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from monitor.clock import Watermark, add_years, business_date
 from monitor.contract import (
@@ -133,6 +133,10 @@ class TimerQueue:
     """Timers ordered by (due, rank, sequence). At the same instant, rank 0 (detector judgments) fires
     before rank 1 (ledger reviews), so a review sees the judgment of the last day it looks at; the
     sequence makes remaining ties fire in scheduling order."""
+
+    #: ``monitor.state.keyed``: the heap's order is not state (its entries are distinct, immutable and
+    #: totally ordered, so any heap of them pops alike): checkpointed as a set, restored sorted
+    unordered_state: ClassVar[tuple[str, ...]] = ("_heap",)
 
     def __init__(self) -> None:
         self._heap: list[tuple[datetime, int, int, str, Hashable]] = []

@@ -45,7 +45,7 @@ import io
 import pickle
 from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Iterable
-from datetime import date, time, timedelta, tzinfo
+from datetime import date, datetime, time, timedelta, tzinfo
 from decimal import Decimal
 from enum import Enum
 from types import BuiltinFunctionType, FunctionType
@@ -63,16 +63,60 @@ TABLE = "engine"
 _PROTO = pickle.HIGHEST_PROTOCOL
 _DICTS = (dict, defaultdict, Counter, OrderedDict)
 _SEQ = 8
-_EMPTY = hash(b"")
+#: a set's (or unordered list's) element: no value, no sequence
+_MEMBER: tuple[int, int, Any] = (0, 0, None)
+_SCALARS = frozenset({int, str, float, bool, bytes, type(None), date, datetime, Decimal})
+_ENCODER: Any = None
 
 
-def _dumps_canonical(item: Any) -> bytes:
-    """A key's pickle without memo: equal keys, equal bytes (a shared sub-object is written twice)."""
-    buf = io.BytesIO()
-    p = pickle.Pickler(buf, _PROTO)
-    p.fast = True
-    p.dump(item)
-    return buf.getvalue()
+def _scalar(value: Any) -> bool:
+    """Immutable all the way down (a scalar, or a tuple of scalars): unchanged while it is the same object."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return True
+    return kind is tuple and all(type(x) in _SCALARS for x in value)
+
+
+def _pickle_hook(obj: Any) -> Any:
+    return pickle.dumps(obj, _PROTO)
+
+
+def _digest(value: Any) -> tuple[int, int]:
+    """(digest, size) of a value: the 64-bit hash of its MessagePack encoding (``msgspec``, C speed;
+    objects it does not know — pydantic records — by their pickle), or of its pickle when it cannot
+    be encoded (e.g. a dict keyed by a class instance)."""
+    global _ENCODER
+    if _ENCODER is None:
+        import msgspec
+
+        _ENCODER = msgspec.msgpack.Encoder(enc_hook=_pickle_hook)
+    try:
+        raw = _ENCODER.encode(value)
+    except (TypeError, ValueError, OverflowError):
+        raw = pickle.dumps(value, _PROTO)
+    return hash(raw), len(raw)
+
+
+class _Canonical:
+    """Keys pickled without memo (``Pickler.fast``): equal keys, equal bytes, whether or not a part of
+    the key is one object twice. One pickler, reused (a checkpoint encodes every changed key)."""
+
+    def __init__(self) -> None:
+        self.buf = io.BytesIO()
+        self.pickler = pickle.Pickler(self.buf, _PROTO)
+        self.pickler.fast = True
+
+    def __call__(self, item: Any) -> bytes:
+        if type(item) is str or type(item) is int:
+            return pickle.dumps(item, _PROTO)  # one object: nothing to memoize
+        buf = self.buf
+        buf.seek(0)
+        buf.truncate()
+        self.pickler.dump(item)
+        return buf.getvalue()
+
+
+_dumps_canonical = _Canonical()
 
 
 def _opens(obj: Any) -> bool:
@@ -109,20 +153,29 @@ def _mutable(obj: Any) -> bool:
 def slots(engine: Engine) -> dict[str, Any]:
     """``slot name → container`` of ``engine`` (module docstring). A container reached twice keeps its
     first name."""
+    return _find(engine)[0]
+
+
+def _find(engine: Engine) -> tuple[dict[str, Any], set[str]]:
+    """The slots and which of them are unordered lists (a class's ``unordered_state``: heaps)."""
     roots: list[tuple[str, Any]] = [(f"rule:{d.name}", d) for d in engine.detectors]
     roots += [("registry", engine.registry), ("ledger", engine.ledger), ("timers", engine.timers)]
     found: dict[str, Any] = {}
+    unordered: set[str] = set()
     seen: set[int] = set()
 
     def visit(path: str, obj: Any, depth: int) -> None:
         if not _opens(obj):
             return
+        heaps = getattr(type(obj), "unordered_state", ())
         for attr, value in vars(obj).items():
             if id(value) in seen:
                 continue
             if isinstance(value, (dict, set, list)):
                 seen.add(id(value))
                 found[f"{path}.{attr}"] = value
+                if attr in heaps and isinstance(value, list):
+                    unordered.add(f"{path}.{attr}")
             elif depth < 1 and _opens(value):
                 seen.add(id(value))
                 visit(f"{path}.{attr}", value, depth + 1)
@@ -131,15 +184,7 @@ def slots(engine: Engine) -> dict[str, Any]:
     seen.add(id(engine))
     for path, obj in roots:
         visit(path, obj, 0)
-    return found
-
-
-def _kind(container: Any) -> str:
-    if isinstance(container, dict):
-        return "dict"
-    if isinstance(container, set):
-        return "set"
-    return "list"
+    return found, unordered
 
 
 class _Residue(pickle.Pickler):
@@ -187,8 +232,8 @@ class KeyedState:
     """Digests of the entries last written (module docstring). One per checkpoint folder."""
 
     def __init__(self, strict: bool = False) -> None:
-        #: slot → key (dict/set) or index (list) → (sequence, digest)
-        self._known: dict[str, dict[Any, tuple[int, int]]] = {}
+        #: slot → key (dict/set) or index (list) → (sequence, digest, the value when it is a scalar)
+        self._known: dict[str, dict[Any, tuple[int, int, Any]]] = {}
         #: slot → the next insertion sequence
         self._next: dict[str, int] = {}
         self.strict = strict
@@ -204,15 +249,15 @@ class KeyedState:
     def checkpoint(self, engine: Engine, full: bool = False) -> tuple[bytes, TableDelta]:
         """The residue and the entries to write: the changed ones, or every one (``full``: a base)."""
         delta = TableDelta(BYTES.name, BYTES.name, full=full or not self.synced)
-        containers = slots(engine)
+        containers, unordered = _find(engine)
         ids: dict[int, tuple[Any, ...]] = {}
         owners: dict[int, str] = {}
         keep: list[Any] = []
         for name, box in containers.items():
-            ids[id(box)] = (name, type(box), getattr(box, "default_factory", None))
+            ids[id(box)] = (name, type(box), getattr(box, "default_factory", None), name in unordered)
             owners[id(box)] = name
         for name, box in containers.items():
-            keep += self._slot(name, box, delta, owners if self.strict else None, ids)
+            keep += self._slot(name, box, delta, owners if self.strict else None, ids, name in unordered)
         for name in [n for n in self._known if n not in containers]:  # a slot gone: every entry deleted
             del self._known[name]
             self._next.pop(name, None)
@@ -230,16 +275,17 @@ class KeyedState:
         return buf.getvalue(), delta
 
     def _slot(self, name: str, box: Any, delta: TableDelta, owners: dict[int, str] | None,
-              ids: dict[int, Any], rewrite: bool = False) -> list[Any]:
+              ids: dict[int, Any], unordered: bool = False, rewrite: bool = False) -> list[Any]:
         """Add the changed entries of slot ``name`` to ``delta``. A slot that lost more keys than it kept
         (a day's tallies forgotten at once) is rewritten instead: one clear of its prefix and its
         remaining entries, so its bytes are bounded by what remains, not by what went."""
         known = self._known.get(name, {})
-        now: dict[Any, tuple[int, int]] = {}
+        now: dict[Any, tuple[int, int, Any]] = {}
         prefix = name.encode() + b"\0"
         puts: list[tuple[bytes, bytes, int]] = []
         full = delta.full or rewrite
         keep: list[Any] = []
+        size = 0
 
         def dumps(value: Any, key: Any) -> bytes:
             if owners is None:
@@ -250,57 +296,73 @@ class KeyedState:
             keep.extend(p.keep)
             return buf.getvalue()
 
-        size = 0
-        if isinstance(box, list):
-            for i, value in enumerate(box):
-                raw = dumps(value, i)
-                size += len(raw)
-                digest = hash(raw)
-                now[i] = (0, digest)
-                old = known.get(i)
-                if full or old is None or old[1] != digest:
-                    puts.append((prefix + _dumps_canonical(i), raw, 0))
-            gone = [i for i in range(len(box), len(known))]
-        elif isinstance(box, set):  # no order to keep: a set's order is its hashes'
-            for key in box:
-                if key not in known or full:
+        if isinstance(box, set) or unordered:  # no order to keep (a set's is its hashes'; a heap's its own)
+            members = box if isinstance(box, set) else set(box)
+            if len(members) != len(box):
+                raise CheckpointError(f"state slot {name}: an unordered list holds an element twice")
+            for key in members:
+                if full or key not in known:
                     puts.append((prefix + _dumps_canonical(key), bytes(_SEQ), 0))
-                now[key] = (0, _EMPTY)
-            gone = [k for k in known if k not in box] if len(known) + len(puts) != len(box) or full else []
+                now[key] = _MEMBER
+            if owners is not None:
+                for key in members:
+                    dumps(key, key)
+            gone = [k for k in known if k not in members] if len(known) + len(puts) != len(box) or full else []
+        elif isinstance(box, list):
+            for i, value in enumerate(box):
+                old = known.get(i)
+                if owners is not None:
+                    dumps(value, i)
+                if old is not None and not full and old[2] is value and _scalar(value):
+                    now[i] = old
+                    continue
+                digest, n = _digest(value)
+                size += n
+                now[i] = (0, digest, value if _scalar(value) else None)
+                if full or old is None or old[1] != digest:
+                    puts.append((prefix + _dumps_canonical(i), dumps(value, i), 0))
+            gone = list(range(len(box), len(known)))
         else:
             seq = 0 if rewrite else self._next.get(name, 0)
             last = -1
             kept = 0
             for key, value in box.items():
-                raw = dumps(value, key)
-                size += len(raw)
-                digest = hash(raw)
                 old = None if rewrite else known.get(key)
+                if owners is not None:
+                    dumps(value, key)
                 if old is not None and old[0] > last:
                     kept += 1
-                    if old[1] == digest and not full:
+                    last = old[0]
+                    if not full and old[2] is value and _scalar(value):
                         now[key] = old
-                        last = old[0]
+                        continue
+                    digest, n = _digest(value)
+                    size += n
+                    if not full and old[1] == digest:
+                        now[key] = old
                         continue
                     at = old[0]  # same place, new value
                 else:
+                    digest, n = _digest(value)
+                    size += n
                     at = seq  # new, or moved to the end (deleted and set again)
                     seq += 1
-                last = at
-                now[key] = (at, digest)
-                puts.append((prefix + _dumps_canonical(key), at.to_bytes(_SEQ, "big") + raw, 0))
+                    last = at
+                now[key] = (at, digest, value if _scalar(value) else None)
+                puts.append((prefix + _dumps_canonical(key), at.to_bytes(_SEQ, "big") + dumps(value, key), 0))
             self._next[name] = seq
             # some known key is gone, or moved (its put has the new sequence)
             gone = [k for k in known if k not in now] if kept < len(known) and not rewrite else []
         if not delta.full and not rewrite and len(gone) > max(len(now), 8):
-            return keep + self._slot(name, box, delta, owners, ids, rewrite=True)
+            return keep + self._slot(name, box, delta, owners, ids, unordered, rewrite=True)
         if rewrite:
             delta.clears.append(prefix)
         elif not delta.full:
             delta.deletes += [prefix + _dumps_canonical(k) for k in gone]
         delta.puts += puts
         self._known[name] = now
-        self.slot_bytes[name] = size
+        if size or name in self.slot_bytes:
+            self.slot_bytes[name] = size
         return keep
 
     def restore(self, residue: bytes, entries: Iterable[tuple[bytes, bytes]], pseudo: Pseudonymizer | None,
@@ -318,31 +380,32 @@ class KeyedState:
         self._known, self._next = {}, {}
 
         def fill(pid: Any) -> Any:
-            if not (isinstance(pid, tuple) and len(pid) == 3 and isinstance(pid[0], str)):
+            if not (isinstance(pid, tuple) and len(pid) == 4 and isinstance(pid[0], str)):
                 raise CheckpointError(f"checkpoint refers to unknown state {pid!r}")
-            name, cls, factory = pid
+            name, cls, factory, unordered = pid
             if not (isinstance(cls, type) and issubclass(cls, (dict, set, list))):
                 raise CheckpointError(f"state slot {name} is a {cls!r}")
             rows = by_slot.pop(name, [])
-            known: dict[Any, tuple[int, int]] = {}
+            known: dict[Any, tuple[int, int, Any]] = {}
             box: Any
-            if issubclass(cls, list):
+            if issubclass(cls, set) or unordered:
+                members = [key for _, key, _ in rows]
+                box = cls(sorted(members) if unordered else members)  # a sorted list is a heap
+                known = dict.fromkeys(members, _MEMBER)
+            elif issubclass(cls, list):
                 rows.sort(key=lambda r: r[1])
                 if [r[1] for r in rows] != list(range(len(rows))):
                     raise CheckpointError(f"state slot {name}: list entries are not 0…{len(rows) - 1}")
                 box = cls(load_state(raw) for _, _, raw in rows)
-                known = {r[1]: (0, hash(r[2])) for r in rows}
-                self._next[name] = 0
+                for i, value in enumerate(box):
+                    known[i] = (0, _digest(value)[0], value if _scalar(value) else None)
             else:
                 ordered = sorted(((int.from_bytes(raw[:_SEQ], "big"), key, raw) for _, key, raw in rows),
                                  key=lambda r: r[0])
                 box = cls(factory) if issubclass(cls, defaultdict) else cls()
                 for at, key, raw in ordered:
-                    if issubclass(cls, dict):
-                        box[key] = load_state(raw[_SEQ:])
-                    else:
-                        box.add(key)
-                    known[key] = (at, hash(raw[_SEQ:]))
+                    value = box[key] = load_state(raw[_SEQ:])
+                    known[key] = (at, _digest(value)[0], value if _scalar(value) else None)
                 self._next[name] = ordered[-1][0] + 1 if ordered else 0
             self._known[name] = known
             return box
@@ -351,7 +414,7 @@ class KeyedState:
         if by_slot:
             # entries of a slot the engine no longer has (e.g. a rule disabled): dropped at the next checkpoint
             for gone, rows in by_slot.items():
-                self._known[gone] = {key: (0, 0) for _, key, _ in rows}
+                self._known[gone] = {key: _MEMBER for _, key, _ in rows}
         self.synced = True
         return engine
 
