@@ -22,9 +22,12 @@ Declarations (class attributes, read once when the engine is built)
     type instead of checking tuples. (A ``NamedTuple`` key equals any tuple of the same values, so two
     kinds of the same shape would be one timer: use one only when it is the rule's only kind.)
 ``state``
-    Names of the attributes that hold its keyed state (what a checkpoint carries for it). Until the
-    store of ``monitor.state`` backs them, they are plain picklable attributes; ``bind_state`` is the
-    seam through which the engine hands the rule its ``StateStore`` (called after build and restore).
+    Names of the attributes that hold its keyed state (what a checkpoint carries for it). They are
+    plain dicts, sets and lists, changed in place as the rule likes: a checkpoint writes each of them
+    per key, only the keys whose value changed (``monitor.state.keyed``; so does every other container
+    attribute of a rule). What that asks of a rule: a mutable value (a list, a tally object) is reachable
+    from one key of one attribute only. ``bind_state`` is the seam through which the engine hands the
+    rule its ``StateStore`` (called after build and restore) for tables with event-time TTL.
 ``watches_tickets``
     True: ``on_ticket`` sees every ticket the engine emits.
 

@@ -159,3 +159,21 @@ def test_strict_mode_refuses_a_mutable_object_reachable_from_two_keys(tmp_path: 
         KeyedState(strict=True).checkpoint(engine)
     engine.detectors[0].twice = {"a": (1, 2), "b": (1, 2)}  # type: ignore[union-attr]
     KeyedState(strict=True).checkpoint(engine)  # immutable values may be shared
+
+
+def test_a_checkpoint_that_failed_to_write_is_written_again_by_the_next(tmp_path: Path) -> None:
+    """The digests move on only once a checkpoint is durable: after a failed write the next checkpoint
+    carries that change too (else the change would never reach the disk)."""
+    keyed = KeyedState()
+    engine = Engine(load_pack("ezhou"), PSEUDO)
+    box: dict[str, int] = {"a": 1}
+    engine.detectors[0].scratch = box  # type: ignore[union-attr]
+    keyed.checkpoint(engine)
+    keyed.committed()
+    box["b"] = 2
+    _, lost = keyed.checkpoint(engine)  # written nowhere: no committed()
+    _, again = keyed.checkpoint(engine)
+    keyed.committed()
+    assert [k for k, _, _ in lost.puts] == [k for k, _, _ in again.puts] and len(again.puts) == 1
+    _, nothing = keyed.checkpoint(engine)
+    assert nothing.puts == [] and nothing.deletes == []

@@ -292,6 +292,7 @@ class CheckpointDir:
             sealed = seal(pickle.dumps(env, protocol=pickle.HIGHEST_PROTOCOL), self.pseudo)
             diffed = time.perf_counter()
             size = store.commit({"envelope": sealed})
+            self.keyed.committed()
             phases = {"engine": diffed - started, **store.last_commit}
             return Written(gen, size, time.perf_counter() - started, False, entries, time.process_time() - cpu,
                            phases)
@@ -306,6 +307,7 @@ class CheckpointDir:
         encoded = time.perf_counter()
         _write_atomic(self.path / f"ckpt-{gen:010d}.{'base' if base else 'delta'}", blob)
         store.committed()
+        self.keyed.committed()
         tables = max(len(blob) - len(small), 1)  # the small state is rewritten anyway: only deltas pile up
         if base:
             self._base_bytes, self._delta_bytes = tables, 0

@@ -240,6 +240,8 @@ class KeyedState:
         #: pickled bytes per slot and of the residue at the last checkpoint (what a base would write)
         self.slot_bytes: dict[str, int] = {}
         self.residue_bytes = 0
+        #: the digests of a checkpoint not yet durable (``committed``)
+        self._staged: tuple[dict[str, dict[Any, tuple[int, int, Any]]], dict[str, int]] | None = None
         #: whether the digests reflect what the store holds (False: the first checkpoint writes all)
         self.synced = False
 
@@ -256,11 +258,10 @@ class KeyedState:
         for name, box in containers.items():
             ids[id(box)] = (name, type(box), getattr(box, "default_factory", None), name in unordered)
             owners[id(box)] = name
+        self._staged = ({}, {})
         for name, box in containers.items():
             keep += self._slot(name, box, delta, owners if self.strict else None, ids, name in unordered)
         for name in [n for n in self._known if n not in containers]:  # a slot gone: every entry deleted
-            del self._known[name]
-            self._next.pop(name, None)
             self.slot_bytes.pop(name, None)
             if not delta.full:
                 delta.clears.append(name.encode() + b"\0")
@@ -270,9 +271,20 @@ class KeyedState:
         else:
             pickler = _Residue(buf, ids)
         pickler.dump(engine)
-        self.synced = True
         self.residue_bytes = buf.tell()
         return buf.getvalue(), delta
+
+    def committed(self) -> None:
+        """The last ``checkpoint``'s entries are durable: its digests become the ones to diff against
+        (until then a failed write leaves the previous digests, and the next checkpoint writes the
+        change again)."""
+        if self._staged is None:
+            return
+        known, following = self._staged
+        self._next = {**{n: v for n, v in self._next.items() if n in known}, **following}
+        self._known = known
+        self._staged = None
+        self.synced = True
 
     def _slot(self, name: str, box: Any, delta: TableDelta, owners: dict[int, str] | None,
               ids: dict[int, Any], unordered: bool = False, rewrite: bool = False) -> list[Any]:
@@ -350,7 +362,8 @@ class KeyedState:
                     last = at
                 now[key] = (at, digest, value if _scalar(value) else None)
                 puts.append((prefix + _dumps_canonical(key), at.to_bytes(_SEQ, "big") + dumps(value, key), 0))
-            self._next[name] = seq
+            assert self._staged is not None
+            self._staged[1][name] = seq
             # some known key is gone, or moved (its put has the new sequence)
             gone = [k for k in known if k not in now] if kept < len(known) and not rewrite else []
         if not delta.full and not rewrite and len(gone) > max(len(now), 8):
@@ -360,7 +373,8 @@ class KeyedState:
         elif not delta.full:
             delta.deletes += [prefix + _dumps_canonical(k) for k in gone]
         delta.puts += puts
-        self._known[name] = now
+        assert self._staged is not None
+        self._staged[0][name] = now
         if size or name in self.slot_bytes:
             self.slot_bytes[name] = size
         return keep
