@@ -177,3 +177,41 @@ def test_a_checkpoint_that_failed_to_write_is_written_again_by_the_next(tmp_path
     assert [k for k, _, _ in lost.puts] == [k for k, _, _ in again.puts] and len(again.puts) == 1
     _, nothing = keyed.checkpoint(engine)
     assert nothing.puts == [] and nothing.deletes == []
+
+
+@pytest.mark.parametrize("backend", ["memory", "rocksdb"])
+def test_a_folder_of_the_version_before_keyed_entries_is_restored_and_continued(tmp_path: Path,
+                                                                               backend: str) -> None:
+    """An envelope of version 1 (the engine pickled whole, as written before this version) restores; the
+    next checkpoint writes every keyed entry, and the one after only what changed."""
+    import pickle
+
+    from monitor.engine import seal
+    from monitor.state import MemoryStore
+    from monitor.state.checkpoint import Envelope
+    from monitor.state.rocks import RocksStore
+
+    ckpt = CheckpointDir(tmp_path / "s", PSEUDO, "worker", backend)
+    engine = Engine(load_pack("ezhou"), PSEUDO, store=ckpt.store())
+    for stream, raw in [("institutions", institution(PHARMACY)), *_inventory(50, 0, 5)]:
+        for rec in parse_value(stream, json.dumps(raw).encode()):
+            engine.process(rec)  # type: ignore[arg-type]
+    store = ckpt.store()
+    delta = store.dump() if isinstance(store, MemoryStore) else None
+    old = Envelope(1, "worker", engine.pack.label, backend, 1, True, engine.small_state(), {"at": 1},
+                   store.now_s, delta, None)
+    blob = seal(pickle.dumps(old, protocol=pickle.HIGHEST_PROTOCOL), PSEUDO)
+    if isinstance(store, RocksStore):
+        store.commit({"envelope": blob})
+    else:
+        (tmp_path / "s" / "ckpt-0000000001.base").write_bytes(blob)
+    ckpt.close()
+    again = CheckpointDir(tmp_path / "s", PSEUDO, "worker")
+    loaded = again.load()
+    assert loaded is not None and loaded[1] == {"at": 1}
+    restored = loaded[0]
+    _same_slots(restored, engine)
+    first = again.save(restored, {"at": 2})
+    second = again.save(restored, {"at": 3})
+    assert first.entries >= 50 and second.entries == 0 and (backend == "rocksdb" or first.base)
+    again.close()

@@ -172,8 +172,10 @@ class CheckpointDir:
         from monitor.engine import unseal
 
         env = load_state(unseal(blob, self.pseudo))  # verified before anything is unpickled
-        if not isinstance(env, Envelope) or env.version != ENVELOPE_VERSION:
+        if not isinstance(env, Envelope) or env.version not in (1, ENVELOPE_VERSION):
             raise CheckpointError(f"{self.path}: not a checkpoint envelope of version {ENVELOPE_VERSION}")
+        if env.version == 1:  # before the keyed entries: ``engine`` is the whole small state
+            env.keyed = None
         if env.kind != self.kind:
             raise CheckpointError(f"{self.path} is a {env.kind} checkpoint, not a {self.kind} one")
         if env.backend != self.backend:
@@ -219,6 +221,8 @@ class CheckpointDir:
     def load(self, pack: Pack | None = None) -> tuple[Engine, Any] | None:
         """The engine and shell part of the last checkpoint, or ``None`` when there is none. ``pack``:
         refuse a checkpoint of another policy."""
+        from monitor.engine import Engine
+
         if not self.exists():
             return None
         store = self.store()
@@ -266,7 +270,13 @@ class CheckpointDir:
             raise CheckpointError(f"checkpoint {self.path} was made with policy {last.policy}, not {pack.label}")
         store.set_now(last.now_s)
         self._generation = last.generation
-        engine = self.keyed.restore(last.engine, entries, self.pseudo, store)
+        if last.version == 1:
+            # a folder of the version before the keyed entries: the engine whole; the next checkpoint
+            # writes every keyed entry (memory: as a new base, so no delta builds on a version-1 base)
+            engine = Engine.restore(last.engine, self.pseudo, store)
+            self._base_bytes = 0
+        else:
+            engine = self.keyed.restore(last.engine, entries, self.pseudo, store)
         return engine, last.shell
 
     # ------------------------------------------------------------------------------------------ write
