@@ -109,6 +109,16 @@ class DayTally:
 
 #: what a review counts per institution-day: [records with known upload time, late, unknown]
 Volume = list[int]
+def _add_volume(vol: Volume, known: bool, late: bool) -> None:
+    """Count one record into its day's review volume."""
+    if not known:
+        vol[2] += 1
+    else:
+        vol[0] += 1
+        if late:
+            vol[1] += 1
+
+
 #: a batch's mark of an institution-day that takes its records one by one (``UploadTimeliness.on_batch``)
 _EXACT: list[Any] = []
 #: batches shorter than this go record by record (``on_batch``; measured with /bench's stage rows)
@@ -217,13 +227,7 @@ class UploadTimeliness(Rule):
             if e is None:
                 e = entry(d, code, day, rstream, known, late)
             else:
-                vol = e[0]
-                if not known:
-                    vol[2] += 1
-                else:
-                    vol[0] += 1
-                    if late:
-                        vol[1] += 1
+                _add_volume(e[0], known, late)
             if e is _EXACT:
                 found = on_record(rec, d.arrival, ctx)
                 if self._volume_pruned != pruned[0]:
@@ -341,12 +345,7 @@ class UploadTimeliness(Rule):
         if vol is None:
             vol = days[ordinal] = [0, 0, 0]
             self._prune_volumes(ctx)
-        if not known:
-            vol[2] += 1
-        else:
-            vol[0] += 1
-            if late:
-                vol[1] += 1
+        _add_volume(vol, known, late)
 
     def _prune_volumes(self, ctx: RuleContext) -> None:
         limit = business_date(ctx.now).toordinal() - self.volume_memory
