@@ -75,8 +75,8 @@ Calls (engine → rule); each **returns** its findings
 
 Findings are ``Alert`` (built with ``ctx.alert``), ``Escalation`` (built with ``ctx.escalate``: feed
 the pack's sanction ladders) and ``DayFact`` (the rule's own numbers of an institution-day it judged,
-for ``institution_daily``) in the order the rule wants them applied. A rule keeps no reference to
-what it returned and learns nothing back: whether an alert id was already emitted is the engine's
+for the engine's ``institution_daily`` tally) in the order the rule wants them applied. A rule keeps
+no reference to what it returned and learns nothing back: whether an alert id was already emitted is the engine's
 business (an ``Escalation`` built with ``alert=`` carries that alert's id only if the engine emitted it
 now, else none — as before this contract).
 
@@ -119,7 +119,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol
 from pydantic import BaseModel, ConfigDict
 
 from monitor.clock import business_date
-from monitor.outputs import Alert, Severity, make_id
+from monitor.outputs import Alert, InstitutionDay, Severity, make_id
 
 if TYPE_CHECKING:
     from monitor.outputs import Ticket
@@ -160,7 +160,7 @@ class Escalation:
 class DayFact:
     """A rule's own numbers for an institution-day, as it judged it (e.g. completeness: settlement lines
     and those matched in time). Not an alert: the engine hands it to the observers of
-    ``institution_daily`` (``Engine.observe_facts``), so the figures inspectors read next to the alerts
+    ``institution_daily`` tally (``monitor.detectors.daily``), so the figures inspectors read next to the alerts
     are the rule's, never a second reckoning under the same name."""
 
     fixmedins_code: str
@@ -168,7 +168,9 @@ class DayFact:
     facts: Mapping[str, Any]
 
 
-RuleFinding = Alert | Escalation | DayFact
+#: ``InstitutionDay`` is returned only by the engine's own tally (``monitor.detectors.daily``): the engine
+#: emits it as an output as it is.
+RuleFinding = Alert | Escalation | DayFact | InstitutionDay
 Findings = list[RuleFinding]
 NO_FINDINGS: tuple[RuleFinding, ...] = ()
 

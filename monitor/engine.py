@@ -2,8 +2,10 @@
 
 Contract
 --------
-``Engine.process(record, arrival)`` and ``Engine.advance(now)`` are the only entry points; both return
-the outputs (alerts and tickets) they caused, in a deterministic order. For every record:
+``Engine.process(record, arrival)`` and ``Engine.advance(now)`` are the entry points (``process_batch``
+the same for many, ``close_days`` at the end of a final replay); they return the outputs they caused —
+alerts, tickets and the institution-day facts (``InstitutionDay``, emitted by the engine's own tally
+``monitor.detectors.daily`` at event-time midnights) — in a deterministic order. For every record:
 
 1. the watermark advances to the record's arrival time and every timer due at or before it fires
    (in ``(due, sequence)`` order) — so windows of idle institutions close as time moves on; registry
@@ -55,7 +57,8 @@ from monitor.contract import (
 )
 from monitor.detectors import build_detectors
 from monitor.detectors.base import Detector
-from monitor.outputs import Alert, Severity, Ticket
+from monitor.detectors.daily import DailyTally
+from monitor.outputs import Alert, InstitutionDay, Severity, Ticket
 from monitor.policy.ledger import Ledger, Trigger
 from monitor.policy.pack import Pack
 from monitor.privacy import KeyMismatch, Pseudonymizer
@@ -72,7 +75,7 @@ _EPOCH_ORDINAL = STATE_EPOCH.date().toordinal()
 #: than any window a rule re-judges (trace codes: 3 years, ``horizon_days`` 1096) plus a month.
 EMITTED_MEMORY_DAYS = 1127
 
-Output = Alert | Ticket
+Output = Alert | Ticket | InstitutionDay
 
 
 class Registry:
@@ -329,6 +332,9 @@ class Engine:
         self.dedup = Dedup(int(pack.setting("dedup_horizon_days", 35)), self.state)
         self.stats = Stats.empty()
         self.detectors: list[Detector | Rule] = build_detectors(pack)
+        #: the institution-day facts (``institution_daily``): an engine output, from its own tally
+        self.daily = DailyTally(pack)
+        self.detectors.append(self.daily)
         self._by_name: dict[str, Detector | Rule] = {d.name: d for d in self.detectors}
         self._routes: dict[str, list[Detector | Rule]] = defaultdict(list)
         for det in self.detectors:
@@ -381,7 +387,7 @@ class Engine:
         """Whether the alert or ticket id ``ident`` was emitted (within ``EMITTED_MEMORY_DAYS``)."""
         return self._emitted.get(self._emitted_key(ident)) is not None
 
-    def emit(self, item: Output) -> bool:
+    def emit(self, item: Alert | Ticket) -> bool:
         ident = item.alert_id if isinstance(item, Alert) else item.ticket_id
         key = self._emitted_key(ident)
         emitted = self._emitted
@@ -393,6 +399,7 @@ class Engine:
         self._out.append(item)
         if isinstance(item, Alert):
             self.stats.alerts[item.rule_id] += 1
+            self.daily.on_alert(item)
         else:
             self.stats.tickets[item.action] += 1
             for det in self._ticket_watchers:  # contract step 3: watchers see a ticket as it is emitted
@@ -416,6 +423,9 @@ class Engine:
                 for observer in self._fact_observers:
                     observer(f)
                 continue
+            if isinstance(f, InstitutionDay):  # the tally's emission (ids carry their version)
+                self._out.append(f)
+                continue
             alert_id = f.alert_id
             if f.alert is not None:
                 alert_id = f.alert.alert_id if fresh is not None and f.alert.alert_id in fresh else None
@@ -429,7 +439,8 @@ class Engine:
                 self.emit(ticket)
 
     def observe_facts(self, observer: Callable[[DayFact], None]) -> None:
-        """Hand every ``DayFact`` the rules return to ``observer`` (the ``institution_daily`` collector).
+        """Hand every ``DayFact`` the rules return to ``observer`` too (the engine's ``institution_daily``
+        tally gets them anyway).
         Transient: observers are not checkpointed; a shell registers them again after a restore."""
         if observer not in self._fact_observers:
             self._fact_observers.append(observer)
@@ -475,6 +486,12 @@ class Engine:
         if self._last_prune != today:
             self._last_prune = today
             self.state.expire(now)  # event-time TTL of every table (dedup, emitted ids, trace codes, …)
+
+    def close_days(self) -> list[Output]:
+        """The input ended (a replay not to be continued): emit every institution-day changed since its
+        last emission (``monitor.detectors.daily``), without moving event time."""
+        self._out.extend(self.daily.emit_changed())
+        return self._drain()
 
     def advance(self, now: datetime) -> list[Output]:
         """Move event time to ``now`` (e.g. ``--as-of`` or a Faust tick) and fire what is due."""
@@ -605,9 +622,9 @@ class Engine:
         return [f.finding if isinstance(f, Placed) else f for f in found]
 
     def attach(self, det: Detector | Rule) -> Detector | Rule:
-        """Add a pure observer at run time (e.g. the institution-day collector that feeds ClickHouse's
-        ``institution_daily``): it sees de-duplicated records like a detector and is checkpointed with
-        the engine. Returns the instance in use: after ``restore`` that is the checkpointed one."""
+        """Add a pure observer at run time (tests, tools): it sees de-duplicated records like a detector
+        and is checkpointed with the engine (the shells attach nothing: ``institution_daily`` is the
+        engine's own output). Returns the instance in use: after ``restore`` that is the checkpointed one."""
         have = self._by_name.get(det.name)
         if have is not None:
             return have

@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from monitor.clock import business_date
-from monitor.outputs import Alert, DeadLetter, Ticket
+from monitor.outputs import Alert, DeadLetter, InstitutionDay, Ticket
 
 if TYPE_CHECKING:
+    from monitor.detectors.daily import DailyTally
     from monitor.engine import Engine
-    from monitor.sinks.daily import DailyCollector
 
 #: Faust sensor name prefix the Kafka shell is asked to use (see the module docstring).
 FAUST_PREFIX = "faust"
@@ -139,31 +139,28 @@ def serve_metrics(registry: CollectorRegistry, port: int, addr: str = "127.0.0.1
 
 class MetricsSink:
     """A ``Sink`` that counts outputs and dead letters and, once bound to an engine, records per
-    stream/region and upload lags (through the engine's ``DailyCollector`` tap), duplicates,
-    sanctions in force and the watermark. ``clock`` is injectable (wall time of engine batches)."""
+    stream/region and upload lags (the tap of the engine's institution-day tally,
+    ``monitor.detectors.daily``), duplicates, sanctions in force and the watermark. ``clock`` is
+    injectable (wall time of engine batches)."""
 
     def __init__(self, metrics: Metrics, clock: Callable[[], float] = time.perf_counter) -> None:
         self.metrics = metrics
         self._clock = clock
         self._engine: Engine | None = None
-        self._collector: DailyCollector | None = None
+        self._collector: DailyTally | None = None
         self._dups: Tally[str] = Tally()
         self._since = clock()
         self._sanction_labels: set[tuple[str, str]] = set()
         self._lag_children: dict[tuple[str, str], Any] = {}
 
     def bind(self, engine: Engine) -> None:
-        from monitor.sinks.daily import DailyCollector
-
         self._engine = engine
-        collector = engine.attach(DailyCollector(engine.pack))
-        assert isinstance(collector, DailyCollector)
-        collector.tap_enabled = True
-        self._collector = collector
+        engine.daily.open_tap()  # transient: opened again after a restore (bind_all)
+        self._collector = engine.daily
         self._dups = Tally(engine.stats.duplicates)
         self._since = self._clock()
 
-    def write(self, outputs: Sequence[Alert | Ticket], dead: Sequence[DeadLetter]) -> None:
+    def write(self, outputs: Sequence[Alert | Ticket | InstitutionDay], dead: Sequence[DeadLetter]) -> None:
         m = self.metrics
         now = self._clock()
         m.batch_seconds.observe(max(0.0, now - self._since))
@@ -173,7 +170,7 @@ class MetricsSink:
             if isinstance(item, Alert):
                 m.alerts.labels(item.rule_id, region).inc()
                 m.outputs.labels("alerts").inc()
-            else:
+            elif isinstance(item, Ticket):
                 m.tickets.labels(item.action, region).inc()
                 m.outputs.labels("tickets").inc()
         for letter in dead:

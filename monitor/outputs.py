@@ -5,6 +5,7 @@ restarted worker or a redelivered record re-produces the *same* id, and every si
 * ``alert_id``  = AL- + hash(rule_id, fixmedins_code, subject, window_start, window_end)
 * ``ticket_id`` = TK- + hash(ladder, fixmedins_code, action, cause, effective_from); a ``VOID`` ticket:
   TK- + hash(ladder, fixmedins_code, "VOID", ref_ticket_id) — one per voided ticket, however often rejected
+* ``day_id``    = DY- + hash(fixmedins_code, day), with a ``version`` (revision) per emission of that day
 Alerts also carry the result fields of NHSA interface 3101 (智能监管 明细审核 ``result[]``) so agency
 systems that consume rule hits read them natively (``jr_id`` equals ``alert_id``).
 """
@@ -124,6 +125,52 @@ class Ticket(_Out):
             data.pop("ref_ticket_id", None)
             data.pop("reason", None)
         return data
+
+
+#: Columns of an ``InstitutionDay`` in ``institution_daily`` order (the ClickHouse table uses the same names).
+DAILY_COLUMNS: tuple[str, ...] = (
+    "fixmedins_code", "day", "admdvs",
+    "records_settlements", "records_inventory", "records_tracecodes", "records_prescriptions",
+    "late", "lag_p50_s", "lag_p90_s", "lag_p99_s", "lag_max_s",
+    "settlement_lines", "completeness", "trace_packs", "trace_codes", "trace_coverage",
+    "rx_required", "rx_coverage", "dual_price_overcharge", "alerts", "version",
+)
+
+
+class InstitutionDay(_Out):
+    """The facts of one institution's business day (Asia/Shanghai), ``institution_daily`` (design §4), as
+    the engine's tally (``monitor.detectors.daily``) holds them when it emits them. A day is emitted at
+    the first event-time midnight after it changed, again (``version`` + 1) at each later midnight
+    after a late record, alert or rule judgment changed it, and is final once forgotten; the newest
+    ``version`` of a ``day_id`` replaces the older ones (ClickHouse ``ReplacingMergeTree(version)``)."""
+
+    day_id: str
+    fixmedins_code: str
+    day: date
+    admdvs: str
+    records_settlements: int
+    records_inventory: int
+    records_tracecodes: int
+    records_prescriptions: int
+    late: int
+    lag_p50_s: float
+    lag_p90_s: float
+    lag_p99_s: float
+    lag_max_s: float
+    settlement_lines: int
+    completeness: float | None
+    trace_packs: Decimal
+    trace_codes: int
+    trace_coverage: float | None
+    rx_required: int
+    rx_coverage: float | None
+    dual_price_overcharge: Decimal
+    alerts: int
+    version: int
+
+    def row(self) -> tuple[Any, ...]:
+        """The values in ``DAILY_COLUMNS`` order."""
+        return tuple(getattr(self, c) for c in DAILY_COLUMNS)
 
 
 class DeadLetter(_Out):

@@ -209,8 +209,9 @@ def run_replay(
     it (the national trace tier's findings, ``monitor.trace.multicity``).
 
     Records pass ``clock`` (``new_clock(engine.pack)`` by default) before the engine. At the end, what
-    it still holds is released — accepted up to ``as_of``, else clamped — unless ``keep_held`` (a
-    ``--state`` run without ``--as-of``: the next part may corroborate it)."""
+    it still holds is released — accepted up to ``as_of``, else clamped — and the institution-days changed
+    since their last emission are emitted (``Engine.close_days``) unless ``keep_held`` (a ``--state`` run
+    without ``--as-of``: the next part may corroborate what is held and continues the same days)."""
     files = input_files(input_dir)
     clock = clock if clock is not None else new_clock(engine.pack)
     max_skew = clock.tolerance
@@ -280,6 +281,8 @@ def run_replay(
             pending = next(interleave, None) if interleave is not None else None
         if as_of is not None:
             out.extend(nhsa_advance(engine, as_of))
+        if as_of is not None or not keep_held:  # the end of the input closes the days it changed
+            out.extend(engine.close_days())
         flush_batch()
         for sink in sinks:
             sink.flush()
@@ -402,7 +405,7 @@ def replay_dir(
     else:
         engine = Engine(pack, pseudo, store=ckpt.store() if ckpt is not None else None)
         clock = new_clock(pack, quorum)
-    bind_all(extra_sinks, engine)  # sinks that observe the engine (ClickHouse institution_daily, metrics)
+    bind_all(extra_sinks, engine)  # sinks that read the engine (ClickHouse: the registry; metrics: the tap)
     files = FileSink(out_dir, append=resume, truncate_to=sizes)
     try:
         feed = None

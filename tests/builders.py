@@ -112,7 +112,7 @@ def run_engine(records: Iterable[tuple[str, dict[str, Any]]], policy: str = "ezh
     arrival); return (alerts, tickets) as JSON-ready dicts."""
     from monitor.clock import parse_time
     from monitor.engine import Engine
-    from monitor.outputs import Alert
+    from monitor.outputs import Alert, Ticket
     from monitor.policy.pack import load_pack
     from monitor.records import InvalidRecord, parse_value
 
@@ -125,5 +125,21 @@ def run_engine(records: Iterable[tuple[str, dict[str, Any]]], policy: str = "ezh
     if as_of is not None:
         out.extend(engine.advance(parse_time(as_of)))
     alerts = [o.model_dump(mode="json") for o in out if isinstance(o, Alert)]
-    tickets = [o.model_dump(mode="json") for o in out if not isinstance(o, Alert)]
+    tickets = [o.model_dump(mode="json") for o in out if isinstance(o, Ticket)]
     return alerts, tickets
+
+
+def alert(rule: str, day: str, amt: str, code: str = PHARMACY) -> Any:
+    """A hand-made ``Alert`` of ``rule`` whose window starts at 00:00 of ``day`` with ``vola_amt`` ``amt``
+    (e.g. ``price.dual``'s overcharge, AR-AGR 二(二)13); its id differs per rule, day and amount."""
+    from datetime import datetime
+    from decimal import Decimal
+
+    from monitor.clock import CST
+    from monitor.outputs import Alert
+
+    start = datetime.fromisoformat(day).replace(tzinfo=CST)
+    return Alert(alert_id=f"AL-{rule}-{day}-{amt}", rule_id=rule, fixmedins_code=code, admdvs="420702",
+                 severity="warning", window_start=start, window_end=start, detected_at=start, evidence={},
+                 basis="AR-AGR 二(二)13", policy="ezhou@1", jr_id="x", rule_name="阴阳价格", vola_cont="x",
+                 vola_amt=Decimal(amt), sev_deg="1", vola_evid="x", vola_bhvr_type="x")

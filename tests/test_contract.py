@@ -26,7 +26,7 @@ from monitor.detectors.completeness import Completeness
 from monitor.detectors.status import Status
 from monitor.detectors.upload import UploadTimeliness
 from monitor.engine import Context, Engine
-from monitor.outputs import Alert
+from monitor.outputs import Alert, Ticket
 from monitor.policy.ledger import Sanction
 from monitor.policy.pack import load_pack
 from monitor.records import InvalidRecord, Record, Settlement, parse_value
@@ -172,7 +172,7 @@ def test_rules_see_the_state_before_the_record_whatever_their_order(escalator_fi
         for parsed in _parsed(stream, rec):
             out.extend(engine.process(parsed))
     assert observer.seen == ["normal", "suspended"]
-    assert [t.action for t in out if not isinstance(t, Alert)] == ["SUSPEND_OUTPATIENT_POOLING"]
+    assert [t.action for t in out if isinstance(t, Ticket)] == ["SUSPEND_OUTPATIENT_POOLING"]
 
 
 def test_an_escalation_carries_its_alert_id_only_when_that_alert_is_emitted() -> None:
@@ -186,7 +186,7 @@ def test_an_escalation_carries_its_alert_id_only_when_that_alert_is_emitted() ->
     assert alert is not None
     engine.apply([alert, Escalation("benefit.overpaid", PHARMACY, date(2026, 3, 2), "c1", alert=alert)])
     engine.apply([alert, Escalation("benefit.overpaid", PHARMACY, date(2026, 3, 3), "c2", alert=alert)])
-    tickets = [t for t in engine._drain() if not isinstance(t, Alert)]
+    tickets = [t for t in engine._drain() if isinstance(t, Ticket)]
     assert [t.alert_ids for t in tickets] == [[alert.alert_id], []]  # the second time it was a repeat
 
 
@@ -239,7 +239,9 @@ def test_a_batch_ends_at_the_next_timer_instant_and_at_a_registry_record() -> No
             f"S{d}{i}", f"2026-03-0{d} 1{i}:00:00", f"2026-03-0{d} 1{i}:05:00"))]
 
     reg = _parsed(*REG)
-    assert _sizes([*reg, *day(2, 4), *day(3, 3)]) == [7]  # no timer due in between
+    assert _sizes([*reg, *day(2, 7)]) == [7]  # no timer due in between
+    # the engine's institution_daily emission is due at every event-time midnight (monitor.detectors.daily)
+    assert _sizes([*reg, *day(2, 4), *day(3, 3)]) == [4, 3]
     # day 2's judge timers (day end + 24 h of upload.late) fall before day 4's first arrival
     assert _sizes([*reg, *day(2, 4), *day(4, 3)]) == [4, 3]
     assert _sizes([*reg, *day(2, 2), *reg, *day(3, 2)]) == [2, 2]  # a registry record ends a batch

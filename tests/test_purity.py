@@ -95,3 +95,20 @@ def test_rules_see_only_the_contract(path: Path) -> None:
 
 def test_the_legacy_list_names_real_modules() -> None:
     assert {p.name for p in ROOT.joinpath("detectors").glob("*.py")} >= LEGACY_DETECTORS
+
+
+#: Where outputs are consumed: the sinks and the metrics sink.
+SINK_FILES = sorted([*ROOT.joinpath("sinks").glob("*.py"), ROOT / "metrics.py"])
+
+
+@pytest.mark.parametrize("path", SINK_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_sinks_only_consume_outputs(path: Path) -> None:
+    """Issue #14 point 3: no sink attaches anything to the engine (the old ``DailyCollector`` did, and was
+    pickled into checkpoints); ``institution_daily`` rows are the engine's ``InstitutionDay`` outputs."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    calls = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Call)
+             and isinstance(node.func, ast.Attribute) and node.func.attr in {"attach", "observe_facts"}]
+    assert calls == [], f"{path.name} attaches to the engine at lines {calls}"
+    bases = [base for node in ast.walk(tree) if isinstance(node, ast.ClassDef) for base in node.bases
+             if isinstance(base, ast.Name) and base.id in {"Detector", "Rule"}]
+    assert bases == [], f"{path.name} defines a detector or rule"

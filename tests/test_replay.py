@@ -82,8 +82,9 @@ def test_split_replay_equals_whole(tmp_path: Path, cut: str) -> None:
     state = tmp_path / "state.ckpt"
     replay(tmp_path / "p1", tmp_path / "split", state=state, as_of=None)
     replay(tmp_path / "p2", tmp_path / "split", state=state)
-    for name in ("alerts.jsonl", "tickets.jsonl"):
+    for name in ("alerts.jsonl", "tickets.jsonl", "institution_daily.jsonl"):  # every version of every day too
         assert (tmp_path / "split" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+    assert read_jsonl(tmp_path / "whole" / "institution_daily.jsonl")
 
 
 def test_bad_input_is_dead_lettered_and_the_rest_processed(tmp_path: Path) -> None:

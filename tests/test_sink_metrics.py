@@ -8,16 +8,17 @@ from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 
-from builders import PHARMACY, institution, sale, settlement, write_jsonl
+from builders import PHARMACY, alert, institution, sale, settlement, write_jsonl
 from prometheus_client import CollectorRegistry
 
 from monitor.clock import CST
+from monitor.detectors.daily import nearest_rank
 from monitor.metrics import LAG_BUCKETS, METRIC_SPECS, Metrics, MetricsSink, stream_of
-from monitor.outputs import Alert, DeadLetter
+from monitor.outputs import DeadLetter
 from monitor.policy.pack import load_pack
 from monitor.replay import replay_dir
 from monitor.sinks.clickhouse import ClickHouseSink, connect
-from monitor.sinks.daily import DAILY_COLUMNS, DailyCollector, nearest_rank
+from monitor.sinks.daily import DAILY_COLUMNS
 
 #: The contract: renaming a metric or a label breaks dashboards and alert rules — do it deliberately.
 PINNED = {
@@ -55,18 +56,10 @@ def test_dead_letter_sources_map_to_bounded_streams() -> None:
         "settlements", "settlements", "inventory", "other"]
 
 
-def _alert(rule: str, day: str, amt: str) -> Alert:
-    start = datetime.fromisoformat(day).replace(tzinfo=CST)
-    return Alert(alert_id=f"AL-{rule}-{day}", rule_id=rule, fixmedins_code=PHARMACY, admdvs="420702",
-                 severity="warning", window_start=start, window_end=start, detected_at=start, evidence={},
-                 basis="AR-AGR 二(二)13", policy="ezhou@1", jr_id="x", rule_name="阴阳价格", vola_cont="x",
-                 vola_amt=Decimal(amt), sev_deg="1", vola_evid="x", vola_bhvr_type="x")
-
-
 def test_outputs_and_dead_letters_are_counted_by_bounded_labels() -> None:
     reg = CollectorRegistry()
     sink = MetricsSink(Metrics(reg), clock=iter([0.0, 0.5, 0.75]).__next__)
-    sink.write([_alert("price.dual", "2026-01-05", "3.00"), _alert("price.dual", "2026-01-06", "1.00")],
+    sink.write([alert("price.dual", "2026-01-05", "3.00"), alert("price.dual", "2026-01-06", "1.00")],
                [DeadLetter(source="medins.inventory", error="bad")])
     sink.write([], [DeadLetter(source="medins.inventory", error="bad")])
     g = reg.get_sample_value
@@ -153,7 +146,7 @@ def test_replay_feeds_metrics_and_institution_daily(tmp_path: Path) -> None:
         "records_settlements": 3, "records_inventory": 2, "records_tracecodes": 2, "records_prescriptions": 0,
         "late": 1, "lag_p50_s": 600.0, "lag_p90_s": 108000.0, "lag_p99_s": 108000.0, "lag_max_s": 108000.0,
         # lines (S1,A) (S1,B) (S2,A) (S3,C); completeness is the data.incomplete rule's number, judged at
-        # day end + 72 h (2026-01-09 00:00), after this run's as_of: none yet (tests/test_sink_daily.py)
+        # day end + 72 h (2026-01-09 00:00), after this run's as_of: none yet (tests/test_detectors_daily.py)
         "settlement_lines": 4, "completeness": None,
         # whole packs: S1 A 2 + S2 A 1 + S3 C 1 = 4 (B is split); 2 sale codes for S1 → 0.5
         "trace_packs": Decimal("4.000"), "trace_codes": 2, "trace_coverage": 0.5,
@@ -162,22 +155,6 @@ def test_replay_feeds_metrics_and_institution_daily(tmp_path: Path) -> None:
     }
     assert {k: row[k] for k in expected} == expected
     assert row["alerts"] >= 1  # at least upload.late for the day (other detectors may add theirs)
-
-
-def test_collector_folds_dual_price_alerts_and_versions_rows() -> None:
-    col = DailyCollector(load_pack("ezhou"))
-    col.on_output(_alert("price.dual", "2026-01-05", "3.50"))
-    col.on_output(_alert("price.dual", "2026-01-05", "1.25"))
-    col.on_output(_alert("upload.late", "2026-01-05", "0"))
-    first = col.take_rows()
-    assert col.take_rows() == []  # nothing changed since
-    col.on_output(_alert("price.dual", "2026-01-05", "0.25"))
-    second = col.take_rows()
-    c = DAILY_COLUMNS.index
-    assert (first[0][c("dual_price_overcharge")], first[0][c("alerts")], first[0][c("version")]) == (
-        Decimal("4.75"), 3, 1)
-    assert (second[0][c("dual_price_overcharge")], second[0][c("alerts")], second[0][c("version")]) == (
-        Decimal("5.00"), 4, 2)
 
 
 def test_nearest_rank_quantiles() -> None:

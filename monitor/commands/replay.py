@@ -27,7 +27,8 @@ def register(sub: Any) -> None:
     p.add_argument("input_dir", type=Path, help="folder with settlements.jsonl, inventory.jsonl, … — or one "
                    "such folder per city: then the national trace tier runs over all of them "
                    "(trace_findings.jsonl) and each city is replayed into OUT/<city>/")
-    p.add_argument("--out", type=Path, required=True, help="folder for alerts/tickets/dlq.jsonl, summary.json")
+    p.add_argument("--out", type=Path, required=True,
+                   help="folder for alerts/tickets/dlq/institution_daily.jsonl, summary.json")
     p.add_argument("--policy", default="ezhou", help="built-in pack name or a pack .toml file (default ezhou)")
     p.add_argument("--as-of", type=as_of_time, default=None,
                    help="advance event time to this instant after the last record, firing due deadlines")

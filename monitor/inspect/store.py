@@ -6,9 +6,9 @@
   ``http(s)://[user[:password]@]host:port[/database]`` — ``ClickHouseStore`` over the tables of
   ``monitor.sinks.clickhouse`` (``alerts``, ``tickets``, ``institution_daily``) plus the registry table
   ``institutions`` (written by the ClickHouse sink from the engine's registry);
-* a folder (``PATH`` or ``file://PATH``) — ``FileStore`` over a replay's ``alerts.jsonl`` and
-  ``tickets.jsonl``; the registry is that folder's ``institutions.jsonl`` or the ``registry`` file given
-  (a replay's input ``institutions.jsonl``).
+* a folder (``PATH`` or ``file://PATH``) — ``FileStore`` over a replay's ``alerts.jsonl``,
+  ``tickets.jsonl`` and ``institution_daily.jsonl`` (newest version per day); the registry is that
+  folder's ``institutions.jsonl`` or the ``registry`` file given (a replay's input ``institutions.jsonl``).
 
 Every store is read-only: it issues ``SELECT`` only (the web pages change nothing; verification flows
 back as findings through ``medins.findings``).
@@ -26,7 +26,7 @@ from typing import Any
 
 from monitor.clock import CST
 from monitor.inspect.model import MemoryStore, RuleTally
-from monitor.outputs import Alert, Summary, Ticket
+from monitor.outputs import Alert, InstitutionDay, Summary, Ticket
 from monitor.records import Institution, parse_value
 
 # ------------------------------------------------------------------------------------------ files
@@ -46,20 +46,36 @@ def read_registry(path: Path) -> list[Institution]:
     return out
 
 
-def _read_models(path: Path, model: type[Alert] | type[Ticket]) -> list[Any]:
+def _read_models(path: Path, model: type[Alert] | type[Ticket] | type[InstitutionDay]) -> list[Any]:
     if not path.exists():
         return []
     with path.open(encoding="utf-8") as fh:
         return [model.model_validate_json(line) for line in fh if line.strip()]
 
 
+def read_daily(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """``institution_daily.jsonl`` as the ClickHouse table reads with ``FINAL``: the newest ``version`` of
+    each institution-day, by institution, oldest day first (columns without ``version``)."""
+    newest: dict[str, InstitutionDay] = {}
+    for item in _read_models(path, InstitutionDay):
+        have = newest.get(item.day_id)
+        if have is None or item.version >= have.version:
+            newest[item.day_id] = item
+    out: dict[str, list[dict[str, Any]]] = {}
+    for item in sorted(newest.values(), key=lambda i: (i.fixmedins_code, i.day)):
+        out.setdefault(item.fixmedins_code, []).append(item.model_dump(exclude={"day_id", "version"}))
+    return out
+
+
 class FileStore(MemoryStore):
-    """A replay output folder (``alerts.jsonl``, ``tickets.jsonl``) read once at open."""
+    """A replay output folder (``alerts.jsonl``, ``tickets.jsonl``, ``institution_daily.jsonl``) read once
+    at open."""
 
     def __init__(self, out_dir: Path, registry: Path | None = None) -> None:
         reg = registry if registry is not None else out_dir / "institutions.jsonl"
         super().__init__(_read_models(out_dir / "alerts.jsonl", Alert),
-                         _read_models(out_dir / "tickets.jsonl", Ticket), read_registry(reg))
+                         _read_models(out_dir / "tickets.jsonl", Ticket), read_registry(reg),
+                         read_daily(out_dir / "institution_daily.jsonl"))
 
 
 # ------------------------------------------------------------------------------------------ ClickHouse

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
-from monitor.outputs import Alert, DeadLetter, Ticket
+from monitor.outputs import Alert, DeadLetter, InstitutionDay, Ticket
 from monitor.sinks.outbox import Entry, Outbox
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ class CaseSystemSink:
         return f"CaseSystemSink({self.url!r})"
 
     # ------------------------------------------------------------------------------------ Sink
-    def write(self, outputs: Sequence[Alert | Ticket], dead: Sequence[DeadLetter]) -> None:
+    def write(self, outputs: Sequence[Alert | Ticket | InstitutionDay], dead: Sequence[DeadLetter]) -> None:
         tickets = [t for t in outputs if isinstance(t, Ticket)]
         if tickets:
             with self._lock:

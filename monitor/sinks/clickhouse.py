@@ -5,7 +5,7 @@ only — embedded chDB (``chdb://PATH``, the default, under ``MONITOR_DATA_DIR``
 Construction (both shells)::
 
     sink = ClickHouseSink(dsn, buffer_dir, password=None, metrics=None)
-    sink.bind(engine)          # attaches the DailyCollector that feeds institution_daily
+    sink.bind(engine)          # the registry the engine saw (the institutions table)
     ... sink.write(outputs, dead); sink.flush(); sink.close()
 
 Settings: ``MONITOR_STORE`` (the DSN; default ``chdb://$MONITOR_DATA_DIR/clickhouse``) and
@@ -25,6 +25,8 @@ Contract
   after ClickHouse accepted their insert; while ClickHouse is down, inserts fail, are counted
   (``monitor_sink_failures_total{sink="clickhouse"}``) and retried on the next batch, flush or restart:
   an outage loses nothing, and a retried insert only re-inserts ids that de-duplicate.
+* ``institution_daily`` rows are the engine's ``InstitutionDay`` outputs (``monitor.detectors.daily``),
+  written like alerts; each (``fixmedins_code``, ``day``) keeps its highest ``version``.
 * **No personal data**: rows carry institution, rule, ticket and record ids; evidence is what the
   detectors put in alerts (pseudonymised by them).
 """
@@ -42,9 +44,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse, urlunparse
 
-from monitor.outputs import Alert, DeadLetter, Ticket
+from monitor.outputs import Alert, DeadLetter, InstitutionDay, Ticket
 from monitor.records import Institution
-from monitor.sinks.daily import DAILY_COLUMNS, DailyCollector
+from monitor.sinks.daily import DAILY_COLUMNS, daily_row
 from monitor.sinks.outbox import Outbox
 
 if TYPE_CHECKING:
@@ -254,7 +256,6 @@ class ClickHouseSink:
         self._client: Any = None
         self._database = DATABASE
         self._pending: list[tuple[str, bool, bytes]] = []  # (key, replace, payload)
-        self.collector: DailyCollector | None = None
         self._registry: Registry | None = None
         self._registry_sent: dict[str, datetime] = {}  # code -> valid_from already buffered
         self.failures = 0
@@ -265,24 +266,20 @@ class ClickHouseSink:
 
     # ------------------------------------------------------------------------------------ Sink
     def bind(self, engine: Engine) -> None:
-        """Attach (or find, after a restore) the engine's institution-day collector."""
-        det = engine.attach(DailyCollector(engine.pack))
-        assert isinstance(det, DailyCollector)
-        if det.fed_by is None:  # the first store bound owns institution_daily; others skip it
-            det.fed_by = self
-            self.collector = det
+        """Read the engine's registry (the ``institutions`` table); nothing is attached to the engine."""
         self._registry = engine.registry
 
-    def write(self, outputs: Sequence[Alert | Ticket], dead: Sequence[DeadLetter]) -> None:
+    def write(self, outputs: Sequence[Alert | Ticket | InstitutionDay], dead: Sequence[DeadLetter]) -> None:
         for item in outputs:
             if isinstance(item, Alert):
                 self._pending.append((f"alerts:{item.alert_id}", False,
                                       pickle.dumps(("alerts", alert_row(item)))))
-            else:
+            elif isinstance(item, Ticket):
                 self._pending.append((f"tickets:{item.ticket_id}", False,
                                       pickle.dumps(("tickets", ticket_row(item)))))
-            if self.collector is not None:
-                self.collector.on_output(item)
+            else:  # the newest version of a day replaces an older one still buffered
+                self._pending.append((f"daily:{item.fixmedins_code}:{item.day.isoformat()}", True,
+                                      pickle.dumps(("institution_daily", daily_row(item)))))
         if len(self._pending) >= self.batch_rows or self._clock() - self._last >= self.max_delay_s:
             self._store()
 
@@ -310,10 +307,6 @@ class ClickHouseSink:
                     self._registry_sent[code] = inst.valid_from
                     self._pending.append((f"institutions:{code}", True,
                                           pickle.dumps(("institutions", institution_row(inst)))))
-        if self.collector is not None:
-            for row in self.collector.take_rows():
-                key = f"daily:{row[0]}:{row[1].isoformat()}"
-                self._pending.append((key, True, pickle.dumps(("institution_daily", row))))
         if self._pending:
             keep = [(k, p) for k, r, p in self._pending if not r]
             newer = [(k, p) for k, r, p in self._pending if r]

@@ -14,8 +14,9 @@ Environment (prefix ``MONITOR_``, same as ``monitor.settings.Settings``):
 =============================  =================================================================
 
 ``build_sinks(settings, registry)`` returns the sinks in the order the shells call them; each one that
-needs the engine has ``bind(engine)`` — call ``bind_all(sinks, engine)`` once the engine exists (after a
-restore too: the institution-day collector is part of the checkpoint).
+needs to read the engine has ``bind(engine)`` — call ``bind_all(sinks, engine)`` once the engine exists
+(after a restore too: the engine is a new object). Sinks attach nothing to the engine and are never
+part of a checkpoint; ``institution_daily`` rows reach them as outputs.
 """
 
 from __future__ import annotations

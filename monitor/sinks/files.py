@@ -1,5 +1,6 @@
-"""JSON-lines files: ``alerts.jsonl``, ``tickets.jsonl``, ``dlq.jsonl`` (design §4), one object a line,
-in emission order. Appends when resuming from a checkpoint, so part 1 + part 2 equal one whole run; a
+"""JSON-lines files: ``alerts.jsonl``, ``tickets.jsonl``, ``dlq.jsonl`` and ``institution_daily.jsonl``
+(design §4; every emitted version of an institution-day, the newest per ``day_id`` is the row), one
+object a line, in emission order. Appends when resuming from a checkpoint, so part 1 + part 2 equal one whole run; a
 resume first cuts each file back to the size the checkpoint covers (``truncate_to``), so what a killed
 run wrote after its last checkpoint is not there twice.
 
@@ -15,9 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from monitor.outputs import Alert, DeadLetter, Ticket
+from monitor.outputs import Alert, DeadLetter, InstitutionDay, Ticket
 
-OUTPUT_NAMES = ("alerts", "tickets", "dlq")
+OUTPUT_NAMES = ("alerts", "tickets", "dlq", "institution_daily")
 
 
 class FileSink:
@@ -38,10 +39,12 @@ class FileSink:
             name: path.open(mode, encoding="utf-8") for name, path in self.paths.items()
         }
 
-    def write(self, outputs: Sequence[Alert | Ticket], dead: Sequence[DeadLetter]) -> None:
-        alerts, tickets, dlq = self._files["alerts"], self._files["tickets"], self._files["dlq"]
+    def write(self, outputs: Sequence[Alert | Ticket | InstitutionDay], dead: Sequence[DeadLetter]) -> None:
+        files = self._files
+        alerts, tickets, dlq, daily = files["alerts"], files["tickets"], files["dlq"], files["institution_daily"]
         for item in outputs:
-            (alerts if isinstance(item, Alert) else tickets).write(item.model_dump_json() + "\n")
+            fh = alerts if isinstance(item, Alert) else tickets if isinstance(item, Ticket) else daily
+            fh.write(item.model_dump_json() + "\n")
         for letter in dead:
             dlq.write(letter.model_dump_json() + "\n")
 

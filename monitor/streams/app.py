@@ -48,7 +48,7 @@ import faust
 from faust.types import TP as FaustTP
 
 from monitor.engine import Engine, Output
-from monitor.outputs import Alert, DeadLetter
+from monitor.outputs import Alert, DeadLetter, InstitutionDay
 from monitor.policy.pack import Pack, load_pack
 from monitor.settings import Settings
 from monitor.sinks import Sink
@@ -261,11 +261,15 @@ class WorkerShell:
 
     # ---------------------------------------------------------------------------------------- outputs
     async def _send(self, outputs: Sequence[Output]) -> None:
+        published = 0
         for item in outputs:
+            if isinstance(item, InstitutionDay):  # institution_daily: the sinks' (ClickHouse), no topic
+                continue
             spec = ALERTS if isinstance(item, Alert) else TICKETS
             self._pending.append(await self.app.producer.send(
                 spec.name, item.fixmedins_code.encode(), item.model_dump_json().encode(), None, None, None))
-        self.outputs += len(outputs)
+            published += 1
+        self.outputs += published
         if outputs:
             self._batch_out.extend(outputs)
             self._dirty = True
@@ -459,7 +463,7 @@ def create_app(settings: Settings, sink_settings: SinkSettings | None = None) ->
     # One registry for our metrics and Faust's sensor, both on the web server's /metrics.
     registry = CollectorRegistry()
     sinks = build_sinks(conf, registry)
-    bind_all(sinks, core.engine)  # after the restore: the institution-day collector is checkpointed
+    bind_all(sinks, core.engine)  # after the restore: the engine the sinks read (registry, metrics tap)
     mount_inspector(app, core.engine.pack, conf)
     setup_prometheus_sensors(app, registry=registry, name_prefix=FAUST_PREFIX)
     shell = WorkerShell(app, settings, core, store, sinks)

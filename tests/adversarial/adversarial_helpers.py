@@ -8,7 +8,7 @@ from typing import Any
 
 from monitor.clock import parse_time
 from monitor.engine import Engine
-from monitor.outputs import Alert
+from monitor.outputs import Alert, Ticket
 from monitor.policy.pack import load_pack
 from monitor.replay import input_files, replay_dir
 from monitor.streams.core import Inbound, ShellCore
@@ -41,5 +41,5 @@ def core_outputs(inp: Path, as_of: str | None) -> tuple[list[dict[str, Any]], li
     if as_of is not None:
         outputs += core.engine.advance(parse_time(as_of))
     alerts = [json.loads(o.model_dump_json()) for o in outputs if isinstance(o, Alert)]
-    tickets = [json.loads(o.model_dump_json()) for o in outputs if not isinstance(o, Alert)]
+    tickets = [json.loads(o.model_dump_json()) for o in outputs if isinstance(o, Ticket)]
     return alerts, tickets, letters

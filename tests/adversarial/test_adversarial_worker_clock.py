@@ -14,7 +14,7 @@ from typing import Any
 
 from monitor.clock import format_time, parse_time
 from monitor.engine import Engine, load_state
-from monitor.outputs import Alert
+from monitor.outputs import Alert, Ticket
 from monitor.policy.pack import load_pack
 from monitor.replay import input_files
 from monitor.streams.core import Inbound, ShellCore
@@ -36,7 +36,7 @@ def _wall_clock_core(inp: Path, wall_clock: datetime, as_of: str) -> tuple[list[
     outputs += core.tick()
     outputs += core.engine.advance(parse_time(as_of))
     alerts = [json.loads(o.model_dump_json()) for o in outputs if isinstance(o, Alert)]
-    tickets = [json.loads(o.model_dump_json()) for o in outputs if not isinstance(o, Alert)]
+    tickets = [json.loads(o.model_dump_json()) for o in outputs if isinstance(o, Ticket)]
     return alerts, tickets, core
 
 
