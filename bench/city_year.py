@@ -192,6 +192,7 @@ def measure(folder: Path, work: Path, backend: str, every: int, kill_day: str, a
     steady = [p for p in points if not p["base"]]
     last = points[-1]
     secs = sorted(p["seconds"] for p in points)
+    cpus = sorted(p["cpu_s"] for p in points)
     return {
         "backend": backend,
         "records": killed["records"],
@@ -202,7 +203,13 @@ def measure(folder: Path, work: Path, backend: str, every: int, kill_day: str, a
         "bytes_per_checkpoint_median": statistics.median(p["bytes"] for p in steady) if steady else None,
         "entries_per_checkpoint_median": statistics.median(p["entries"] for p in steady) if steady else None,
         "store_entries_end": last["store_entries"],
-        "small_state_bytes_end": last["small_state"],
+        "keyed_entries_end": last["keyed_entries"],
+        "keyed_bytes_end": last["keyed_bytes"],
+        "residue_bytes_end": last["residue"],
+        "checkpoint_cpu_p50_s": statistics.median(cpus),
+        "checkpoint_cpu_p99_s": cpus[min(len(cpus) - 1, round(0.99 * (len(cpus) - 1)))],
+        "phases_median_s": {k: statistics.median(p["phases"].get(k, 0.0) for p in points)
+                            for k in ("engine", "tables", "write")},
         "disk_bytes_end": last["disk"],
         "peak_rss_mib": killed["peak_rss_kib"] / 1024,
         "restart_to_first_record_s": restart,
@@ -210,10 +217,11 @@ def measure(folder: Path, work: Path, backend: str, every: int, kill_day: str, a
         "cpu_s": last["cpu"],
         "records_per_cpu_s": last["records"] / last["cpu"] if last["cpu"] else None,
         "kill_at": last["watermark"],
-        "small_state_parts": killed.get("small_state_parts"),
+        "keyed_parts": killed.get("keyed_parts"),
         # bytes against the state: early, middle and late checkpoints (proportional to change, not state)
         "growth": [{"records": p["records"], "bytes": p["bytes"], "store_entries": p["store_entries"],
-                    "small_state": p["small_state"]} for p in steady[:: max(1, len(steady) // 6)]],
+                    "keyed_entries": p["keyed_entries"], "keyed_bytes": p["keyed_bytes"]}
+                   for p in steady[:: max(1, len(steady) // 6)]],
     }
 
 
