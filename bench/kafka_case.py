@@ -142,13 +142,23 @@ def _progress(text: str) -> list[tuple[float, int]]:
     return out
 
 
-def _wait_applied(worker: _Proc, total: int, timeout: float, stall: float = 15.0) -> list[tuple[float, int]]:
-    """Poll the worker's log until it applied ``total`` records (or stalls / dies / times out)."""
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wait_applied(worker: _Proc, total: int, timeout: float, stall: float = 15.0,
+                  cpu: list[tuple[float, int]] | None = None) -> list[tuple[float, int]]:
+    """Poll the worker's log until it applied ``total`` records (or stalls / dies / times out). ``cpu``
+    collects (the worker's CPU seconds, records applied per its log) at each poll."""
     end = time.monotonic() + timeout
     last, last_change = -1, time.monotonic()
     while True:
         prog = _progress(worker.text())
         applied = prog[-1][1] if prog else 0
+        if cpu is not None and worker.alive():
+            cpu.append((_cpu_seconds(worker.proc.pid), applied))
         if applied >= total:
             return prog
         if applied != last:
@@ -173,6 +183,19 @@ def _rate(prog: list[tuple[float, int]]) -> float:
     return (done[1] - first[1]) / (done[0] - first[0])
 
 
+def _cpu_per_record(cpu: list[tuple[float, int]]) -> float:
+    """The worker's CPU µs per record while records flowed: from the last poll that saw none applied to
+    the first that saw the final count (start-up and the idle tail are not counted)."""
+    moving = [(c, n) for c, n in cpu if n > 0]
+    if not moving:
+        return float("nan")
+    first = max((p for p in cpu if p[1] == 0), default=moving[0])
+    done = next(p for p in moving if p[1] == moving[-1][1])
+    if done[1] <= first[1]:
+        return float("nan")
+    return (done[0] - first[0]) / (done[1] - first[1]) * 1e6
+
+
 def worker_rate(info: InputInfo, arrays: int, work: Path) -> dict[str, float]:
     """Load the input, then time ``monitor worker`` over it; also the raw aiokafka baseline on it."""
     broker = _Broker(work)
@@ -182,13 +205,14 @@ def worker_rate(info: InputInfo, arrays: int, work: Path) -> dict[str, float]:
         stats = produce_dir(info.folder, _settings(broker, data_dir), arrays=arrays)
         worker = _Proc([sys.executable, "-m", "monitor.cli", "worker", "--loglevel", "info"], work / "worker.log",
                        _env(broker, data_dir))
-        prog = _wait_applied(worker, stats.records, timeout=600)
+        cpu: list[tuple[float, int]] = []
+        prog = _wait_applied(worker, stats.records, timeout=600, cpu=cpu)
         applied = prog[-1][1] if prog else 0
         worker.stop()
         worker = None
         raw = asyncio.run(_raw_consumer(broker.url, stats.records))
         return {"rate": _rate(prog), "records": float(stats.records), "messages": float(stats.messages),
-                "applied": float(applied), "raw_rate": raw}
+                "applied": float(applied), "raw_rate": raw, "cpu_us": _cpu_per_record(cpu)}
     finally:
         if worker is not None:
             worker.stop()
@@ -357,6 +381,10 @@ def run(data: Path, kafka_records: int, runs: int, log: Log) -> list[Row]:
         Row("kafka", f"worker, arrays of {ARRAY_SIZE}", "records/s", [r["rate"] for r in arrays],
             baseline="raw aiokafka + parse", baseline_median=statistics.median(r["raw_rate"] for r in arrays),
             target=WORKER_TARGET_ARRAYS, note=f"{big.records:,} records", extra={"runs": arrays}),
+        Row("kafka", "worker CPU per record, one record per message", "µs/record", [r["cpu_us"] for r in single],
+            higher_is_better=False, note="the worker process's user+system CPU while records flowed"),
+        Row("kafka", f"worker CPU per record, arrays of {ARRAY_SIZE}", "µs/record", [r["cpu_us"] for r in arrays],
+            higher_is_better=False, note="the worker process's user+system CPU while records flowed"),
         Row("kafka", "raw aiokafka consumer + parse (one record per message)", "records/s",
             [r["raw_rate"] for r in single], note="baseline: ceiling"),
         Row("kafka", f"raw aiokafka consumer + parse (arrays of {ARRAY_SIZE})", "records/s",
