@@ -55,6 +55,7 @@ ARRAY_SIZE = 100
 LIVE_RATE = 1000.0  # records/s produced during the latency run: below capacity here, ~10³× a city's average
 LIVE_RECORDS = 12_000  # records produced live (≈ 12 s at LIVE_RATE)
 REGISTRY = ("institutions", "drugs")
+_ASSIGNED = "Setting newly assigned partitions"  # aiokafka's log line: the worker starts fetching
 _APPLIED = re.compile(r"^\[?(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+)\]? .*applied (\d+) records")
 
 Log = Callable[[str], None]
@@ -149,16 +150,17 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _wait_applied(worker: _Proc, total: int, timeout: float, stall: float = 15.0,
-                  cpu: list[tuple[float, int]] | None = None) -> list[tuple[float, int]]:
+                  cpu: list[tuple[float, int, bool]] | None = None) -> list[tuple[float, int]]:
     """Poll the worker's log until it applied ``total`` records (or stalls / dies / times out). ``cpu``
-    collects (the worker's CPU seconds, records applied per its log) at each poll."""
+    collects (the worker's CPU seconds, records applied per its log, partitions assigned yet) per poll."""
     end = time.monotonic() + timeout
     last, last_change = -1, time.monotonic()
     while True:
-        prog = _progress(worker.text())
+        text = worker.text()
+        prog = _progress(text)
         applied = prog[-1][1] if prog else 0
         if cpu is not None and worker.alive():
-            cpu.append((_cpu_seconds(worker.proc.pid), applied))
+            cpu.append((_cpu_seconds(worker.proc.pid), applied, _ASSIGNED in text))
         if applied >= total:
             return prog
         if applied != last:
@@ -183,16 +185,17 @@ def _rate(prog: list[tuple[float, int]]) -> float:
     return (done[1] - first[1]) / (done[0] - first[0])
 
 
-def _cpu_per_record(cpu: list[tuple[float, int]]) -> float:
-    """The worker's CPU µs per record while records flowed: from the last poll that saw none applied to
-    the first that saw the final count (start-up and the idle tail are not counted)."""
-    moving = [(c, n) for c, n in cpu if n > 0]
-    if not moving:
+def _cpu_per_record(cpu: list[tuple[float, int, bool]]) -> float:
+    """The worker's CPU µs per record: from the first poll after its partitions were assigned (imports,
+    the restore and the group join are not counted; fetching starts then) to the first poll that saw the
+    final count (the idle tail is not counted). The input is loaded before the worker starts, and the
+    merge holds records until every partition is fetched, so the log's count jumps late: counting from
+    the first applied record would miss the fetch and the parse."""
+    started = [p for p in cpu if p[2]]
+    if not started or started[-1][1] <= 0:
         return float("nan")
-    first = max((p for p in cpu if p[1] == 0), default=moving[0])
-    done = next(p for p in moving if p[1] == moving[-1][1])
-    if done[1] <= first[1]:
-        return float("nan")
+    first = started[0]
+    done = next(p for p in started if p[1] == started[-1][1])
     return (done[0] - first[0]) / (done[1] - first[1]) * 1e6
 
 
@@ -205,7 +208,7 @@ def worker_rate(info: InputInfo, arrays: int, work: Path) -> dict[str, float]:
         stats = produce_dir(info.folder, _settings(broker, data_dir), arrays=arrays)
         worker = _Proc([sys.executable, "-m", "monitor.cli", "worker", "--loglevel", "info"], work / "worker.log",
                        _env(broker, data_dir))
-        cpu: list[tuple[float, int]] = []
+        cpu: list[tuple[float, int, bool]] = []
         prog = _wait_applied(worker, stats.records, timeout=600, cpu=cpu)
         applied = prog[-1][1] if prog else 0
         worker.stop()
