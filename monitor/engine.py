@@ -33,6 +33,7 @@ import bisect
 import hashlib
 import heapq
 import hmac
+import operator
 import pickle
 from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Iterable, Sequence
@@ -41,7 +42,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar
 
-from monitor.clock import Watermark, add_years, business_date
+from monitor.clock import CST, Watermark, add_years, business_date, day_end
 from monitor.contract import (
     DayFact,
     Delivery,
@@ -76,6 +77,36 @@ _EPOCH_ORDINAL = STATE_EPOCH.date().toordinal()
 EMITTED_MEMORY_DAYS = 1127
 
 Output = Alert | Ticket | InstitutionDay
+
+#: What the per-record path needs to know of a record's class: business records go to the rules; the
+#: others change the registry (never move time) or feed the ledger (``_admit``).
+_BUSINESS, _FINDING, _INSTITUTION, _DRUG = 0, 1, 2, 3
+_KIND: dict[type, int] = {}
+#: Before any instant a record can carry (the business dates of ``monitor.records`` start in 1990).
+_LONG_AGO = datetime(1900, 1, 1, tzinfo=CST)
+_NO_DUE = _LONG_AGO
+#: The order of a batch's findings: (delivery, phase, timer due, rule's place, rule's step).
+_PLACE = operator.itemgetter(0, 1, 2, 3, 4)
+
+
+def _kind(rec: object) -> int:
+    kind = (_INSTITUTION if isinstance(rec, Institution) else _DRUG if isinstance(rec, Drug)
+            else _FINDING if isinstance(rec, Finding) else _BUSINESS)
+    _KIND[type(rec)] = kind
+    return kind
+
+
+class _Run:
+    """One batch being built by ``Engine.process_batch`` (transient: never outlives the call)."""
+
+    __slots__ = ("batched", "contexts", "deliveries", "placed", "singles", "stream")
+
+    def __init__(self, stream: str, plan: tuple[tuple[tuple[int, Detector | Rule], ...],
+                                               tuple[tuple[int, Rule], ...], dict[int, RuleContext]]) -> None:
+        self.stream = stream
+        self.singles, self.batched, self.contexts = plan
+        self.deliveries: list[Delivery] = []
+        self.placed: list[tuple[int, int, datetime, int, int, RuleFinding]] = []
 
 
 class Registry:
@@ -363,6 +394,27 @@ class Engine:
         for det in self.detectors:
             if isinstance(det, Rule):
                 self._rule_ctx[det.name] = self._rule_context(det, registry, sanctions)
+        self._plan_batches()
+        #: stream → (rule, its RuleContext or None for a legacy detector), in ``DETECTORS`` order
+        self._calls: dict[str, tuple[tuple[Any, RuleContext | None], ...]] = {
+            stream: tuple((det, self._rule_ctx.get(det.name)) for det in routed)
+            for stream, routed in self._routes.items()}
+        #: the instant the business day of the last expiry ends (``_fire_due`` expires the store then)
+        self._prune_at = day_end(self._last_prune) if self._last_prune is not None else _LONG_AGO
+
+    def _plan_batches(self) -> None:
+        """Per stream with batch rules (rules overriding ``on_batch``): who takes the batch whole and
+        who takes it record by record, each with its place in ``DETECTORS`` (transient)."""
+        self._batch_plans: dict[str, tuple[tuple[tuple[int, Detector | Rule], ...], tuple[tuple[int, Rule], ...],
+                                           dict[int, RuleContext]]] = {}
+        for stream, routed in self._routes.items():
+            batched = tuple((rank, det) for rank, det in enumerate(routed)
+                            if isinstance(det, Rule) and type(det).on_batch is not Rule.on_batch)
+            if batched:
+                singles = tuple((rank, det) for rank, det in enumerate(routed) if det not in {d for _, d in batched})
+                self._batch_plans[stream] = (singles, batched,
+                                             {rank: self._rule_ctx[det.name] for rank, det in batched})
+        self._batch_streams = frozenset(self._batch_plans)
 
     def _rule_context(self, rule: Rule, registry: RegistryView, sanctions: SanctionView) -> RuleContext:
         ctx = self.ctx
@@ -469,8 +521,6 @@ class Engine:
         if now is None:
             return
         heap = self.timers._heap
-        # Runs twice per record and almost never finds a timer due: test the heap head inline before
-        # entering the pop loop (bench/: this was the engine's own largest per-record cost).
         while heap and heap[0][0] <= now and (item := self.timers.pop_due(now)) is not None:
             due, owner, key = item
             self.firing_at = due
@@ -482,10 +532,18 @@ class Engine:
                     self.apply(self._call(self._by_name[owner], "on_timer", key))
             finally:
                 self.firing_at = None
-        today = business_date(now)
-        if self._last_prune != today:
-            self._last_prune = today
-            self.state.expire(now)  # event-time TTL of every table (dedup, emitted ids, trace codes, …)
+        if now >= self._prune_at:
+            today = business_date(now)
+            if self._last_prune != today:
+                self._last_prune = today
+                self.state.expire(now)  # event-time TTL of every table (dedup, emitted ids, trace codes, …)
+            self._prune_at = day_end(today)
+
+    def _due(self, now: datetime) -> bool:
+        """Whether ``_fire_due`` at ``now`` has anything to do: a timer due, or a new business day (the
+        store's expiry). One comparison or two instead of a call: the per-record path asks twice."""
+        heap = self.timers._heap
+        return bool(heap and heap[0][0] <= now) or now >= self._prune_at
 
     def close_days(self) -> list[Output]:
         """The input ended (a replay not to be continued): emit every institution-day changed since its
@@ -504,31 +562,44 @@ class Engine:
         """Steps 1–3 of ``process`` up to the rules: time, de-duplication, registry, ledger findings.
         Returns the record's arrival for the rules, or None when it goes no further (a duplicate, or
         no time at all yet)."""
+        kind = _KIND.get(type(rec))
+        if kind is None:
+            kind = _kind(rec)
         stream = rec.STREAM
         btime = rec.business_time
-        when = arrival or rec.arrival_time
-        registry = isinstance(rec, (Institution, Drug))
-        if registry and when is not None and self.watermark.value is not None:
-            when = min(when, self.watermark.value)  # a registry upload (a future valid_from) never moves time
-        elif when is not None and not registry:
-            self.watermark.observe(when)
-            self._fire_due()
+        inf = rec.inf_time
+        when = arrival or (inf if inf is not None else btime)  # ``arrival_time``, without the property call
+        watermark = self.watermark
+        if kind >= _INSTITUTION:  # a registry upload (a future valid_from) never moves time
+            if when is not None and watermark.value is not None:
+                when = min(when, watermark.value)
+        elif when is not None:
+            now = watermark.value
+            if now is None or when > now:
+                watermark.value = now = when
+            if self._due(now):
+                self._fire_due()
         self.stats.records[stream] += 1
         key = rec.dedup_key()
         if key is not None:
-            day = business_date(btime if btime is not None else (when or self.ctx.now))
-            if self.dedup.seen(key, day):
+            moment = btime if btime is not None else (when or self.ctx.now)
+            if self.dedup.seen(key, moment.date() if moment.tzinfo is CST else business_date(moment)):
                 self.stats.duplicates[stream] += 1
                 return None
         if when is None:
-            when = self.watermark.value
-        if btime is not None and rec.inf_time is not None and btime > rec.inf_time:
+            when = watermark.value
+        if btime is not None and inf is not None and btime > inf:
             self.stats.quality[f"{stream}.business_time_after_upload"] += 1
-        if isinstance(rec, Institution):
+        if kind == _BUSINESS:
+            return when
+        if kind == _INSTITUTION:
+            assert isinstance(rec, Institution)
             self.registry.upsert_institution(rec)
-        elif isinstance(rec, Drug):
+        elif kind == _DRUG:
+            assert isinstance(rec, Drug)
             self.registry.drugs[rec.med_list_codg] = rec
-        elif isinstance(rec, Finding) and when is not None:
+        elif when is not None:
+            assert isinstance(rec, Finding)
             for ticket in self.ledger.on_finding(rec, when, self.ctx):  # ledger state model (#12)
                 self.emit(ticket)
         return when
@@ -536,20 +607,40 @@ class Engine:
     def process(self, rec: Record, arrival: datetime | None = None) -> list[Output]:
         """Handle one record (a batch of one). ``arrival`` overrides the record's own (e.g. the Kafka
         timestamp)."""
-        when = self._admit(rec, arrival)
-        if when is not None:
-            known = rec.inf_time is not None or arrival is not None
-            routed = self._routes.get(rec.STREAM)
-            if routed:
-                # contract steps 1–2: every rule sees the record before any finding of it is applied
-                results = [self._record_call(det, rec, when, known) for det in routed]
-                for found in results:
-                    if found:
-                        self.apply(found)
-            self._fire_due()
+        self._step(rec, arrival)
         return self._drain()
 
+    def _step(self, rec: Record, arrival: datetime | None) -> None:
+        """``process`` without the drain: admit, every subscribed rule's ``on_record``, their findings
+        applied rule by rule (contract steps 1–2), then the timers the record made due."""
+        when = self._admit(rec, arrival)
+        if when is None:
+            return
+        calls = self._calls.get(rec.STREAM)
+        if calls:
+            known = arrival is not None or rec.inf_time is not None
+            # contract steps 1–2: every rule sees the record before any finding of it is applied
+            results: list[Findings] | None = None
+            for det, rctx in calls:
+                if rctx is None or not known:
+                    found = self._record_call(det, rec, when, known)
+                else:
+                    found = det.on_record(rec, when, rctx)
+                if found:
+                    if results is None:
+                        results = [found]
+                    else:
+                        results.append(found)
+            if results is not None:
+                for found in results:
+                    self.apply(found)
+        now = self.watermark.value
+        if now is not None and self._due(now):
+            self._fire_due()
+
     def _record_call(self, det: Detector | Rule, rec: Record, when: datetime, known: bool) -> Findings:
+        """One record to one rule: a ``Rule``'s ``on_record`` (also for a rule with a batch path: a batch
+        of one is its reference, not worth a batch's setup), a legacy ``Detector`` through ``_call``."""
         rctx = self._rule_ctx.get(det.name)
         if rctx is None:  # legacy detector
             self.ctx.upload_time_known = known
@@ -558,8 +649,9 @@ class Engine:
             finally:
                 self.ctx.upload_time_known = True
         assert isinstance(det, Rule)
-        # a batch of one: on_record, which a rule that overrides on_batch keeps as its one-by-one reference
-        rctx.upload_time_known = known
+        if known:
+            return det.on_record(rec, when, rctx)
+        rctx.upload_time_known = False
         try:
             return det.on_record(rec, when, rctx)
         finally:
@@ -567,59 +659,95 @@ class Engine:
 
     def process_batch(self, records: Sequence[Record], arrivals: Sequence[datetime | None] | None = None,
                       ) -> list[Output]:
-        """Handle records in arrival order, with batches for the rules that take them
-        (``monitor.contract``: a rule that overrides ``on_batch``). Every other rule gets the records one
-        by one exactly as from ``process``, timers interleaved. A batch rule gets the consecutive records
-        of one stream up to the next timer instant known when the batch started (a registry or findings
-        record, another stream, or an arrival at/after the next due timer ends it); its findings are
-        applied when the batch ends, after the findings of the other rules for those records — the only
-        difference from ``process``, and why output order may differ (the set does not)."""
-        out: list[Output] = []
-        batch: list[Delivery] = []
-        stream: str | None = None
-        batch_rules: list[Rule] = []
+        """Handle ``records`` in arrival order (``arrivals[i]`` overrides record i's own, as in
+        ``process``); the same outputs, in the same order, as ``process`` one by one.
 
-        def flush() -> None:
-            if batch and stream is not None:
-                results = [self._batch_call(rule, stream, batch) for rule in batch_rules]
-                batch.clear()
-                for found in results:
-                    if found:
-                        self.apply(found)
-                self._fire_due()
-
+        A stream none of whose rules overrides ``on_batch`` (``monitor.contract``) takes the per-record
+        path in one tight loop. On a stream with batch rules, consecutive records of that stream form a
+        batch up to the next timer instant (a registry or findings record, another stream, an arrival at
+        or after the next due timer, or a timer a record made due ends it; a new business day's expiry
+        of the store happens when the record that starts it is admitted, as one by one): the
+        batch rules get it whole (``on_batch``), the other rules record by record as always, and every
+        finding of the batch is applied when it ends, merged into the one-by-one order by the position
+        the rules give them (``Placed``: the delivery, before/with/after it, the rule's place in
+        ``DETECTORS``). Rules see the ledger and the registry as they were before the batch."""
+        step = self._step
+        batch_streams = self._batch_streams
+        if not batch_streams:
+            if arrivals is None:
+                for rec in records:
+                    step(rec, None)
+            else:
+                for rec, arrival in zip(records, arrivals, strict=True):
+                    step(rec, arrival)
+            return self._drain()
+        run: _Run | None = None
         for i, rec in enumerate(records):
             arrival = arrivals[i] if arrivals is not None else None
-            when = arrival or rec.arrival_time
-            due = self.timers.next_due()
-            business = not isinstance(rec, (Institution, Drug, Finding))
-            if (batch and (not business or rec.STREAM != stream
-                           or (when is not None and due is not None and when >= due))):
-                flush()
             stream = rec.STREAM
-            admitted = self._admit(rec, arrival)
-            if admitted is not None:
-                known = rec.inf_time is not None or arrival is not None
-                routed = self._routes.get(stream, ())
-                batch_rules = [d for d in routed if isinstance(d, Rule) and business
-                               and type(d).on_batch is not Rule.on_batch]
-                if batch_rules:
-                    assert self.watermark.value is not None
-                    batch.append(Delivery(rec, admitted, known, self.watermark.value))
-                results = [self._record_call(det, rec, admitted, known) for det in routed if det not in batch_rules]
-                for found in results:
-                    if found:
-                        self.apply(found)
-                self._fire_due()
-            out.extend(self._drain())
-        flush()
-        out.extend(self._drain())
-        return out
+            if run is not None:
+                when = arrival or rec.arrival_time
+                heap = self.timers._heap
+                if stream != run.stream or (when is not None and heap and heap[0][0] <= when):
+                    self._flush(run)
+                    run = None
+            if stream not in batch_streams or _KIND.get(type(rec), _BUSINESS) != _BUSINESS:
+                step(rec, arrival)
+                continue
+            if run is None:
+                run = _Run(stream, self._batch_plans[stream])
+            self._batched(run, rec, arrival)
+            heap = self.timers._heap
+            now = self.watermark.value
+            if heap and now is not None and heap[0][0] <= now:  # a rule made a timer due at once: it fires now
+                self._flush(run)
+                run = None
+        if run is not None:
+            self._flush(run)
+        return self._drain()
 
-    def _batch_call(self, rule: Rule, stream: str, batch: Sequence[Delivery]) -> Findings:
-        """A batch rule's findings in their one-by-one order (``Placed`` unwrapped)."""
-        found = rule.on_batch(stream, batch, self._rule_ctx[rule.name])
-        return [f.finding if isinstance(f, Placed) else f for f in found]
+    def _batched(self, run: _Run, rec: Record, arrival: datetime | None) -> None:
+        """One record of a batch: admitted now; the batch rules get it at the flush, the others now
+        (their findings kept, placed, for the flush)."""
+        when = self._admit(rec, arrival)
+        if when is None:
+            return
+        known = arrival is not None or rec.inf_time is not None
+        now = self.watermark.value
+        assert now is not None
+        at = len(run.deliveries)
+        run.deliveries.append(Delivery(rec, when, known, now))
+        for rank, det in run.singles:
+            found = self._record_call(det, rec, when, known)
+            if found:
+                run.placed.extend((at, 1, _NO_DUE, rank, 0, f) for f in found)
+
+    def _flush(self, run: _Run) -> None:
+        """End a batch: the batch rules' ``on_batch``, then every finding of the batch applied in the
+        one-by-one order, one ``apply`` per (delivery, phase, rule, step) as one by one, then the timers."""
+        if run.deliveries:
+            last = len(run.deliveries) - 1
+            placed = run.placed
+            for rank, rule in run.batched:
+                for f in rule.on_batch(run.stream, run.deliveries, run.contexts[rank]):
+                    if type(f) is Placed:
+                        placed.append((f.at, f.phase, f.due or _NO_DUE, rank, f.step, f.finding))
+                    else:  # an unplaced finding: after the batch's last record
+                        placed.append((last, 2, _NO_DUE, rank, 0, f))  # type: ignore[arg-type]
+            if placed:
+                placed.sort(key=_PLACE)
+                group: Findings = []
+                at_key = _PLACE(placed[0])
+                for entry in placed:
+                    k = _PLACE(entry)
+                    if k != at_key:
+                        self.apply(group)
+                        group, at_key = [], k
+                    group.append(entry[5])
+                self.apply(group)
+        now = self.watermark.value
+        if now is not None:
+            self._fire_due()
 
     def attach(self, det: Detector | Rule) -> Detector | Rule:
         """Add a pure observer at run time (tests, tools): it sees de-duplicated records like a detector
@@ -638,6 +766,9 @@ class Engine:
         if isinstance(det, Rule):
             self._rule_ctx[det.name] = self._rule_context(det, RegistryView(self.registry),
                                                           SanctionView(self.ledger))
+        self._plan_batches()
+        self._calls = {stream: tuple((d, self._rule_ctx.get(d.name)) for d in routed)
+                       for stream, routed in self._routes.items()}
         return det
 
     def process_many(self, records: Iterable[Record]) -> list[Output]:
@@ -700,6 +831,8 @@ class Engine:
         state.pop("state", None)  # the store is checkpointed by itself (deltas); tables pickle by name
         state.pop("_rule_ctx", None)
         state.pop("_fact_observers", None)
+        for transient in ("_batch_plans", "_batch_streams", "_calls", "_prune_at"):
+            state.pop(transient, None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

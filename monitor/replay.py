@@ -55,6 +55,7 @@ from monitor.nhsa import UPLOADS
 from monitor.nhsa import advance as nhsa_advance
 from monitor.nhsa import apply as nhsa_apply
 from monitor.nhsa.items import Pending
+from monitor.nhsa.join import plain as nhsa_plain
 from monitor.nhsa.join import take_rejected
 from monitor.outputs import DeadLetter
 from monitor.policy.pack import Pack
@@ -80,6 +81,8 @@ class _Item:
 
 #: Lines of its own file a line's arrival is checked against (files are written in upload order).
 LOOKAHEAD = 8
+#: Records handed to ``Engine.process_batch`` at most at once (the engine ends batches at timers itself).
+RUN_RECORDS = 1024
 
 
 def _parse_lines(path: Path, order: int, quarantine: Quarantine | None = None,
@@ -88,7 +91,7 @@ def _parse_lines(path: Path, order: int, quarantine: Quarantine | None = None,
     with path.open("rb") as fh:
         for line_no, raw_line in enumerate(fh, start=1):
             raw = raw_line.rstrip(b"\r\n")
-            if not raw.strip():
+            if not raw or raw.isspace():  # (``not raw.strip()`` without copying the line)
                 continue
             copy: ValueCopy | None = None  # one bounded copy per line, shared by its dead letters
             for parsed in decode(stream, raw):
@@ -120,10 +123,13 @@ def _read_stream(path: Path, order: int, max_skew: timedelta, quarantine: Quaran
         nonlocal last
         if item.arrival == _EARLIEST:
             item.arrival = last
-        else:
-            later = [p.arrival for p in pending if p.arrival != _EARLIEST]
-            if later and ahead_of_transport(item.arrival, min(later), max_skew):
-                item.arrival, item.skewed = max(min(later), last), True
+        elif pending:
+            lo = min(map(_ARRIVAL, pending))
+            if lo == _EARLIEST:  # a line without time among them: the earliest of those with one
+                later = [p.arrival for p in pending if p.arrival != _EARLIEST]
+                lo = min(later) if later else None
+            if lo is not None and ahead_of_transport(item.arrival, lo, max_skew):
+                item.arrival, item.skewed = max(lo, last), True
         last = max(last, item.arrival)
         return item
 
@@ -139,6 +145,7 @@ def _read_stream(path: Path, order: int, max_skew: timedelta, quarantine: Quaran
         yield settle(pending.popleft())
 
 
+_ARRIVAL = operator.attrgetter("arrival")
 #: ``intake.arrival_key(arrival, file rank, line)`` of an item, read as one C call (bench/).
 _MERGE_KEY = operator.attrgetter("arrival", "order", "line")
 assert _MERGE_KEY(_Item(_EARLIEST, 1, 2, None, None)) == arrival_key(_EARLIEST, 1, 2)
@@ -179,8 +186,11 @@ class _Progress:
         self.n = 0
 
     def tick(self, engine: Engine) -> None:
-        self.n += 1
-        if self.enabled and self.n % 20000 == 0:
+        self.count(engine, 1)
+
+    def count(self, engine: Engine, n: int) -> None:
+        before, self.n = self.n, self.n + n
+        if self.enabled and before // 20000 != self.n // 20000:
             wm = engine.watermark.value
             sys.stderr.write(f"\r{self.n:>10,} records  event time {wm:%Y-%m-%d %H:%M}  "
                              f"alerts {sum(engine.stats.alerts.values()):,}  "
@@ -240,6 +250,33 @@ def run_replay(
             total += len(out)
             out, letters = [], []
 
+    # Records the engine takes as they are (``nhsa.join.plain``) wait in a run that goes to
+    # ``Engine.process_batch`` whole (the same outputs in the same order as one by one); anything else
+    # — a join item, a 3507, the trace tier's findings, the end — first lets the run go.
+    run: list[Record] = []
+    arrivals: list[datetime | None] = []
+
+    def let_go() -> None:
+        nonlocal run, arrivals
+        if run:
+            out.extend(engine.process_batch(run, arrivals))
+            bar.count(engine, len(run))
+            run, arrivals = [], []
+
+    def take(rec: Record | Pending, arrival: datetime | None, line: int) -> None:
+        if nhsa_plain(engine, rec, arrival):
+            run.append(rec)  # type: ignore[arg-type]
+            arrivals.append(arrival)
+            if len(run) >= RUN_RECORDS:
+                let_go()
+            return
+        let_go()
+        out.extend(nhsa_apply(engine, rec, arrival))
+        for raw, reason in take_rejected(engine):  # a 3507 naming no movement seen (nhsa.join.retract)
+            letters.append(dead_letter(rec.STREAM, raw, reason, line=line))
+            dead[rec.STREAM] += 1
+        bar.tick(engine)
+
     def apply(released: list[Released[_Item]]) -> None:
         for rel in released:
             item = rel.item
@@ -247,20 +284,18 @@ def run_replay(
             assert rec is not None
             if item.skewed or rel.skewed:
                 quality[f"{rec.STREAM}.clock_skew"] += 1
-                out.extend(nhsa_apply(engine, rec, rel.arrival))
+                take(rec, rel.arrival, item.line)
             else:
-                out.extend(nhsa_apply(engine, rec, None))
-            for raw, reason in take_rejected(engine):  # a 3507 naming no movement seen (nhsa.join.retract)
-                letters.append(dead_letter(rec.STREAM, raw, reason, line=item.line))
-                dead[rec.STREAM] += 1
-            bar.tick(engine)
+                take(rec, None, item.line)
 
     pending = next(interleave, None) if interleave is not None else None
     try:
         for item in merged:
-            while pending is not None and pending[0] <= item.arrival:
-                out.extend(pending[1]())
-                pending = next(interleave, None) if interleave is not None else None
+            if pending is not None and pending[0] <= item.arrival:
+                let_go()
+                while pending is not None and pending[0] <= item.arrival:
+                    out.extend(pending[1]())
+                    pending = next(interleave, None) if interleave is not None else None
             if item.letter is not None:
                 letters.append(item.letter)
                 dead[item.letter.source] += 1
@@ -268,14 +303,14 @@ def run_replay(
                 rec = item.record
                 assert rec is not None
                 if rec.STREAM in REGISTRY_STREAMS:  # never held, never moves time (engine contract)
-                    out.extend(nhsa_apply(engine, rec, None))
-                    bar.tick(engine)
+                    take(rec, None, item.line)
                 else:
                     apply(clock.offer(item, item.arrival, claim_source(rec)))
             if len(out) + len(letters) >= batch:
                 flush_batch()
         if as_of is not None or not keep_held:
             apply(clock.close(as_of))
+        let_go()
         while pending is not None and (as_of is None or pending[0] <= as_of):
             out.extend(pending[1]())
             pending = next(interleave, None) if interleave is not None else None

@@ -49,6 +49,7 @@ from monitor.records import (
     _ADAPTERS as ADAPTERS,
 )
 from monitor.records import (
+    _LEAN,
     DATE_ONLY_COUNTS,
     MAX_VALUE_BYTES,
     DrugDetail,
@@ -192,16 +193,21 @@ class Codec:
     # ------------------------------------------------------------------------------------------ entry
     def decode(self, stream: str | None, raw: bytes, quality: dict[str, int]) -> list[Item]:
         """See the module docstring. Never raises for bad data."""
-        if stream is not None and raw.rstrip()[-2:] != b"}}":
+        if stream is not None and (raw[-2:] if raw[-1:] == b"}" else raw.rstrip()[-2:]) != b"}}":
             # Fast path: a valid flat record without upper-case keys or embedded codes is what it says.
             # (A value ending in "}}" closes a nested node: an envelope's input/output — no flat record of
             # design §3 ends with an object — and skips the flat parse, whose failure costs ~150 µs.)
-            sink = DATE_ONLY_COUNTS
-            sink.target = (quality, stream)
-            try:
-                parsed = parse_value(stream, raw)
-            finally:
-                sink.target = None
+            # The lean decode first (``records.parse_value``'s own first step): it reads no date-only
+            # time, so only the models' path needs the date-only counter set around it.
+            lean = _LEAN.get(stream)
+            parsed = lean.decode(raw) if lean is not None and len(raw) <= MAX_VALUE_BYTES else None
+            if parsed is None:
+                sink = DATE_ONLY_COUNTS
+                sink.target = (quality, stream)
+                try:
+                    parsed = parse_value(stream, raw)
+                finally:
+                    sink.target = None
             if (type(parsed[0]) is not InvalidRecord if len(parsed) == 1
                     else all(type(p) is not InvalidRecord for p in parsed)):
                 if _UPPER_KEY.search(raw) is None and (stream != "inventory" or _TRACE_HINT not in raw):

@@ -26,6 +26,7 @@ Contract
 from __future__ import annotations
 
 import heapq
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -275,6 +276,43 @@ def apply(engine: Engine, item: Record | FeeLines | EnvelopeSettlement | Revocat
         out.extend(engine.process(item, arrival))
         return out
     return state(engine).offer(engine, item, arrival)
+
+
+def plain(engine: Engine, item: object, arrival: datetime | None = None) -> bool:
+    """Whether ``apply(engine, item, arrival)`` is just ``engine.process(item, arrival)``: a record (no
+    join item) while no join window is due by its arrival. Such items may go to ``Engine.process_batch``
+    together; the join's state changes only through the other items, so the answer holds until one
+    of them is applied."""
+    if isinstance(item, _JOIN_TYPES):
+        return False
+    join = engine.__dict__.get(STATE_KEY)
+    if join is None or not join.heap:
+        return True
+    when = arrival or item.arrival_time  # type: ignore[attr-defined]
+    return when is not None and join.heap[0][0] > when
+
+
+_JOIN_TYPES = (FeeLines, EnvelopeSettlement, Revocation, Retraction)
+
+
+def apply_batch(engine: Engine, items: Sequence[tuple[Any, datetime | None]]) -> list[Output]:
+    """``apply`` of each ``(item, arrival)`` in order, the runs of ``plain`` records through
+    ``Engine.process_batch`` (the same outputs in the same order as one by one)."""
+    out: list[Output] = []
+    records: list[Record] = []
+    arrivals: list[datetime | None] = []
+    for item, arrival in items:
+        if plain(engine, item, arrival):
+            records.append(item)
+            arrivals.append(arrival)
+            continue
+        if records:
+            out.extend(engine.process_batch(records, arrivals))
+            records, arrivals = [], []
+        out.extend(apply(engine, item, arrival))
+    if records:
+        out.extend(engine.process_batch(records, arrivals))
+    return out
 
 
 def advance(engine: Engine, now: datetime) -> list[Output]:
