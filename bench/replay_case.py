@@ -9,10 +9,11 @@ load does not count against it. The wall-clock rate is kept in the JSON facts (`
   and ``summary.json``) and divides the input records by the wall time.
 * ``baseline_rate`` is the ceiling for our own code: a bare loop that reads the same files and parses
   every line with the same models (``parse_value``), keeping the last record per institution in a dict.
-* ``stages`` splits one instrumented run into parse (read + ``parse_value``), intake (arrival-order merge
-  and event clock), detect
-  (``Engine.process``/``advance`` without the ledger: dedup, timers, detectors, building alerts), ledger
-  (``Ledger.on_trigger``/``on_timer``) and output (serialising and writing the JSONL files).
+* ``stages`` splits one instrumented run into parse (read + the shells' decoder, ``monitor.intake``),
+  intake (arrival-order merge and event clock), detect (``Engine.process_batch``/``advance`` over the
+  replay's runs, without the ledger: admission, dedup, timers, rules, applying findings), ledger
+  (``Ledger.on_trigger``/``on_timer``) and output (serialising and writing the JSONL files); detect is
+  split further by rule (``det:NAME``) and the engine's own rest (``det:(engine)``).
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ from typing import Any
 
 from bench.gen import InputInfo
 from monitor.clock import CST
+from monitor.contract import Rule
 from monitor.engine import Engine, Output
+from monitor.intake import decoder
 from monitor.policy.pack import load_pack
 from monitor.records import InvalidRecord, Record, parse_value
-from monitor.replay import input_files, new_clock, replay_dir
+from monitor.replay import RUN_RECORDS, input_files, new_clock, replay_dir
 from monitor.sinks.files import FileSink
 
 #: Catalogue records without any time come first (as in the replay shell).
@@ -97,21 +100,26 @@ def baseline_rate(info: InputInfo, parse: Callable[[str, bytes], list[Any]] = pa
 
 def stages(info: InputInfo) -> dict[str, float]:
     """CPU seconds per stage in one instrumented run (see the module docstring), plus ``det:NAME`` —
-    the share of detect spent in each detector's ``on_record``/``on_timer`` (CPU time of the calls)."""
+    the share of detect spent in each rule's ``on_record``/``on_batch``/``on_timer`` (CPU time of the
+    calls) — and ``det:(engine)``, the rest of detect: admission (time, de-duplication, registry),
+    dispatch, timers' bookkeeping, applying findings, building nothing a rule asked for."""
+    pack = load_pack("ezhou")
+    decode = decoder(Engine(pack))  # the shells' parse (monitor.intake): NHSA codec over the lean path
     t0 = time.process_time()
     streams: list[list[tuple[Any, int, int, Record]]] = []
     for order, path in enumerate(input_files(info.folder)):
         items: list[tuple[Any, int, int, Record]] = []
+        stream = path.stem
         with path.open("rb") as fh:
             for line, raw in enumerate(fh):
-                for rec in parse_value(path.stem, raw.rstrip(b"\r\n")):
+                for rec in decode(stream, raw.rstrip(b"\r\n")):
                     if not isinstance(rec, InvalidRecord):
                         items.append((rec.arrival_time or _EARLIEST, order, line, rec))
         streams.append(items)
     t_parse = time.process_time() - t0
     # intake: the arrival-order merge and the event clock (monitor.intake), as the replay shell runs them
     t0 = time.process_time()
-    clock = new_clock(load_pack("ezhou"))
+    clock = new_clock(pack)
     merged = []
     for item in heapq.merge(*streams, key=lambda it: (it[0], it[1], it[2])):
         rec = item[3]
@@ -122,7 +130,7 @@ def stages(info: InputInfo) -> dict[str, float]:
     merged.extend(r.item for r in clock.close(info.as_of))
     t_intake = time.process_time() - t0
 
-    engine = Engine(load_pack("ezhou"))
+    engine = Engine(pack)
     spent: dict[str, float] = {}
 
     def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -136,18 +144,20 @@ def stages(info: InputInfo) -> dict[str, float]:
                 spent[name] += time.process_time() - s
         return wrapper
 
-    # Instance attributes shadow the methods for this run only; the ledger's time is nested inside the
-    # detectors' (ctx.trigger), so it is subtracted from theirs below.
+    # Instance attributes shadow the methods for this run only (the engine looks them up on the
+    # instance; whether a rule has a batch path it reads from the class, so that stays as it is).
     ledger = engine.ledger
     ledger.on_trigger = timed("ledger", ledger.on_trigger)  # type: ignore[method-assign]
     ledger.on_timer = timed("ledger_timer", ledger.on_timer)  # type: ignore[method-assign]
     for det in engine.detectors:
         det.on_record = timed(f"det:{det.name}", det.on_record)  # type: ignore[method-assign]
         det.on_timer = timed(f"det:{det.name}:timer", det.on_timer)  # type: ignore[method-assign]
+        if isinstance(det, Rule) and type(det).on_batch is not Rule.on_batch:
+            det.on_batch = timed(f"det:{det.name}:batch", det.on_batch)  # type: ignore[method-assign]
     outputs: list[Output] = []
     t1 = time.process_time()
-    for rec in merged:
-        outputs.extend(engine.process(rec))
+    for at in range(0, len(merged), RUN_RECORDS):  # the replay shell's runs (monitor.replay)
+        outputs.extend(engine.process_batch(merged[at:at + RUN_RECORDS]))
     outputs.extend(engine.advance(info.as_of))
     t_engine = time.process_time() - t1
     t_ledger = spent.pop("ledger") + spent.pop("ledger_timer")
@@ -155,6 +165,7 @@ def stages(info: InputInfo) -> dict[str, float]:
     for name, secs in spent.items():
         base = name.split(":")[1]
         per_det[base] = per_det.get(base, 0.0) + secs
+    per_det["(engine)"] = t_engine - t_ledger - sum(per_det.values())
 
     out = Path(tempfile.mkdtemp(prefix="bench-stages-"))
     try:

@@ -77,19 +77,14 @@ def _time(text: str) -> datetime:
     return hit
 
 
-def _code(text: str) -> str:
-    """A code pydantic's ``strip_whitespace`` leaves as it is (``str.strip`` removes a superset of the
-    White_Space characters pydantic-core trims, and returns the same object when it removes nothing)."""
-    if text.strip() is not text:
-        raise _GiveUp(text)
-    return text
+def _fail(text: str) -> Any:
+    """The generated converters check codes and trace codes inline and call this to give up:
 
-
-def _trace(text: str) -> str:
-    """``records.TraceCodeStr``: 1–100 ASCII letters and digits (the length is the Struct's)."""
-    if not (text.isascii() and text.isalnum()):
-        raise _GiveUp(text)
-    return text
+    * a code pydantic's ``strip_whitespace`` leaves as it is: ``v.strip() is v`` (``str.strip`` removes a
+      superset of the White_Space characters pydantic-core trims, and returns the same object when it
+      removes nothing);
+    * ``records.TraceCodeStr``: 1–100 ASCII letters and digits (the length is the Struct's)."""
+    raise _GiveUp(text)
 
 
 def _date(value: date) -> date:
@@ -129,7 +124,8 @@ def compile_model(model: type[BaseModel], aliases: dict[str, Any], *, tag: str |
     Raises ``NotImplementedError`` for a field it has no lean form for (a test compiles every model)."""
     hints = typing.get_type_hints(model, include_extras=True)
     env: dict[str, Any] = {"_UNSET": _UNSET, "_time": _time, "_date": _date, "_Decimal": Decimal,
-                           "_positive": _positive, "_code": _code, "_trace": _trace, "_new": object.__new__,
+                           "_positive": _positive, "_new": object.__new__,
+                           "_fail": _fail, "_TM": _TIME_MEMO,
                            "_set": object.__setattr__, "_cls": model}
     struct_fields: list[tuple[str, Any, Any]] = []
     lines: list[str] = []
@@ -147,15 +143,15 @@ def compile_model(model: type[BaseModel], aliases: dict[str, Any], *, tag: str |
         ftype: Any
         expr = "{v}"
         if hint == aliases["code"]:
-            ftype, expr = _CODE, "_code({v})"
+            ftype, expr = _CODE, "({v} if {v}.strip() is {v} else _fail({v}))"  # see _fail
         elif hint == aliases["trace"]:
-            ftype, expr = _TRACE, "_trace({v})"
+            ftype, expr = _TRACE, "({v} if {v}.isascii() and {v}.isalnum() else _fail({v}))"  # see _fail
         elif hint == aliases["money"]:
             ftype, expr = _MONEY, "_Decimal({v})"
         elif hint in (aliases["price"], aliases["quantity"]):
             ftype, expr = _UNSIGNED, ("_positive({v})" if strict_positive else "_Decimal({v})")
         elif hint == aliases["time"]:
-            ftype, expr = str, "_time({v})"
+            ftype, expr = str, "(_TM.get({v}) or _time({v}))"  # the memo first: no call for a time seen
         elif hint == aliases["date"]:
             ftype, expr = date, "_date({v})"
         elif hint is str or hint is bool:
