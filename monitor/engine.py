@@ -44,6 +44,8 @@ from typing import Any, ClassVar
 
 from monitor.clock import CST, Watermark, add_years, business_date, day_end
 from monitor.contract import (
+    AFTER,
+    WITH,
     DayFact,
     Delivery,
     Escalation,
@@ -89,6 +91,16 @@ _NO_DUE = _LONG_AGO
 _PLACE = operator.itemgetter(0, 1, 2, 3, 4)
 
 
+def _failed(exc: BaseException, index: int, outputs: list[Output]) -> None:
+    """Give an exception leaving ``Engine.process_batch`` the failing record's index and the outputs of
+    what was applied (see there)."""
+    try:
+        exc.batch_index = index  # type: ignore[attr-defined]
+        exc.batch_outputs = outputs  # type: ignore[attr-defined]
+    except AttributeError:  # an exception type without a __dict__: nothing to attach to
+        pass
+
+
 def _kind(rec: object) -> int:
     kind = (_INSTITUTION if isinstance(rec, Institution) else _DRUG if isinstance(rec, Drug)
             else _FINDING if isinstance(rec, Finding) else _BUSINESS)
@@ -97,16 +109,19 @@ def _kind(rec: object) -> int:
 
 
 class _Run:
-    """One batch being built by ``Engine.process_batch`` (transient: never outlives the call)."""
+    """One batch being built by ``Engine.process_batch`` (transient: never outlives the call): the
+    de-duplicated deliveries of every business stream in arrival order, and the findings the
+    record-by-record rules already returned for them, placed."""
 
-    __slots__ = ("batched", "contexts", "deliveries", "placed", "singles", "stream")
+    __slots__ = ("deliveries", "placed")
 
-    def __init__(self, stream: str, plan: tuple[tuple[tuple[int, Detector | Rule], ...],
-                                               tuple[tuple[int, Rule], ...], dict[int, RuleContext]]) -> None:
-        self.stream = stream
-        self.singles, self.batched, self.contexts = plan
+    def __init__(self) -> None:
         self.deliveries: list[Delivery] = []
         self.placed: list[tuple[int, int, datetime, int, int, RuleFinding]] = []
+
+
+#: A batch rule as the engine plans it: its place in ``DETECTORS``, the rule, its context, its streams.
+_BatchRule = tuple[int, Rule, RuleContext, frozenset[str]]
 
 
 class Registry:
@@ -403,18 +418,17 @@ class Engine:
         self._prune_at = day_end(self._last_prune) if self._last_prune is not None else _LONG_AGO
 
     def _plan_batches(self) -> None:
-        """Per stream with batch rules (rules overriding ``on_batch``): who takes the batch whole and
-        who takes it record by record, each with its place in ``DETECTORS`` (transient)."""
-        self._batch_plans: dict[str, tuple[tuple[tuple[int, Detector | Rule], ...], tuple[tuple[int, Rule], ...],
-                                           dict[int, RuleContext]]] = {}
-        for stream, routed in self._routes.items():
-            batched = tuple((rank, det) for rank, det in enumerate(routed)
-                            if isinstance(det, Rule) and type(det).on_batch is not Rule.on_batch)
-            if batched:
-                singles = tuple((rank, det) for rank, det in enumerate(routed) if det not in {d for _, d in batched})
-                self._batch_plans[stream] = (singles, batched,
-                                             {rank: self._rule_ctx[det.name] for rank, det in batched})
-        self._batch_streams = frozenset(self._batch_plans)
+        """The rules that take batches whole (they override ``on_batch``) and, per stream, the rules that
+        take its records one by one inside a batch, each with its place in ``DETECTORS`` (transient)."""
+        rank = {id(det): i for i, det in enumerate(self.detectors)}
+        self._batch_rules: tuple[_BatchRule, ...] = tuple(
+            (rank[id(det)], det, self._rule_ctx[det.name], frozenset(det.streams)) for det in self.detectors
+            if isinstance(det, Rule) and type(det).on_batch is not Rule.on_batch)
+        whole = {id(rule) for _, rule, _, _ in self._batch_rules}
+        self._singles: dict[str, tuple[tuple[int, Any, RuleContext | None], ...]] = {
+            stream: tuple((rank[id(det)], det, self._rule_ctx.get(det.name)) for det in routed if id(det) not in whole)
+            for stream, routed in self._routes.items()}
+        self._batch_streams = frozenset(s for _, _, _, streams in self._batch_rules for s in streams)
 
     def _rule_context(self, rule: Rule, registry: RegistryView, sanctions: SanctionView) -> RuleContext:
         ctx = self.ctx
@@ -662,53 +676,98 @@ class Engine:
         """Handle ``records`` in arrival order (``arrivals[i]`` overrides record i's own, as in
         ``process``); the same outputs, in the same order, as ``process`` one by one.
 
-        A stream none of whose rules overrides ``on_batch`` (``monitor.contract``) takes the per-record
-        path in one tight loop. On a stream with batch rules, consecutive records of that stream form a
-        batch up to the next timer instant (a registry or findings record, another stream, an arrival at
-        or after the next due timer, or a timer a record made due ends it; a new business day's expiry
-        of the store happens when the record that starts it is admitted, as one by one): the
-        batch rules get it whole (``on_batch``), the other rules record by record as always, and every
-        finding of the batch is applied when it ends, merged into the one-by-one order by the position
-        the rules give them (``Placed``: the delivery, before/with/after it, the rule's place in
-        ``DETECTORS``). Rules see the ledger and the registry as they were before the batch."""
-        step = self._step
-        batch_streams = self._batch_streams
-        if not batch_streams:
-            if arrivals is None:
-                for rec in records:
-                    step(rec, None)
-            else:
-                for rec, arrival in zip(records, arrivals, strict=True):
-                    step(rec, arrival)
+        Without batch rules (rules overriding ``on_batch``, ``monitor.contract``) this is the per-record
+        path in one tight loop. With them, a **batch** starts at a business record of a stream a batch
+        rule reads and ends at the next timer instant — before a record arriving at or after the next due
+        timer, after a record that made a timer due at once — or at a registry or findings record (not
+        at a change of stream). Each batch rule gets, at the end, the deliveries of *its* streams in
+        arrival order (``stream`` = their stream, ``"*"`` when several); the other rules get the records
+        one by one as always. Every finding of the batch is then applied in the one-by-one order: by
+        delivery, ``Placed`` phase (before / with / after it), timer due, the rule's place in
+        ``DETECTORS``, the rule's step — ``Placed.at`` indexes the sequence the rule got, the engine maps
+        it back. Rules see the ledger and the registry as they were before the batch; a new business
+        day's expiry of the store happens when the record that starts it is admitted, as one by one.
+
+        ``records`` is read lazily, in order. **When something raises**, the records before the failing
+        one are applied (a batch collected so far is ended without it) and the exception leaves with
+        ``batch_index`` (that record's index; for a failure while a batch ends: its last record's) and
+        ``batch_outputs`` (the outputs of what was applied); the records after it are untouched."""
+        if not self._batch_rules:
+            step = self._step
+            i = -1
+            try:
+                if arrivals is None:
+                    for i, rec in enumerate(records):  # noqa: B007 — ``i`` names a failing record
+                        step(rec, None)
+                else:
+                    for i, rec in enumerate(records):
+                        step(rec, arrivals[i])
+            except BaseException as exc:
+                _failed(exc, i, self._drain())
+                raise
             return self._drain()
+        return self._process_runs(records, arrivals)
+
+    def _process_runs(self, records: Sequence[Record], arrivals: Sequence[datetime | None] | None) -> list[Output]:
+        """``process_batch`` with batch rules (see there)."""
+        batch_streams = self._batch_streams
+        heap = self.timers._heap
+        watermark = self.watermark
         run: _Run | None = None
-        for i, rec in enumerate(records):
-            arrival = arrivals[i] if arrivals is not None else None
-            stream = rec.STREAM
+        last = -1  # index of the run's last record: the one named when ending the run fails
+        i = -1
+
+        def end() -> None:
+            nonlocal run, i
+            ending, run = run, None
+            assert ending is not None
+            try:
+                self._flush(ending)
+            except BaseException:
+                i = last
+                raise
+
+        try:
+            for i, rec in enumerate(records):
+                arrival = arrivals[i] if arrivals is not None else None
+                kind = _KIND.get(type(rec))
+                if kind is None:
+                    kind = _kind(rec)
+                if run is not None:
+                    if kind != _BUSINESS:
+                        end()
+                    else:
+                        when = arrival or rec.arrival_time
+                        if when is not None and heap and heap[0][0] <= when:
+                            end()
+                if kind != _BUSINESS or (run is None and rec.STREAM not in batch_streams):
+                    self._step(rec, arrival)
+                    continue
+                if run is None:
+                    run = _Run()
+                mark = len(run.deliveries)
+                try:
+                    self._batched(run, rec, arrival)
+                except BaseException:
+                    del run.deliveries[mark:]  # the failing record goes no further
+                    run.placed = [p for p in run.placed if p[0] < mark]
+                    raise
+                last = i
+                now = watermark.value
+                if heap and now is not None and heap[0][0] <= now:  # a record made a timer due at once
+                    end()
             if run is not None:
-                when = arrival or rec.arrival_time
-                heap = self.timers._heap
-                if stream != run.stream or (when is not None and heap and heap[0][0] <= when):
-                    self._flush(run)
-                    run = None
-            if stream not in batch_streams or _KIND.get(type(rec), _BUSINESS) != _BUSINESS:
-                step(rec, arrival)
-                continue
-            if run is None:
-                run = _Run(stream, self._batch_plans[stream])
-            self._batched(run, rec, arrival)
-            heap = self.timers._heap
-            now = self.watermark.value
-            if heap and now is not None and heap[0][0] <= now:  # a rule made a timer due at once: it fires now
-                self._flush(run)
-                run = None
-        if run is not None:
-            self._flush(run)
+                end()
+        except BaseException as exc:
+            if run is not None:  # the records before the failing one still reach the batch rules
+                end()
+            _failed(exc, i, self._drain())
+            raise
         return self._drain()
 
     def _batched(self, run: _Run, rec: Record, arrival: datetime | None) -> None:
-        """One record of a batch: admitted now; the batch rules get it at the flush, the others now
-        (their findings kept, placed, for the flush)."""
+        """One record of a batch: admitted now; the batch rules get it when the batch ends, the others
+        now (their findings kept, placed, for the end)."""
         when = self._admit(rec, arrival)
         if when is None:
             return
@@ -717,37 +776,58 @@ class Engine:
         assert now is not None
         at = len(run.deliveries)
         run.deliveries.append(Delivery(rec, when, known, now))
-        for rank, det in run.singles:
-            found = self._record_call(det, rec, when, known)
+        for rank, det, rctx in self._singles.get(rec.STREAM, ()):
+            if rctx is None or not known:
+                found = self._record_call(det, rec, when, known)
+            else:
+                found = det.on_record(rec, when, rctx)
             if found:
-                run.placed.extend((at, 1, _NO_DUE, rank, 0, f) for f in found)
+                run.placed.extend([(at, WITH, _NO_DUE, rank, 0, f) for f in found])
 
     def _flush(self, run: _Run) -> None:
-        """End a batch: the batch rules' ``on_batch``, then every finding of the batch applied in the
-        one-by-one order, one ``apply`` per (delivery, phase, rule, step) as one by one, then the timers."""
-        if run.deliveries:
-            last = len(run.deliveries) - 1
+        """End a batch: the batch rules' ``on_batch`` over the deliveries of their streams, then every
+        finding of the batch applied in the one-by-one order — one ``apply`` per (delivery, phase, due,
+        rule, step), as one by one applies each rule's findings of a record or of a timer — then the
+        timers due."""
+        deliveries = run.deliveries
+        if deliveries:
             placed = run.placed
-            for rank, rule in run.batched:
-                for f in rule.on_batch(run.stream, run.deliveries, run.contexts[rank]):
+            for rank, rule, rctx, streams in self._batch_rules:
+                index = [j for j, d in enumerate(deliveries) if d.record.STREAM in streams]
+                if not index:
+                    continue
+                mine = deliveries if len(index) == len(deliveries) else [deliveries[j] for j in index]
+                kinds = {d.record.STREAM for d in mine}
+                stream = next(iter(kinds)) if len(kinds) == 1 else "*"
+                last = index[-1]
+                for f in rule.on_batch(stream, mine, rctx):
                     if type(f) is Placed:
-                        placed.append((f.at, f.phase, f.due or _NO_DUE, rank, f.step, f.finding))
-                    else:  # an unplaced finding: after the batch's last record
-                        placed.append((last, 2, _NO_DUE, rank, 0, f))  # type: ignore[arg-type]
+                        placed.append((index[f.at], f.phase, f.due or _NO_DUE, rank, f.step, f.finding))
+                    else:  # an unplaced finding: after the last delivery the rule got
+                        placed.append((last, AFTER, _NO_DUE, rank, 0, f))  # type: ignore[arg-type]
             if placed:
                 placed.sort(key=_PLACE)
                 group: Findings = []
                 at_key = _PLACE(placed[0])
-                for entry in placed:
-                    k = _PLACE(entry)
-                    if k != at_key:
-                        self.apply(group)
-                        group, at_key = [], k
-                    group.append(entry[5])
-                self.apply(group)
-        now = self.watermark.value
-        if now is not None:
-            self._fire_due()
+                try:
+                    for entry in placed:
+                        k = _PLACE(entry)
+                        if k != at_key:
+                            self._apply_at(deliveries, at_key, group)
+                            group, at_key = [], k
+                        group.append(entry[5])
+                    self._apply_at(deliveries, at_key, group)
+                finally:
+                    self.firing_at = None
+        self._fire_due()
+
+    def _apply_at(self, deliveries: list[Delivery], place: tuple[Any, ...], group: Findings) -> None:
+        """Apply one group of a batch's findings at the event time one by one applies them: a record's
+        own findings at the event time after it, an in-batch timer's at its due time (what the ledger
+        reads as now, e.g. a ticket's ``issued_at``)."""
+        at, phase, due = place[0], place[1], place[2]
+        self.firing_at = due if phase != WITH and due is not _NO_DUE else deliveries[at].now
+        self.apply(group)
 
     def attach(self, det: Detector | Rule) -> Detector | Rule:
         """Add a pure observer at run time (tests, tools): it sees de-duplicated records like a detector
@@ -831,7 +911,7 @@ class Engine:
         state.pop("state", None)  # the store is checkpointed by itself (deltas); tables pickle by name
         state.pop("_rule_ctx", None)
         state.pop("_fact_observers", None)
-        for transient in ("_batch_plans", "_batch_streams", "_calls", "_prune_at"):
+        for transient in ("_batch_rules", "_singles", "_batch_streams", "_calls", "_prune_at"):
             state.pop(transient, None)
         return state
 
