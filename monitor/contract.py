@@ -33,25 +33,30 @@ Declarations (class attributes, read once when the engine is built)
 
 Calls (engine → rule); each **returns** its findings
 -----------------------------------------------------
-``on_batch(stream, batch, ctx) -> Findings``
+``on_batch(stream, batch, ctx) -> BatchFindings``
     **The unit of work.** ``batch`` is a sequence of ``Delivery`` (record, arrival, upload time known,
-    event time after it) of *one* stream, de-duplicated, in arrival order, all arriving before the next
-    timer instant known when the batch started: the engine (``Engine.process_batch``) ends a batch at a
-    registry or findings record, at another stream, or at an arrival at/after the next due timer. The
-    default implementation calls ``on_record`` for each delivery (``ctx.now`` = that delivery's event
-    time) and concatenates the findings; the engine then hands such a rule the records one by one,
-    timers interleaved, exactly as ``process`` does — so a rule that keeps the default loses nothing.
-    A rule that overrides ``on_batch`` (columnar, per institution-day work) receives whole batches and
-    promises the same *set* of findings as one by one; it must allow for this: **timers it schedules
-    while handling a batch fire after the batch** (at their own due time as ``ctx.now``), never in its
-    middle — so a judgment it would have made at a timer inside the batch (a late record opening a day
-    already past its judge time; a short settle window) must be made from state and due time, not from
-    whether a record happened to arrive in between. Its findings are applied when the batch ends,
-    after those of the other rules for the same records (output order may differ; the set may not).
-    ``process(record)`` is a batch of one.
+    event time after it) of the rule's own ``streams``, de-duplicated, in arrival order (``stream`` is
+    their stream, ``"*"`` when the batch holds several). The engine (``Engine.process_batch``) cuts
+    batches at the next timer instant — before a record arriving at or after the next due timer, after
+    a record that made a timer due at once — and at a registry or findings record, **not** at a change
+    of stream (settlements, their sales and their trace scans arrive interleaved: cut by stream, batches
+    would be one or two records long). The default implementation calls ``on_record`` for each delivery
+    (``ctx.now`` = that delivery's event time) and concatenates the findings; the engine never calls it:
+    a rule that keeps the default gets the records one by one, timers interleaved, exactly as
+    ``process`` does — so it loses nothing. A rule that overrides ``on_batch`` (per institution-day
+    work, lookups hoisted) receives whole batches and promises the findings one by one gives, each
+    placed (below); the engine applies every finding of a batch — the batch rules' and the one-by-one
+    rules' — when it ends, in the one-by-one order (delivery, phase, timer due, the rule's place in
+    ``DETECTORS``, the rule's step) and at the event time one by one applies it, so the outputs are the
+    same bytes in the same order. What a batch rule cannot see inside its batch is what the *other*
+    rules' findings of earlier records of the batch changed (the ledger's sanctions, a ticket watcher's
+    state): every rule sees the state from before the batch (contract step 1 for a batch). Timers it
+    schedules with a due instant after the batch go to the engine. ``process(record)`` is a batch of
+    one, and calls ``on_record``.
 
     **Placing findings; timers due inside the batch.** A batch rule returns each finding as a
-    ``Placed(at, phase, finding)``: ``at`` is the index of the delivery in ``batch`` and ``phase`` where
+    ``Placed(at, phase, finding)``: ``at`` is the index of the delivery in ``batch`` (the sequence the
+    rule got; the engine maps it back to the whole batch) and ``phase`` where
     one by one would have found it — 0: a timer of the rule due when delivery ``at`` is admitted (before
     any rule sees it), 1: delivery ``at`` itself, 2: a timer delivery ``at`` made due (right after it);
     so the engine can apply a batch in the one-by-one order. ``Rule.each_delivery(batch, ctx, handle)``
