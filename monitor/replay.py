@@ -304,6 +304,12 @@ def run_replay(
                 assert rec is not None
                 if rec.STREAM in REGISTRY_STREAMS:  # never held, never moves time (engine contract)
                     take(rec, None, item.line)
+                elif clock.accept(item.arrival, claim_source(rec)):  # released at once with its claim
+                    if item.skewed:
+                        quality[f"{rec.STREAM}.clock_skew"] += 1
+                        take(rec, item.arrival, item.line)
+                    else:
+                        take(rec, None, item.line)
                 else:
                     apply(clock.offer(item, item.arrival, claim_source(rec)))
             if len(out) + len(letters) >= batch:
