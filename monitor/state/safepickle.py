@@ -27,6 +27,10 @@ SAFE_GLOBALS: dict[str, frozenset[str] | None] = {
 }
 
 
+#: (module, name) → the class ``StateUnpickler.find_class`` allowed for it
+_ALLOWED: dict[tuple[str, str], Any] = {}
+
+
 class CheckpointError(ValueError):
     """A checkpoint that is not one of ours, was changed after it was written, or names a foreign type."""
 
@@ -45,6 +49,16 @@ class StateUnpickler(pickle.Unpickler):
         return self._persistent(pid)
 
     def find_class(self, module: str, name: str) -> Any:
+        # a checkpoint's keyed entries are unpickled one by one (monitor.state.keyed): a name allowed once
+        # is allowed again, so the answer is kept (refusals are not)
+        found = _ALLOWED.get((module, name))
+        if found is not None:
+            return found
+        found = self._find_class(module, name)
+        _ALLOWED[(module, name)] = found
+        return found
+
+    def _find_class(self, module: str, name: str) -> Any:
         allowed = SAFE_GLOBALS.get(module)
         if allowed is not None and name in allowed:
             return super().find_class(module, name)
