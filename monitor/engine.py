@@ -89,6 +89,8 @@ _LONG_AGO = datetime(1900, 1, 1, tzinfo=CST)
 _NO_DUE = _LONG_AGO
 #: The order of a batch's findings: (delivery, phase, timer due, rule's place, rule's step).
 _PLACE = operator.itemgetter(0, 1, 2, 3, 4)
+#: ``tuple.__new__``: a ``Delivery`` built from its fields without the NamedTuple's Python-level ``__new__``
+_new_tuple = tuple.__new__
 
 
 def _failed(exc: BaseException, index: int, outputs: list[Output]) -> None:
@@ -591,14 +593,16 @@ class Engine:
             now = watermark.value
             if now is None or when > now:
                 watermark.value = now = when
-            if self._due(now):
+            heap = self.timers._heap
+            if (heap and heap[0][0] <= now) or now >= self._prune_at:  # ``_due(now)``, inline
                 self._fire_due()
-        self.stats.records[stream] += 1
+        stats = self.stats
+        stats.records[stream] += 1
         key = rec.dedup_key()
         if key is not None:
             moment = btime if btime is not None else (when or self.ctx.now)
             if self.dedup.seen(key, moment.date() if moment.tzinfo is CST else business_date(moment)):
-                self.stats.duplicates[stream] += 1
+                stats.duplicates[stream] += 1
                 return None
         if when is None:
             when = watermark.value
@@ -737,7 +741,8 @@ class Engine:
                     if kind != _BUSINESS:
                         end()
                     else:
-                        when = arrival or rec.arrival_time
+                        inf = rec.inf_time  # ``arrival_time`` without the property call
+                        when = arrival or (inf if inf is not None else rec.business_time)
                         if when is not None and heap and heap[0][0] <= when:
                             end()
                 if kind != _BUSINESS or (run is None and rec.STREAM not in batch_streams):
@@ -775,7 +780,7 @@ class Engine:
         now = self.watermark.value
         assert now is not None
         at = len(run.deliveries)
-        run.deliveries.append(Delivery(rec, when, known, now))
+        run.deliveries.append(_new_tuple(Delivery, (rec, when, known, now)))  # Delivery(rec, when, known, now)
         for rank, det, rctx in self._singles.get(rec.STREAM, ()):
             if rctx is None or not known:
                 found = self._record_call(det, rec, when, known)

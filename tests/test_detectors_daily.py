@@ -110,6 +110,27 @@ def test_a_day_is_final_once_forgotten() -> None:
     assert (PHARMACY, date(2026, 1, 5)) not in engine.daily.days
 
 
+def test_a_forgotten_day_s_settlements_are_forgotten_with_it_and_only_then() -> None:
+    """``setl_day`` (a sale trace code's settlement day) keeps a settlement while its day is kept: the
+    tally skips rebuilding it until the horizon reaches its earliest day (``prune_floor``), and a tally
+    restored from a checkpoint without that bound rebuilds at its next prune."""
+    engine = Engine(load_pack("ezhou"))
+    tally = engine.daily
+    _feed(engine, "institutions", institution())
+    _feed(engine, "settlements", settlement("S1", "2026-01-05 09:00:00", "2026-01-05 09:10:00"))
+    _feed(engine, "settlements", settlement("S2", "2026-01-07 09:00:00", "2026-01-07 09:10:00"))
+    engine.advance(parse_time("2026-03-07 00:00:00"))  # 01-05 + 61 days: both kept
+    assert set(tally.setl_day) == {"S1", "S2"}
+    engine.advance(parse_time("2026-03-08 00:00:00"))  # 01-05 + 62 days: S1's day forgotten
+    assert set(tally.setl_day) == {"S2"}
+    assert tally.prune_floor == date(2026, 1, 7).toordinal()
+    del tally.__dict__["prune_floor"]  # as a tally checkpointed before the bound existed
+    engine.advance(parse_time("2026-03-09 00:00:00"))
+    assert set(tally.setl_day) == {"S2"}
+    engine.advance(parse_time("2026-03-10 00:00:00"))  # 01-07 + 62 days
+    assert tally.setl_day == {}
+
+
 def _one_day(folder: Path) -> Path:
     from builders import write_jsonl
 

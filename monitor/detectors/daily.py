@@ -62,10 +62,10 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, ClassVar
 
-from monitor.clock import business_date, day_end
+from monitor.clock import CST, business_date, day_end
 from monitor.contract import DayFact, Findings, Rule, RuleContext
 from monitor.outputs import Alert, InstitutionDay, make_id
-from monitor.records import STREAMS, Settlement, TraceScan
+from monitor.records import STREAMS, Settlement
 
 if TYPE_CHECKING:
     from monitor.policy.pack import Pack
@@ -76,6 +76,8 @@ UPLOAD_STREAMS = frozenset({"settlements", "inventory", "tracecodes"})
 UNKNOWN_REGION = "unknown"
 #: Days kept after they end: later records, alerts and facts of a day still change it until then.
 HORIZON_DAYS = 62
+#: ``DailyTally.prune_floor`` while ``setl_day`` and ``rx_uploaded`` are empty (beyond every ordinal)
+_NO_FLOOR = date.max.toordinal() + 1
 
 Key = tuple[str, date]
 
@@ -145,6 +147,8 @@ class DailyTally(Rule):
     timers: ClassVar[tuple[type, ...]] = (EmitDays,)
     state: ClassVar[tuple[str, ...]] = ("days", "versions", "by_ordinal", "dirty", "setl_day", "rx_waiting",
                                         "rx_uploaded")
+    #: (class default: a tally checkpointed before it existed rebuilds at its first prune)
+    prune_floor: int = 0
 
     def __init__(self, pack: Pack, horizon_days: int = HORIZON_DAYS) -> None:
         super().__init__(pack)
@@ -162,6 +166,9 @@ class DailyTally(Rule):
         self.rx_waiting: dict[str, list[Key]] = {}  # hi_rxno → days that need it
         self.rx_uploaded: dict[str, int] = {}  # hi_rxno → ordinal of the prescription's day
         self.pruned_through = 0
+        #: a lower bound of the day ordinals ``setl_day`` and ``rx_uploaded`` hold (``_prune`` rebuilds
+        #: them only once the horizon reaches it; derived: a state without it reads 0, "rebuild")
+        self.prune_floor = _NO_FLOOR
         #: the pending ``EmitDays`` timer's day (None: none pending)
         self.next_emit: date | None = None
         self.tap = Tap()
@@ -203,12 +210,12 @@ class DailyTally(Rule):
         code: str | None = getattr(rec, "fixmedins_code", None)
         stream = rec.STREAM
         tap = self.tap.items
-        if stream not in COUNTED_STREAMS or btime is None or code is None:
+        if btime is None or code is None or stream not in COUNTED_STREAMS:
             if tap is not None:
                 region = (ctx.registry.admdvs(code) if code else None) or UNKNOWN_REGION
                 tap.append((stream, region, None))
             return []
-        day = business_date(btime)
+        day = btime.date() if btime.tzinfo is CST else business_date(btime)  # business_date, inline
         if day.toordinal() <= self.pruned_through:  # beyond the horizon: the row is final
             if tap is not None:
                 old_lag = max(0.0, (arrival - btime).total_seconds()) if stream in UPLOAD_STREAMS else None
@@ -225,36 +232,41 @@ class DailyTally(Rule):
         counts = facts.records
         counts[stream] = counts.get(stream, 0) + 1
         lag: float | None = None
-        if stream in UPLOAD_STREAMS:
+        if stream != "prescriptions":  # UPLOAD_STREAMS: the counted streams but prescriptions
             lag = (arrival - btime).total_seconds()
             if not lag > 0.0:
                 lag = 0.0
             facts.lags.append(lag)
             if lag > self.max_lag_s:
                 facts.late += 1
-        if tap is not None:
-            tap.append((stream, facts.admdvs, lag))
-        if isinstance(rec, Settlement):
-            self._settlement(rec, key, facts)
-        elif isinstance(rec, TraceScan):
-            if rec.scan_kind == "sale" and rec.setl_id and rec.trdn_flag != "1":
-                owner = self.setl_day.get(rec.setl_id, key)
-                target = self.days.get(owner)
-                if target is not None:
-                    target.trace_codes += 1
-                    self.dirty.add(owner)
-        elif stream == "prescriptions":
-            hi_rxno: str = rec.hi_rxno  # type: ignore[union-attr]
+            if stream == "tracecodes":
+                if rec.scan_kind == "sale" and rec.setl_id and rec.trdn_flag != "1":  # type: ignore[union-attr]
+                    owner = self.setl_day.get(rec.setl_id, key)  # type: ignore[union-attr]
+                    target = self.days.get(owner)
+                    if target is not None:
+                        target.trace_codes += 1
+                        self.dirty.add(owner)
+            elif stream == "settlements":
+                self._settlement(rec, key, facts)  # type: ignore[arg-type]
+        else:
+            hi_rxno: str = rec.hi_rxno  # type: ignore[union-attr,assignment]
             if rec.rx_status == "uploaded":  # type: ignore[union-attr]
-                self.rx_uploaded[hi_rxno] = day.toordinal()
+                self.rx_uploaded[hi_rxno] = ordinal = day.toordinal()
+                if ordinal < self.prune_floor:
+                    self.prune_floor = ordinal
                 for owner in self.rx_waiting.pop(hi_rxno, []):
                     self.dirty.add(owner)
+        if tap is not None:
+            tap.append((stream, facts.admdvs, lag))
         return []
 
     def _settlement(self, rec: Settlement, key: Key, facts: DayFacts) -> None:
         if rec.setl_status != "settled":
             return
         self.setl_day[rec.setl_id] = key
+        ordinal = key[1].toordinal()
+        if ordinal < self.prune_floor:
+            self.prune_floor = ordinal
         needs_rx = False
         lines = rec.drugdetail
         facts.settle_lines += len({line.med_list_codg for line in lines}) if len(lines) > 1 else len(lines)
@@ -345,8 +357,11 @@ class DailyTally(Rule):
                     continue
                 for ref in facts.rx_needed:
                     self.rx_waiting.pop(ref, None)
-        self.setl_day = {s: k for s, k in self.setl_day.items() if k[1].toordinal() > limit}
-        self.rx_uploaded = {k: o for k, o in self.rx_uploaded.items() if o > limit}
+        if limit >= self.prune_floor:  # something in them may have ended: rebuild both
+            self.setl_day = {s: k for s, k in self.setl_day.items() if k[1].toordinal() > limit}
+            self.rx_uploaded = {k: o for k, o in self.rx_uploaded.items() if o > limit}
+            self.prune_floor = min(min((k[1].toordinal() for k in self.setl_day.values()), default=_NO_FLOOR),
+                                   min(self.rx_uploaded.values(), default=_NO_FLOOR))
         self.pruned_through = limit
 
 
