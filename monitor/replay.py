@@ -69,7 +69,7 @@ from monitor.watermark import DEFAULT_QUORUM, EventClock, Released
 
 _EARLIEST = datetime(1970, 1, 1, tzinfo=CST)
 
-@dataclass(order=True)
+@dataclass(order=True, slots=True)
 class _Item:
     arrival: datetime
     order: int
@@ -118,19 +118,24 @@ def _read_stream(path: Path, order: int, max_skew: timedelta, quarantine: Quaran
     """
     last = _EARLIEST
     pending: deque[_Item] = deque()
+    # The look-ahead's earliest time as a sliding minimum: the pending items that have a time and no
+    # later-read item with an earlier one, in file order (so their arrivals never decrease): ``lows[0]``
+    # is the earliest arrival among the pending lines with a time — O(1) a line instead of a scan of the
+    # look-ahead (a line without time, ``_EARLIEST``, never enters it: "the earliest of those with one").
+    lows: deque[_Item] = deque()
 
     def settle(item: _Item) -> _Item:
         nonlocal last
+        if lows and lows[0] is item:  # it leaves the look-ahead
+            lows.popleft()
         if item.arrival == _EARLIEST:
             item.arrival = last
-        elif pending:
-            lo = min(map(_ARRIVAL, pending))
-            if lo == _EARLIEST:  # a line without time among them: the earliest of those with one
-                later = [p.arrival for p in pending if p.arrival != _EARLIEST]
-                lo = min(later) if later else None
-            if lo is not None and ahead_of_transport(item.arrival, lo, max_skew):
+        elif lows:
+            lo = lows[0].arrival
+            if ahead_of_transport(item.arrival, lo, max_skew):
                 item.arrival, item.skewed = max(lo, last), True
-        last = max(last, item.arrival)
+        if item.arrival > last:
+            last = item.arrival
         return item
 
     for item in _parse_lines(path, order, quarantine, decode):
@@ -139,13 +144,17 @@ def _read_stream(path: Path, order: int, max_skew: timedelta, quarantine: Quaran
             yield item
             continue
         pending.append(item)
+        arrival = item.arrival
+        if arrival != _EARLIEST:
+            while lows and lows[-1].arrival > arrival:
+                lows.pop()
+            lows.append(item)
         if len(pending) > LOOKAHEAD:
             yield settle(pending.popleft())
     while pending:
         yield settle(pending.popleft())
 
 
-_ARRIVAL = operator.attrgetter("arrival")
 #: ``intake.arrival_key(arrival, file rank, line)`` of an item, read as one C call (bench/).
 _MERGE_KEY = operator.attrgetter("arrival", "order", "line")
 assert _MERGE_KEY(_Item(_EARLIEST, 1, 2, None, None)) == arrival_key(_EARLIEST, 1, 2)

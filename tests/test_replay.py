@@ -6,11 +6,15 @@ import json
 import shutil
 import subprocess
 import sys
-from datetime import date
+import tempfile
+from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from builders import PHARMACY, institution, read_jsonl, sale, settlement, write_jsonl
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_upload_ladder import day_records
 
 from monitor.clock import parse_time
@@ -165,3 +169,47 @@ def test_a_clock_far_ahead_is_clamped_and_counted(tmp_path: Path) -> None:
     assert summary["quality"] == {"settlements.clock_skew": 1}
     assert summary["watermark"].startswith("2026-01-10T10:2")  # not 2026-01-17
     assert read_jsonl(out / "alerts.jsonl") == []
+
+
+def _lookahead_reference(arrivals: list[Any], tolerance: timedelta) -> list[tuple[Any, bool]]:
+    """The look-ahead clamp as ``_read_stream`` specifies it, by a scan of the next ``LOOKAHEAD`` lines
+    (the replay's code before the sliding minimum): (arrival, skewed) per line."""
+    from monitor.replay import _EARLIEST, LOOKAHEAD
+
+    out: list[tuple[Any, bool]] = []
+    last = _EARLIEST
+    for i, arrival in enumerate(arrivals):
+        skewed = False
+        if arrival == _EARLIEST:
+            arrival = last
+        else:
+            later = [a for a in arrivals[i + 1:i + 1 + LOOKAHEAD] if a != _EARLIEST]
+            if later and arrival - min(later) > tolerance:
+                arrival, skewed = max(min(later), last), True
+        last = max(last, arrival)
+        out.append((arrival, skewed))
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.integers(0, 400)), max_size=40))
+def test_the_look_ahead_clamps_a_line_ahead_of_the_next_lines_as_a_scan_of_them_does(
+        minutes: list[int | None]) -> None:
+    """Design §2: a line more than the tolerance ahead of the earliest of the next ``LOOKAHEAD`` lines
+    with a time is clamped to it (never before the line before it); a line without time takes the
+    arrival before it. The replay keeps that earliest time as a sliding minimum: the same arrivals."""
+    from monitor.replay import _EARLIEST, _read_stream
+
+    start = parse_time("2026-03-01 08:00:00")
+    arrivals = [_EARLIEST if m is None else start + timedelta(minutes=m) for m in minutes]
+
+    class Line:
+        def __init__(self, arrival: Any) -> None:
+            self.arrival_time = None if arrival == _EARLIEST else arrival
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "settlements.jsonl"
+        path.write_text("".join(f"{i}\n" for i in range(len(arrivals))))
+        got = [(it.arrival, it.skewed) for it in _read_stream(
+            path, 0, timedelta(minutes=60), decode=lambda _s, raw: [Line(arrivals[int(raw)])])]
+    assert got == _lookahead_reference(arrivals, timedelta(minutes=60))
