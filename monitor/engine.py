@@ -89,6 +89,8 @@ _LONG_AGO = datetime(1900, 1, 1, tzinfo=CST)
 _NO_DUE = _LONG_AGO
 #: The order of a batch's findings: (delivery, phase, timer due, rule's place, rule's step).
 _PLACE = operator.itemgetter(0, 1, 2, 3, 4)
+#: A registry entry's ``valid_from`` (the key its history is sorted by)
+_VALID_FROM = operator.attrgetter("valid_from")
 #: ``tuple.__new__``: a ``Delivery`` built from its fields without the NamedTuple's Python-level ``__new__``
 _new_tuple = tuple.__new__
 
@@ -140,7 +142,7 @@ class Registry:
         # every entry by its valid_from, for judgments on a business date (XY-TIER 第四条: a tier
         # applies from the date it takes effect, not from its upload)
         history = self.__dict__.setdefault("history", {}).setdefault(inst.fixmedins_code, [])
-        at = bisect.bisect_left([h.valid_from for h in history], inst.valid_from)
+        at = bisect.bisect_left(history, inst.valid_from, key=_VALID_FROM)
         if at < len(history) and history[at].valid_from == inst.valid_from:
             history[at] = inst
         else:
@@ -152,7 +154,7 @@ class Registry:
         history = self.__dict__.get("history", {}).get(code)
         if not history:
             return None
-        at = bisect.bisect_right([h.valid_from for h in history], moment)
+        at = bisect.bisect_right(history, moment, key=_VALID_FROM)
         return history[at - 1] if at else None
 
     def institution(self, code: str) -> Institution | None:
