@@ -142,7 +142,8 @@ class CheckpointDir:
         self._base_bytes = 0
         self._delta_bytes = 0
         #: digests of the engine's keyed entries as last written (``monitor.state.keyed``)
-        self.keyed = KeyedState()
+        #: (memory: with the bytes last written, so a base re-pickles only what changed)
+        self.keyed = KeyedState(keep_bytes=self.backend == "memory")
 
     def _backend_there(self) -> str | None:
         if (self.path / "db").exists():

@@ -41,8 +41,13 @@ only what changes after the restore). The store's backends keep the entries (``m
 
 from __future__ import annotations
 
+import copyreg
+import dataclasses
 import io
+import operator
 import pickle
+import sys
+from array import array
 from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Iterable
 from datetime import date, datetime, time, timedelta, tzinfo
@@ -63,8 +68,11 @@ TABLE = "engine"
 _PROTO = pickle.HIGHEST_PROTOCOL
 _DICTS = (dict, defaultdict, Counter, OrderedDict)
 _SEQ = 8
-#: a set's (or unordered list's) element: no value, no sequence
-_MEMBER: tuple[int, int, Any] = (0, 0, None)
+#: the value of a set's (or unordered list's) element: no value, no sequence
+_NO_SEQ = bytes(_SEQ)
+#: what was written of a dict or list entry: (insertion sequence, −1 for a list; digest; the value when it
+#: is a scalar; its store key; its stored value when ``KeyedState.keep_bytes``)
+_Entry = tuple[int, int, Any, bytes, "bytes | None"]
 _SCALARS = frozenset({int, str, float, bool, bytes, type(None), date, datetime, Decimal})
 _ENCODER: Any = None
 
@@ -78,7 +86,76 @@ def _scalar(value: Any) -> bool:
 
 
 def _pickle_hook(obj: Any) -> Any:
+    if type(obj) is array:  # a tally's compact array (upload lags): its machine bytes, not a pickle
+        return (obj.typecode, obj.tobytes())
     return pickle.dumps(obj, _PROTO)
+
+
+def _fast_reducer(cls: type) -> Any:
+    """A reducer rebuilding ``cls`` by calling it with its fields, for a dataclass with ``__slots__``
+    whose fields are all positional ``__init__`` fields (and no ``__post_init__``); else ``None``.
+    Pickle's own path for such a class runs dataclasses' ``__getstate__``/``__setstate__`` in Python
+    (``fields()`` per object: ≈ 3 µs each way); the rules' tallies and typed timer keys are such classes."""
+    if not (dataclasses.is_dataclass(cls) and "__slots__" in cls.__dict__) or hasattr(cls, "__post_init__"):
+        return None
+    own_state = (cls.__getstate__ is not object.__getstate__  # frozen: dataclasses' own; else pickle's
+                 and getattr(cls.__getstate__, "__qualname__", "") != "_dataclass_getstate")
+    if (own_state or cls.__reduce__ is not object.__reduce__ or cls.__reduce_ex__ is not object.__reduce_ex__):
+        return None
+    fields = dataclasses.fields(cls)
+    if not fields or any(not f.init or f.kw_only for f in fields):
+        return None
+    names = [f.name for f in fields]
+    if len(names) == 1:
+        one = names[0]
+        return lambda obj: (cls, (getattr(obj, one),))
+    get = operator.attrgetter(*names)
+    return lambda obj: (cls, get(obj))
+
+
+#: ``Pickler.dispatch_table`` of the entries' picklers: ``_fast_reducer`` of every such class of
+#: ``monitor.*`` (a plain dict: a class not in it is pickled as pickle would, at C speed)
+_REDUCERS: dict[type, Any] = {}
+_SCANNED = [0]
+
+
+def _register_reducers() -> None:
+    """Fill ``_REDUCERS`` with the classes of the ``monitor`` modules imported so far (again when more
+    modules were imported since)."""
+    if len(sys.modules) == _SCANNED[0]:
+        return
+    _SCANNED[0] = len(sys.modules)
+    for cls, reduce in copyreg.dispatch_table.items():  # a Pickler's own table replaces copyreg's
+        _REDUCERS.setdefault(cls, reduce)
+    for mod_name, module in list(sys.modules.items()):
+        if module is None or not (mod_name == "monitor" or mod_name.startswith("monitor.")):
+            continue
+        for obj in list(vars(module).values()):
+            if isinstance(obj, type) and obj not in _REDUCERS and obj.__module__ == mod_name:
+                found = _fast_reducer(obj)
+                if found is not None:
+                    _REDUCERS[obj] = found
+
+
+class _Values:
+    """Values pickled by one reused pickler (memo cleared per value: the bytes of ``pickle.dumps``, but
+    the slots dataclasses of ``_REDUCERS`` by their fast reducer)."""
+
+    def __init__(self) -> None:
+        self.buf = io.BytesIO()
+        self.pickler = pickle.Pickler(self.buf, _PROTO)
+        self.pickler.dispatch_table = _REDUCERS
+
+    def __call__(self, value: Any) -> bytes:
+        buf = self.buf
+        buf.seek(0)
+        buf.truncate()
+        self.pickler.clear_memo()
+        self.pickler.dump(value)
+        return buf.getvalue()
+
+
+_dumps_value = _Values()
 
 
 def _digest(value: Any) -> tuple[int, int]:
@@ -105,6 +182,7 @@ class _Canonical:
         self.buf = io.BytesIO()
         self.pickler = pickle.Pickler(self.buf, _PROTO)
         self.pickler.fast = True
+        self.pickler.dispatch_table = _REDUCERS
 
     def __call__(self, item: Any) -> bytes:
         if type(item) is str or type(item) is int:
@@ -201,6 +279,7 @@ class _Shared(pickle.Pickler):
 
     def __init__(self, buf: io.BytesIO, owner: str, owners: dict[int, str], ids: dict[int, Any] | None) -> None:
         super().__init__(buf, _PROTO)
+        self.dispatch_table = _REDUCERS  # the bytes of the values' pickler
         self._owner = owner
         self._owners = owners
         self._ids = ids
@@ -229,19 +308,24 @@ class _Shared(pickle.Pickler):
 
 
 class KeyedState:
-    """Digests of the entries last written (module docstring). One per checkpoint folder."""
+    """Digests of the entries last written (module docstring). One per checkpoint folder.
 
-    def __init__(self, strict: bool = False) -> None:
-        #: slot → key (dict/set) or index (list) → (sequence, digest, the value when it is a scalar)
-        self._known: dict[str, dict[Any, tuple[int, int, Any]]] = {}
+    ``keep_bytes``: also keep every entry's value bytes as last written, so a base (every entry) pickles
+    only what changed (the memory backend's bases; memory ≈ the keyed entries' encoded size)."""
+
+    def __init__(self, strict: bool = False, keep_bytes: bool = False) -> None:
+        #: slot → what was written last. dict/list slot: key (index) → ``_Entry``; set or unordered
+        #: list: ``id(element)`` → (element, entry key) — the element is kept, so its id stays its own
+        self._known: dict[str, dict[Any, Any]] = {}
         #: slot → the next insertion sequence
         self._next: dict[str, int] = {}
         self.strict = strict
+        self.keep_bytes = keep_bytes
         #: pickled bytes per slot and of the residue at the last checkpoint (what a base would write)
         self.slot_bytes: dict[str, int] = {}
         self.residue_bytes = 0
         #: the digests of a checkpoint not yet durable (``committed``)
-        self._staged: tuple[dict[str, dict[Any, tuple[int, int, Any]]], dict[str, int]] | None = None
+        self._staged: tuple[dict[str, dict[Any, Any]], dict[str, int]] | None = None
         #: whether the digests reflect what the store holds (False: the first checkpoint writes all)
         self.synced = False
 
@@ -251,6 +335,7 @@ class KeyedState:
     def checkpoint(self, engine: Engine, full: bool = False) -> tuple[bytes, TableDelta]:
         """The residue and the entries to write: the changed ones, or every one (``full``: a base)."""
         delta = TableDelta(BYTES.name, BYTES.name, full=full or not self.synced)
+        _register_reducers()
         containers, unordered = _find(engine)
         ids: dict[int, tuple[Any, ...]] = {}
         owners: dict[int, str] = {}
@@ -290,50 +375,76 @@ class KeyedState:
               ids: dict[int, Any], unordered: bool = False, rewrite: bool = False) -> list[Any]:
         """Add the changed entries of slot ``name`` to ``delta``. A slot that lost more keys than it kept
         (a day's tallies forgotten at once) is rewritten instead: one clear of its prefix and its
-        remaining entries, so its bytes are bounded by what remains, not by what went."""
+        remaining entries, so its bytes are bounded by what remains, not by what went.
+
+        An entry's store key is encoded once, when the entry is new (or read at a restore), and kept:
+        its later puts and its delete use the very bytes the store holds."""
         known = self._known.get(name, {})
-        now: dict[Any, tuple[int, int, Any]] = {}
+        now: dict[Any, Any] = {}
         prefix = name.encode() + b"\0"
         puts: list[tuple[bytes, bytes, int]] = []
         full = delta.full or rewrite
+        cache = self.keep_bytes
         keep: list[Any] = []
         size = 0
+        gone: list[bytes]
 
         def dumps(value: Any, key: Any) -> bytes:
             if owners is None:
-                return pickle.dumps(value, _PROTO)
+                return _dumps_value(value)
             buf = io.BytesIO()
             p = _Shared(buf, f"{name}[{key!r}]", owners, ids)
             p.dump(value)
             keep.extend(p.keep)
             return buf.getvalue()
 
+        def again(old: _Entry, value: Any) -> None:  # an unchanged entry into a base
+            vb = old[4]
+            if vb is None:
+                vb = dumps(value, None) if old[0] < 0 else old[0].to_bytes(_SEQ, "big") + dumps(value, None)
+            puts.append((old[3], vb, 0))
+
         if isinstance(box, set) or unordered:  # no order to keep (a set's is its hashes'; a heap's its own)
-            members = box if isinstance(box, set) else set(box)
-            if len(members) != len(box):
+            # by identity: an element stays the one object while it is in (elements are immutable)
+            for key in box:
+                ident = id(key)
+                had = known.get(ident)
+                if had is None:
+                    had = (key, prefix + _dumps_canonical(key))
+                    puts.append((had[1], _NO_SEQ, 0))
+                elif full:
+                    puts.append((had[1], _NO_SEQ, 0))
+                now[ident] = had
+            if len(now) != len(box):
                 raise CheckpointError(f"state slot {name}: an unordered list holds an element twice")
-            for key in members:
-                if full or key not in known:
-                    puts.append((prefix + _dumps_canonical(key), bytes(_SEQ), 0))
-                now[key] = _MEMBER
             if owners is not None:
-                for key in members:
+                for key in box:
                     dumps(key, key)
-            gone = [k for k in known if k not in members] if len(known) + len(puts) != len(box) or full else []
+            # an element gone; one equal to it set again is a new object: its delete, then its put
+            gone = [had[1] for ident, had in known.items() if ident not in now] \
+                if len(now) - len(puts) != len(known) or full else []
         elif isinstance(box, list):
             for i, value in enumerate(box):
                 old = known.get(i)
                 if owners is not None:
                     dumps(value, i)
-                if old is not None and not full and old[2] is value and _scalar(value):
+                if old is not None and old[2] is value and _scalar(value):
                     now[i] = old
+                    if full:
+                        again(old, value)
                     continue
                 digest, n = _digest(value)
                 size += n
-                now[i] = (0, digest, value if _scalar(value) else None)
-                if full or old is None or old[1] != digest:
-                    puts.append((prefix + _dumps_canonical(i), dumps(value, i), 0))
-            gone = list(range(len(box), len(known)))
+                if old is not None and old[1] == digest:
+                    now[i] = old
+                    if full:
+                        again(old, value)
+                    continue
+                kb = old[3] if old is not None else prefix + _dumps_canonical(i)
+                vb = dumps(value, i)
+                now[i] = (-1, digest, value if _scalar(value) else None, kb, vb if cache else None)
+                puts.append((kb, vb, 0))
+            gone = [known[i][3] for i in range(len(box), len(known))]
         else:
             seq = 0 if rewrite else self._next.get(name, 0)
             last = -1
@@ -345,33 +456,46 @@ class KeyedState:
                 if old is not None and old[0] > last:
                     kept += 1
                     last = old[0]
-                    if not full and old[2] is value and _scalar(value):
+                    if old[2] is value and _scalar(value):
                         now[key] = old
+                        if full:
+                            again(old, value)
                         continue
                     digest, n = _digest(value)
                     size += n
-                    if not full and old[1] == digest:
+                    if old[1] == digest:
                         now[key] = old
+                        if full:
+                            again(old, value)
                         continue
-                    at = old[0]  # same place, new value
+                    at, kb = old[0], old[3]  # same place, new value
+                    vb = at.to_bytes(_SEQ, "big") + dumps(value, key)
                 else:
                     digest, n = _digest(value)
                     size += n
-                    at = seq  # new, or moved to the end (deleted and set again)
+                    at = seq  # new, or moved to the end (deleted and set again), or a rewrite
                     seq += 1
                     last = at
-                now[key] = (at, digest, value if _scalar(value) else None)
-                puts.append((prefix + _dumps_canonical(key), at.to_bytes(_SEQ, "big") + dumps(value, key), 0))
+                    was = known.get(key) if old is None else old
+                    if was is None:
+                        kb = prefix + _dumps_canonical(key)
+                        vb = at.to_bytes(_SEQ, "big") + dumps(value, key)
+                    else:
+                        kb = was[3]
+                        same = was[1] == digest and was[4] is not None
+                        vb = at.to_bytes(_SEQ, "big") + (was[4][_SEQ:] if same else dumps(value, key))
+                now[key] = (at, digest, value if _scalar(value) else None, kb, vb if cache else None)
+                puts.append((kb, vb, 0))
             assert self._staged is not None
             self._staged[1][name] = seq
             # some known key is gone, or moved (its put has the new sequence)
-            gone = [k for k in known if k not in now] if kept < len(known) and not rewrite else []
+            gone = [e[3] for k, e in known.items() if k not in now] if kept < len(known) and not rewrite else []
         if not delta.full and not rewrite and len(gone) > max(len(now), 8):
             return keep + self._slot(name, box, delta, owners, ids, unordered, rewrite=True)
         if rewrite:
             delta.clears.append(prefix)
         elif not delta.full:
-            delta.deletes += [prefix + _dumps_canonical(k) for k in gone]
+            delta.deletes += gone
         delta.puts += puts
         assert self._staged is not None
         self._staged[0][name] = now
@@ -386,12 +510,12 @@ class KeyedState:
         from monitor.engine import Engine
         from monitor.state.safepickle import load_state
 
-        by_slot: dict[str, list[tuple[int, Any, bytes]]] = {}
+        by_slot: dict[str, list[tuple[bytes, Any, bytes]]] = {}
         for kraw, vraw in entries:
             slot, _, kpart = kraw.partition(b"\0")
-            key = load_state(kpart)
-            by_slot.setdefault(slot.decode(), []).append((0, key, vraw))
+            by_slot.setdefault(slot.decode(), []).append((kraw, load_state(kpart), vraw))
         self._known, self._next = {}, {}
+        cache = self.keep_bytes
 
         def fill(pid: Any) -> Any:
             if not (isinstance(pid, tuple) and len(pid) == 4 and isinstance(pid[0], str)):
@@ -400,26 +524,30 @@ class KeyedState:
             if not (isinstance(cls, type) and issubclass(cls, (dict, set, list))):
                 raise CheckpointError(f"state slot {name} is a {cls!r}")
             rows = by_slot.pop(name, [])
-            known: dict[Any, tuple[int, int, Any]] = {}
+            known: dict[Any, Any] = {}
             box: Any
             if issubclass(cls, set) or unordered:
-                members = [key for _, key, _ in rows]
-                box = cls(sorted(members) if unordered else members)  # a sorted list is a heap
-                known = dict.fromkeys(members, _MEMBER)
+                if unordered:
+                    rows.sort(key=lambda r: r[1])  # a sorted list is a heap
+                box = cls(key for _, key, _ in rows)
+                kraws = {id(key): kraw for kraw, key, _ in rows}
+                known = {id(key): (key, kraws[id(key)]) for key in box}
             elif issubclass(cls, list):
                 rows.sort(key=lambda r: r[1])
                 if [r[1] for r in rows] != list(range(len(rows))):
                     raise CheckpointError(f"state slot {name}: list entries are not 0…{len(rows) - 1}")
                 box = cls(load_state(raw) for _, _, raw in rows)
-                for i, value in enumerate(box):
-                    known[i] = (0, _digest(value)[0], value if _scalar(value) else None)
+                for i, ((kraw, _, raw), value) in enumerate(zip(rows, box, strict=True)):
+                    known[i] = (-1, _digest(value)[0], value if _scalar(value) else None, kraw,
+                                raw if cache else None)
             else:
-                ordered = sorted(((int.from_bytes(raw[:_SEQ], "big"), key, raw) for _, key, raw in rows),
+                ordered = sorted(((int.from_bytes(raw[:_SEQ], "big"), kraw, key, raw) for kraw, key, raw in rows),
                                  key=lambda r: r[0])
                 box = cls(factory) if issubclass(cls, defaultdict) else cls()
-                for at, key, raw in ordered:
+                for at, kraw, key, raw in ordered:
                     value = box[key] = load_state(raw[_SEQ:])
-                    known[key] = (at, _digest(value)[0], value if _scalar(value) else None)
+                    known[key] = (at, _digest(value)[0], value if _scalar(value) else None, kraw,
+                                  raw if cache else None)
                 self._next[name] = ordered[-1][0] + 1 if ordered else 0
             self._known[name] = known
             return box
@@ -428,7 +556,7 @@ class KeyedState:
         if by_slot:
             # entries of a slot the engine no longer has (e.g. a rule disabled): dropped at the next checkpoint
             for gone, rows in by_slot.items():
-                self._known[gone] = {key: _MEMBER for _, key, _ in rows}
+                self._known[gone] = dict(enumerate(rows))
         self.synced = True
         return engine
 
