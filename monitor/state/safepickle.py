@@ -80,7 +80,7 @@ class _Entry(StateUnpickler):
     """``StateUnpickler`` without persistent ids and without a Python ``__init__``: a checkpoint's keyed
     entries are unpickled one by one (300 000 at a city-year's restore)."""
 
-    __init__ = pickle.Unpickler.__init__  # type: ignore[assignment]
+    __init__ = pickle.Unpickler.__init__
     _persistent = None
 
 
