@@ -219,6 +219,17 @@ class TimerQueue:
     def next_due(self) -> datetime | None:
         return self._heap[0][0] if self._heap else None
 
+    def rekey(self, owner: str, convert: Callable[[Hashable], Hashable]) -> None:
+        """Replace each key of ``owner``'s timers by ``convert(key)`` (a checkpoint of an older version),
+        in place; due, rank and sequence stay, so the heap's order does too. A key ``convert`` returns
+        as it is stays the very entry (a checkpoint diffs the heap by its entries' identity)."""
+        heap = self._heap
+        for i, (due, rank, seq, who, key) in enumerate(heap):
+            if who == owner and (new := convert(key)) is not key:
+                heap[i] = (due, rank, seq, who, new)
+                self._pending.discard((who, key))
+                self._pending.add((who, new))
+
 
 class Dedup:
     """Identities of recent records (64-bit stable hashes) in the store's ``seen`` table, each expiring

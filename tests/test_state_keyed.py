@@ -215,3 +215,69 @@ def test_a_folder_of_the_version_before_keyed_entries_is_restored_and_continued(
     second = again.save(restored, {"at": 3})
     assert first.entries >= 50 and second.entries == 0 and (backend == "rocksdb" or first.base)
     again.close()
+
+
+@pytest.mark.parametrize("backend", ["memory", "rocksdb"])
+def test_trace_code_timers_written_as_tuples_before_typed_keys_fire_as_the_typed_keys(tmp_path: Path,
+                                                                                        backend: str) -> None:
+    """A folder written before the trace-code rule's typed timers (574ae32: version-1 envelope) holds its
+    timers as tuples — ``("suspect", key)``, ``("forget_links", day)``, ``("judge"|"forget", code, day)``
+    — and its institution-day tallies as ``days``. Restored, they are converted (``TraceCodes.legacy_timer``,
+    ``TimerQueue.rekey``): the judgments fire and give the uninterrupted engine's alerts (trace.duplicate,
+    LN-TIER 三(一)3; trace.missing, EZ-DM 二(一))."""
+    import dataclasses
+    import pickle
+
+    from test_detectors_tracecodes import OTHER, codes_for, h, insured_sale, scan
+
+    from monitor.contract import ForgetDay, JudgeDay
+    from monitor.detectors.tracecodes import ForgetLinks, Recount, SettleSuspect
+    from monitor.engine import seal
+    from monitor.outputs import Alert
+    from monitor.state import MemoryStore
+    from monitor.state.checkpoint import Envelope
+    from monitor.state.rocks import RocksStore
+
+    ckpt = CheckpointDir(tmp_path / "s", PSEUDO, "worker", backend)
+    engine = Engine(load_pack("ezhou"), PSEUDO, store=ckpt.store())
+    items = [insured_sale(i) for i in range(10)] + [c for i in range(5) for c in codes_for(i)]
+    items += [scan(h(0.5), code="81234567890123456789"), scan(h(3), code="81234567890123456789", inst=OTHER)]
+    regs = [("institutions", institution(c)) for c in (PHARMACY, OTHER)]
+    for stream, raw in regs + sorted(items, key=lambda it: it[1]["inf_time"]):
+        for rec in parse_value(stream, json.dumps(raw).encode()):
+            engine.process(rec)  # type: ignore[arg-type]
+    want = Engine.restore(engine.snapshot(), PSEUDO)  # the uninterrupted engine
+
+    kinds = {SettleSuspect: "suspect", ForgetLinks: "forget_links", JudgeDay: "judge", ForgetDay: "forget",
+             Recount: "recount"}
+
+    def old(key: Any) -> Any:
+        return (kinds[type(key)], *dataclasses.astuple(key))
+
+    timers = engine.timers
+    timers._heap = [(d, r, s, o, old(k) if o == "tracecodes" else k) for d, r, s, o, k in timers._heap]
+    timers._pending = {(o, old(k) if o == "tracecodes" else k) for o, k in timers._pending}
+    assert {k[0] for *_, o, k in timers._heap if o == "tracecodes"} == {"suspect", "forget_links", "judge", "forget"}
+    rule = next(d for d in engine.detectors if d.name == "tracecodes")
+    rule.__dict__ = {("days" if k == "windows" else k): (v.days if k == "windows" else v)
+                     for k, v in vars(rule).items()}
+    store = ckpt.store()
+    delta = store.dump() if isinstance(store, MemoryStore) else None
+    blob = seal(pickle.dumps(Envelope(1, "worker", engine.pack.label, backend, 1, True, engine.small_state(), {},
+                                      store.now_s, delta, None), protocol=pickle.HIGHEST_PROTOCOL), PSEUDO)
+    if isinstance(store, RocksStore):
+        store.commit({"envelope": blob})
+    else:
+        (tmp_path / "s" / "ckpt-0000000001.base").write_bytes(blob)
+    ckpt.close()
+    again = CheckpointDir(tmp_path / "s", PSEUDO, "worker")
+    loaded = again.load()
+    assert loaded is not None
+    restored = loaded[0]
+    _same_slots(restored, want)
+    assert restored.timers._pending == want.timers._pending
+    as_of = datetime(2026, 1, 20, tzinfo=CST)
+    got, expected = restored.advance(as_of), want.advance(as_of)
+    assert got == expected
+    assert {o.rule_id for o in got if isinstance(o, Alert)} >= {"trace.duplicate", "trace.missing"}
+    again.close()

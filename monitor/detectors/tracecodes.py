@@ -41,7 +41,7 @@ checkpoint writes only the codes that changed.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -116,6 +116,11 @@ class Recount:
 
     code: str
     day: date
+
+
+#: timer tuples of checkpoints written before the typed keys (574ae32): kind → today's key
+_LEGACY_TIMERS: dict[str, Callable[..., Hashable]] = {
+    "suspect": SettleSuspect, "forget_links": ForgetLinks, "judge": JudgeDay, "forget": ForgetDay, "recount": Recount}
 
 
 class DuplicateParams(Params):
@@ -220,9 +225,36 @@ class TraceCodes(Rule):
         self.linked_by_day: dict[date, list[tuple[str, ...]]] = {}
         #: institution-day tallies of trace.missing (judged at day end + judge_after_hours, re-judged by
         #: late sales until rejudge_horizon_days later)
-        self.windows: DayWindows[MissingDay] = DayWindows(
-            self.judge_after if self.missing_enabled else timedelta(0),
-            self.rejudge if self.missing_enabled else timedelta(0), MissingDay, "trace.sale_beyond_rejudge_horizon")
+        self.windows: DayWindows[MissingDay] = self._day_windows()
+
+    def _day_windows(self) -> DayWindows[MissingDay]:
+        return DayWindows(self.judge_after if self.missing_enabled else timedelta(0),
+                          self.rejudge if self.missing_enabled else timedelta(0), MissingDay,
+                          "trace.sale_beyond_rejudge_horizon")
+
+    # ------------------------------------------------------------------- checkpoints of older versions
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A checkpoint written before the typed timer keys (574ae32) holds the institution-day tallies
+        as ``days``: they become the ``DayWindows`` of this version, in the same place."""
+        if "windows" in state or "days" not in state:
+            self.__dict__.update(state)
+            return
+        for name, value in state.items():
+            if name == "days":
+                self.windows = self._day_windows()
+                self.windows.days = value
+            else:
+                setattr(self, name, value)
+
+    @staticmethod
+    def legacy_timer(key: Hashable) -> Hashable:
+        """The typed key of a timer a checkpoint written before 574ae32 holds as a tuple
+        (``("suspect", key)``, ``("forget_links", day)``, ``("judge"|"forget"|"recount", code, day)``);
+        any other key as it is. The engine's restore converts the heap with it
+        (``monitor.state.checkpoint``), so ``on_timer`` only ever sees typed keys."""
+        if isinstance(key, tuple) and key and isinstance(key[0], str) and key[0] in _LEGACY_TIMERS:
+            return _LEGACY_TIMERS[key[0]](*key[1:])
+        return key
 
     def bind_state(self, store: StateStore) -> None:
         """Keep the trace-code histories in the engine's store (called by the engine once it has one)."""

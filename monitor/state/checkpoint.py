@@ -278,6 +278,10 @@ class CheckpointDir:
             self._base_bytes = 0
         else:
             engine = self.keyed.restore(last.engine, entries, self.pseudo, store)
+        for rule in engine.detectors:  # timers written by an older version: a rule converts its own keys
+            convert = getattr(rule, "legacy_timer", None)
+            if convert is not None:
+                engine.timers.rekey(rule.name, convert)
         return engine, last.shell
 
     # ------------------------------------------------------------------------------------------ write
