@@ -50,6 +50,7 @@ from monitor.records import (
 )
 from monitor.records import (
     _LEAN,
+    _LEAN_DICT,
     DATE_ONLY_COUNTS,
     MAX_VALUE_BYTES,
     DrugDetail,
@@ -142,7 +143,20 @@ def _node(value: Any, part: str) -> dict[str, Any]:
     return dict(value)
 
 
+#: The lean build of each adapter's normalized mapping (``monitor.lean.DictConverter``; ``None`` from it:
+#: pydantic decides, and is the only source of error texts).
+_LEAN_OF: dict[int, Any] = {id(ADAPTERS[s]): _LEAN_DICT[s] for s in ADAPTERS}
+_LEAN_OF.update({id(_TRACE_ADAPTER): _LEAN_DICT["tracecodes"], id(_LINE_ADAPTER): _LEAN_DICT["drugdetail"],
+                 id(_SETL_ADAPTER): _LEAN_DICT["settlements"], id(_RX_ADAPTER): _LEAN_DICT["prescriptions"]})
+
+
 def _validate(adapter: TypeAdapter[Any], data: dict[str, Any], part: str) -> Any:
+    """The record of a normalized mapping: the lean build when it reads every field, else the model's."""
+    lean = _LEAN_OF.get(id(adapter))
+    if lean is not None:
+        built = lean.convert(data)
+        if built is not None:
+            return built
     try:
         return adapter.validate_python(data)
     except ValidationError as exc:
