@@ -41,6 +41,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 from pydantic import TypeAdapter, ValidationError
 
 from monitor.nhsa.items import INV_DATA_TYPE, EnvelopeSettlement, FeeLines, Pending, Retraction, Revocation
@@ -107,13 +108,26 @@ class Fail(ValueError):
         self.index = index
 
 
+_MSGSPEC = msgspec.json.Decoder(float_hook=Decimal)
+
+
+def _loads(text: bytes | str) -> Any:
+    """``json.loads(text, parse_float=Decimal)``: msgspec's decoder (the same objects — dicts in key
+    order, the last of a repeated key, big integers, floats as ``Decimal`` of their text), and ``json``
+    itself for anything msgspec refuses (its errors, ``NaN``, lone surrogates, UTF-16 …)."""
+    try:
+        return _MSGSPEC.decode(text)
+    except (msgspec.DecodeError, RecursionError):
+        return json.loads(text, parse_float=Decimal)
+
+
 def _json(value: Any, part: str) -> Any:
     """A node given as a JSON string is read as JSON (floats as Decimal)."""
     if isinstance(value, (bytes, str)):
         text = value.strip()
         if text[:1] in ("{", "[", b"{", b"["):
             try:
-                return json.loads(text, parse_float=Decimal)
+                return _loads(text)
             except ValueError as exc:
                 raise Fail(part, f"JSON string that is not JSON: {exc}") from None
     return value
@@ -207,33 +221,25 @@ class Codec:
     # ------------------------------------------------------------------------------------------ entry
     def decode(self, stream: str | None, raw: bytes, quality: dict[str, int]) -> list[Item]:
         """See the module docstring. Never raises for bad data."""
+        hinted = False
         if stream is not None and (raw[-2:] if raw[-1:] == b"}" else raw.rstrip()[-2:]) != b"}}":
             # Fast path: a valid flat record without upper-case keys or embedded codes is what it says.
             # (A value ending in "}}" closes a nested node: an envelope's input/output — no flat record of
             # design §3 ends with an object — and skips the flat parse, whose failure costs ~150 µs.)
-            # The lean decode first (``records.parse_value``'s own first step): it reads no date-only
-            # time, so only the models' path needs the date-only counter set around it.
+            # The lean decode first (``records.parse_value``'s own first step).
             lean = _LEAN.get(stream)
             parsed = lean.decode(raw) if lean is not None and len(raw) <= MAX_VALUE_BYTES else None
-            if parsed is None:
-                sink = DATE_ONLY_COUNTS
-                sink.target = (quality, stream)
-                try:
-                    parsed = parse_value(stream, raw)
-                finally:
-                    sink.target = None
-            if (type(parsed[0]) is not InvalidRecord if len(parsed) == 1
-                    else all(type(p) is not InvalidRecord for p in parsed)):
-                if _UPPER_KEY.search(raw) is None and (stream != "inventory" or _TRACE_HINT not in raw):
-                    return parsed  # type: ignore[return-value]
-                return self._flat(stream, raw, quality)
-            if _ENVELOPE_HINT not in raw or len(raw) > MAX_VALUE_BYTES:
-                return (self._flat(stream, raw, quality)  # type: ignore[return-value]
-                        if _UPPER_KEY.search(raw) or b'""' in raw or _CAMEL_KEY.search(raw) else parsed)
+            # Not plain NHSA text: an envelope whose input is a JSON string (it ends in '"}') skips the
+            # models' flat parse too once its key is seen — the JSON below confirms it is an envelope.
+            hinted = parsed is None and (b'"input"' in raw or b'"output"' in raw)
+            if not hinted:
+                plain = self._plain(stream, raw, quality, parsed)
+                if plain is not None:
+                    return plain
         if len(raw) > MAX_VALUE_BYTES:
             return [InvalidRecord(f"value too large: {len(raw)} bytes > {MAX_VALUE_BYTES} (not read)")]
         try:
-            value = json.loads(raw, parse_float=Decimal)
+            value = _loads(raw)
         except UnicodeDecodeError:
             return [InvalidRecord(_utf8_problem(raw) or "not UTF-8")]
         except ValueError as exc:
@@ -243,6 +249,10 @@ class Codec:
             return [InvalidRecord("empty array: no messages")]
         if stream is not None and not any(
                 isinstance(e, Mapping) and any(str(k).lower() in ("input", "output") for k in e) for e in envelopes):
+            if hinted:  # "input" was in a value: the flat paths as for any other line
+                plain = self._plain(stream, raw, quality, None)
+                if plain is not None:
+                    return plain
             return self._flat(stream, raw, quality)  # "put" was in a value, not an envelope key
         out: list[Item] = []
         for i, env in enumerate(envelopes):
@@ -262,11 +272,37 @@ class Codec:
             out.extend(items)
         return out
 
+    def _plain(self, stream: str, raw: bytes, quality: dict[str, int], lean: list[Any] | None
+               ) -> list[Item] | None:
+        """A flat line: its records (``parsed``: the lean decode's, else ``records.parse_value``'s, read
+        here with the date-only counter armed — only the models read date-only times), the codec's
+        normalizing ``_flat`` when it needs it, or ``None``: it may be an envelope (JSON path; never
+        when the lean decode read it)."""
+        parsed: list[Any]
+        if lean is not None:
+            parsed = lean
+        else:
+            sink = DATE_ONLY_COUNTS
+            sink.target = (quality, stream)
+            try:
+                parsed = parse_value(stream, raw)
+            finally:
+                sink.target = None
+        if (type(parsed[0]) is not InvalidRecord if len(parsed) == 1
+                else all(type(p) is not InvalidRecord for p in parsed)):
+            if _UPPER_KEY.search(raw) is None and (stream != "inventory" or _TRACE_HINT not in raw):
+                return parsed  # type: ignore[return-value]
+            return self._flat(stream, raw, quality)
+        if _ENVELOPE_HINT not in raw or len(raw) > MAX_VALUE_BYTES:
+            return (self._flat(stream, raw, quality)  # type: ignore[return-value]
+                    if _UPPER_KEY.search(raw) or b'""' in raw or _CAMEL_KEY.search(raw) else parsed)
+        return None
+
     def _flat(self, stream: str, raw: bytes, quality: dict[str, int]) -> list[Item]:
         if len(raw) > MAX_VALUE_BYTES:
             return [InvalidRecord(f"value too large: {len(raw)} bytes > {MAX_VALUE_BYTES} (not read)")]
         try:
-            value = json.loads(raw, parse_float=Decimal)
+            value = _loads(raw)
         except (UnicodeDecodeError, ValueError):
             return list(parse_value(stream, raw))  # the same precise error as before
         rows = value if isinstance(value, list) else [value]

@@ -134,29 +134,56 @@ def _scalar(value: Any) -> Any:
     return value
 
 
+#: ``to_time`` of texts seen (uploads of one institution repeat their ``inf_time`` and neighbouring
+#: times): the results are immutable; bounded (cleared when full).
+_TIME_MEMO: dict[str, tuple[datetime, bool]] = {}
+_TIME_MEMO_MAX = 1 << 16
+
+
+def _time_field(key: str, value: Any, quality: dict[str, int] | None, where: str) -> datetime:
+    """``to_time`` of a time field, the refusal naming the field, a date-only value counted."""
+    hit = _TIME_MEMO.get(value) if type(value) is str else None
+    if hit is None:
+        try:
+            hit = to_time(value)
+        except ScalarError as exc:
+            raise ScalarError(f"{key}: {exc}") from None
+        if type(value) is str:
+            if len(_TIME_MEMO) >= _TIME_MEMO_MAX:
+                _TIME_MEMO.clear()
+            _TIME_MEMO[value] = hit
+    moment, date_only = hit
+    if date_only and quality is not None:
+        name = f"{where}.date_only_time.{key}" if where else f"date_only_time.{key}"
+        quality[name] = quality.get(name, 0) + 1
+    return moment
+
+
 def normalize(obj: Mapping[str, Any], aliases: Mapping[str, str], quality: dict[str, int] | None = None,
               where: str = "") -> dict[str, Any]:
     """See the module docstring. ``quality`` receives ``date_only_time`` counts (``{where}.field``);
-    a refused time raises ``ScalarError`` naming the field."""
+    a refused time raises ``ScalarError`` naming the field. (Text, the common case, is tested first by
+    its exact type: the same steps as for any value, without the ``Mapping`` check.)"""
     out: dict[str, Any] = {}
+    memo = _SNAKE_MEMO
     for raw_key, value in obj.items():
         if value is None or value == "":
             continue
-        key = snake(raw_key)
+        key = memo.get(raw_key) or snake(raw_key)
         key = aliases.get(key, key)
-        if isinstance(value, Mapping):
+        kind = type(value)
+        if kind is str:
+            if key in TIME_FIELDS:
+                value = _time_field(key, value, quality, where)
+            elif key in DATE_FIELDS and len(value) == 8 and value.isdigit():
+                value = f"{value[:4]}-{value[4:6]}-{value[6:]}"
+        elif kind is dict or (kind is not list and isinstance(value, Mapping)):
             value = normalize(value, aliases, quality, where)
-        elif isinstance(value, list):
+        elif kind is list:
             value = [normalize(v, aliases, quality, where) if isinstance(v, Mapping) else _scalar(v)
                      for v in value if v is not None and v != ""]
         elif key in TIME_FIELDS:
-            try:
-                value, date_only = to_time(value)
-            except ScalarError as exc:
-                raise ScalarError(f"{key}: {exc}") from None
-            if date_only and quality is not None:
-                name = f"{where}.date_only_time.{key}" if where else f"date_only_time.{key}"
-                quality[name] = quality.get(name, 0) + 1
+            value = _time_field(key, value, quality, where)
         elif key in DATE_FIELDS and isinstance(value, (str, int)) and str(value).isdigit() and len(str(value)) == 8:
             text = str(value)
             value = f"{text[:4]}-{text[4:6]}-{text[6:]}"
