@@ -5,6 +5,13 @@ every output (alerts, tickets, ClickHouse rows, logs) by a keyed hash (HMAC-SHA2
 deployment's secret ``MONITOR_PII_KEY``) or a mask. The keyed hash lets an inspector who holds the key
 re-identify a person from the original data; without the key it reveals nothing, and it is stable, so
 the same person links across alerts.
+
+Cost (issue #16): a token is one HMAC over ``kind|value``. The HMAC keyed with the secret and fed the
+``kind|`` prefix is made once per kind and *copied* per token (the same bytes as ``hmac.new(key,
+f"{kind}|{value}")``, without re-deriving the key pads each time), and ``person`` remembers the last
+``PERSON_MEMO`` persons' tokens (a settlement and its prescription name the same person). That memo lives
+in the pseudonymizer's memory only: it is never pickled (a checkpoint keeps the key's fingerprint alone),
+never printed, and is dropped whole when full or when the key changes.
 """
 
 from __future__ import annotations
@@ -15,6 +22,9 @@ import hmac
 #: Public, for ``monitor demo`` and tests only (library default of ``Pseudonymizer()``). The shells never
 #: fall back to it: ``Settings.pseudonymizer`` takes ``MONITOR_PII_KEY`` or a generated, stored key.
 DEV_KEY = b"medins-monitor-dev-key-not-secret"
+
+#: persons whose tokens ``Pseudonymizer.person`` remembers (then it starts over): ≈ 6 MB at most
+PERSON_MEMO = 1 << 15
 
 
 class KeyMismatch(ValueError):
@@ -34,13 +44,21 @@ class Pseudonymizer:
     same fingerprint (``KeyMismatch`` otherwise). An unpickled dev-key pseudonymizer re-keys itself
     (the dev key is public; demo and tests)."""
 
-    __slots__ = ("_key", "fingerprint")
+    __slots__ = ("_key", "_keyed_kinds", "_persons", "fingerprint")
 
     def __init__(self, key: bytes | str = DEV_KEY) -> None:
         self._key: bytes | None = key.encode() if isinstance(key, str) else key
         if not self._key:
             raise ValueError("empty MONITOR_PII_KEY")
         self.fingerprint = key_fingerprint(self._key)
+        self._forget()
+
+    def _forget(self) -> None:
+        """Drop what was derived from the key (the per-kind HMACs, the person memo)."""
+        #: kind → HMAC(key) already fed ``kind|`` (copied per token)
+        self._keyed_kinds: dict[str, hmac.HMAC] = {}
+        #: psn_no → its token: in memory only (never pickled, never printed; see the module docstring)
+        self._persons: dict[str, str] = {}
 
     def __repr__(self) -> str:  # never print the key
         return f"Pseudonymizer(<key {self.fingerprint}>)"
@@ -53,6 +71,7 @@ class Pseudonymizer:
             raise TypeError("a checkpoint from before keys were kept out of state: start a new state")
         self.fingerprint = state
         self._key = DEV_KEY if state == key_fingerprint(DEV_KEY) else None
+        self._forget()
 
     @property
     def keyed(self) -> bool:
@@ -72,11 +91,27 @@ class Pseudonymizer:
         """``kind:`` + 16 hex chars of HMAC-SHA256(key, kind|value); ``None`` stays ``None``."""
         if value is None or value == "":
             return None
-        digest = hmac.new(self._require(), f"{kind}|{value}".encode(), hashlib.sha256).hexdigest()
-        return f"{kind}:{digest[:16]}"
+        keyed = self._keyed_kinds.get(kind)
+        if keyed is None:
+            keyed = self._keyed_kinds[kind] = hmac.new(self._require(), f"{kind}|".encode(), hashlib.sha256)
+        mac = keyed.copy()
+        mac.update(value.encode())
+        return f"{kind}:{mac.hexdigest()[:16]}"
 
     def person(self, psn_no: str | None) -> str | None:
-        return self.token("psn", psn_no)
+        """``token("psn", psn_no)``, remembered for the last ``PERSON_MEMO`` persons."""
+        if psn_no is None:
+            return None
+        persons = self._persons
+        found = persons.get(psn_no)
+        if found is None:
+            found = self.token("psn", psn_no)
+            if found is None:
+                return None
+            if len(persons) >= PERSON_MEMO:
+                persons.clear()
+            persons[psn_no] = found
+        return found
 
 
 def mask_certno(certno: str | None) -> str | None:
