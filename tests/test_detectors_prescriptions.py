@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 from builders import CLINIC, PHARMACY, institution, sale, settlement
+from rule_harness import assert_batch_parity
 
 from monitor.clock import CST
+from monitor.detectors.prescriptions import Prescriptions
 from monitor.engine import Engine
 from monitor.outputs import Alert, Ticket
 from monitor.policy.pack import Pack, load_pack
@@ -247,3 +249,38 @@ def test_ez_dm_2_3_pharmacy_settling_without_any_reference_is_charged() -> None:
     alerts, tickets = run(items, pack=load_pack("ezhou"))
     assert [(a.fixmedins_code, a.severity) for a in alerts] == [(PHARMACY, "critical")]
     assert [(t.fixmedins_code, t.action) for t in tickets] == [(PHARMACY, "SUSPEND_AGREEMENT")]
+
+
+def test_the_batch_path_joins_and_judges_in_the_one_by_one_order() -> None:
+    """Prescriptions' ``on_batch`` (issue #16) against ``on_record`` one by one, batches of one stream and
+    of both (``assert_batch_parity``): a day of 12 settlements, 2 uncovered, judged at day end + 24 h
+    inside a batch; a settlement of that day arriving after its judgment (re-judged at once: a third
+    uncovered one); a day whose settlements arrive 30 h late (opened past its judgment time, judged
+    inside the batch that brings them); 外配处方 charged to the issuer; a revoked prescription; a long
+    prescription (rx.over_12_weeks)."""
+    items = [("institutions", institution(PHARMACY)), ("institutions", institution(CLINIC))]
+    items += _day(12, 2, hi_rxno=False)
+    late = pooling("LATE", T0 + timedelta(hours=5), hi_rxno=None)
+    late[1]["inf_time"] = ts(T0 + timedelta(days=2))
+    items.append(late)
+    day2 = T0 + timedelta(days=1)
+    for i in range(3):
+        item = pooling(f"D2{i}", day2 + timedelta(minutes=i), hi_rxno=None)
+        item[1]["inf_time"] = ts(day2 + timedelta(hours=40, minutes=i))
+        items.append(item)
+    for i in range(3):  # 外配处方: the clinic's prescriptions uploaded 25 h after the pharmacy settled
+        when = T0 + timedelta(hours=1, minutes=i)
+        item = rx(f"EXT{i}", when + timedelta(hours=25), prsc=T0 - timedelta(hours=2))
+        item[1]["fixmedins_code"] = CLINIC
+        items += [item, pooling(f"X{i}", when, hi_rxno=f"EXT{i}", code=PHARMACY)]
+    items += [rx("RXR", T0 - timedelta(hours=3)), rx("RXR", T0 - timedelta(hours=2), status="revoked"),
+              pooling("SR", T0 + timedelta(minutes=50), hi_rxno="RXR"),
+              rx("RXLONG", T0 + timedelta(hours=1), medc_days=90)]
+    records = [(rec, None) for stream, raw in sorted(items, key=lambda it: it[1].get("inf_time", ""))
+               for rec in parse_value(stream, json.dumps(raw, ensure_ascii=False).encode())]
+    found = assert_batch_parity(Prescriptions, records, until="2026-01-20 00:00:00")  # type: ignore[arg-type]
+    got = sorted({(a.rule_id, a.fixmedins_code, a.severity) for a in found if isinstance(a, Alert)})
+    # the clinic: its own day (critical) and the issued prescriptions not uploaded in time (a warning: 3 <
+    # the trigger's minimum); the pharmacy: warned as the dispenser; the long prescription on its issuer
+    assert got == [("rx.not_uploaded", CLINIC, "critical"), ("rx.not_uploaded", CLINIC, "warning"),
+                   ("rx.not_uploaded", PHARMACY, "warning"), ("rx.over_12_weeks", CLINIC, "warning")], got

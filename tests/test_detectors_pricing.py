@@ -4,12 +4,19 @@ price.above_mode. Expected values are worked out by hand from the rules and the 
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+import json
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from builders import CLINIC, PHARMACY, drug, institution, run_engine, sale, settlement
+from rule_harness import alerts as only_alerts
+from rule_harness import assert_batch_parity
+
+from monitor.clock import CST
+from monitor.detectors.pricing import Pricing
+from monitor.records import InvalidRecord, Record, parse_value
 
 DRUG = "XA01AAA001"
 OTHER = "XB02BBB002"
@@ -268,3 +275,49 @@ def test_ar_agr_2_2_13_small_overcharge_on_3_days_is_not_serious() -> None:
     assert [a["evidence"]["involved_amount"] for a in rule(alerts, "price.dual")] == ["10.20"] * 3
     assert rule(alerts, "price.dual_serious") == []
     assert "NO_RENEWAL" not in actions(tickets)
+
+
+def _arrival_order(items: list[tuple[str, dict[str, Any]]]) -> list[tuple[Record, datetime | None]]:
+    earliest = datetime(2000, 1, 1, tzinfo=CST)
+    parsed = [(rec.arrival_time or earliest, i, rec) for i, (stream, raw) in enumerate(items)
+              for rec in parse_value(stream, json.dumps(raw, ensure_ascii=False).encode())
+              if not isinstance(rec, InvalidRecord)]
+    return [(rec, None) for _, _, rec in sorted(parsed, key=lambda p: (p[0], p[1]))]
+
+
+def test_the_batch_path_judges_prices_in_the_one_by_one_order() -> None:
+    """Pricing's ``on_batch`` (issue #16) against ``on_record`` one by one, batches of one stream and of
+    both (``assert_batch_parity``): a dual-priced day judged at day end + 24 h inside a batch; a late
+    self-pay sale of that day re-judging it at once (a second drug's day, flagged by the late price); a
+    day uploaded 30 h late whose judgment falls inside the batch that brings it; a revoked settlement;
+    three peers setting a modal price and a dearer insured sale on the same day (above_mode), a pharmacy
+    above the listed price (above_listed); dual days on three days (dual_serious)."""
+    items = [*registry(), ("drugs", drug(DRUG, "12.00"))]
+    items += [("institutions", institution(c)) for c in PEERS]
+    for n in range(3):  # three dual-priced days in a row (gravity: 3 days; ¥1 035 involved)
+        day = D1 + timedelta(days=n)
+        items += [insured(f"S{n}", day, "11.50", cnt="30"), selfpay(f"R{n}", day, "10.00")]
+        items += [insured(f"O{n}", day, "10.00", med=OTHER), selfpay(f"Q{n}", day, "9.00", med=OTHER, hour=9)]
+    # a late self-pay sale of D1 (arrives after D1's judgment): OTHER's day re-judged at once
+    items += [selfpay("LATE", D1, "9.50", med=OTHER, hour=15, inf=f"{D1 + timedelta(days=2)} 09:00:00")]
+    # a whole day uploaded 30 h late: opened past its judgment time, judged inside the batch
+    late_day = D1 + timedelta(days=4)
+    for i in range(3):
+        rec = settlement(f"L{i}", f"{late_day} 10:0{i}:00", f"{late_day + timedelta(days=1)} 16:0{i}:00",
+                         drugdetail=[{"feedetl_sn": "1", "med_list_codg": DRUG, "cnt": "1", "pric": "11.80",
+                                      "det_item_fee_sumamt": "11.80", "rx_flag": "0", "trdn_flag": "0"}],
+                         medfee_sumamt="11.80", inscp_scp_amt="11.80", acct_pay="11.80")
+        items.append(("settlements", rec))
+        items.append(selfpay(f"LR{i}", late_day, "10.00", hour=11, inf=f"{late_day + timedelta(days=1)} 16:1{i}:00"))
+    # a revoked settlement: its insured price no longer counts
+    items += [insured("V1", D1 + timedelta(days=5), "14.00")]
+    items.append(("settlements", {**insured("V1", D1 + timedelta(days=5), "14.00")[1], "setl_status": "revoked",
+                                  "inf_time": f"{D1 + timedelta(days=5)} 10:30:00"}))
+    items += [selfpay("V1R", D1 + timedelta(days=5), "10.00")]
+    # the modal price: three peers sell at 10.00, then an insured 12.50 (25 % above) the same day
+    mode_day = D1 + timedelta(days=6)
+    items += [selfpay(f"M{i}", mode_day, "10.00", code=c, hour=8) for i, c in enumerate(PEERS)]
+    items += [insured("MS", mode_day, "12.50", hour=9)]
+    found = assert_batch_parity(Pricing, _arrival_order(items), until="2026-04-30 00:00:00")
+    rules = {a.rule_id for a in only_alerts(found)}
+    assert rules == {"price.dual", "price.dual_serious", "price.above_mode", "price.above_listed"}, rules

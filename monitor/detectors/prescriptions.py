@@ -36,7 +36,7 @@ Persons are compared by their keyed pseudonym (``ctx.pseudo.person``): no ``psn_
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -44,8 +44,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
-from monitor.clock import business_date, day_end, day_start
-from monitor.contract import Findings, ForgetDay, JudgeDay, Params, Rule, RuleContext
+from monitor.clock import CST, business_date, day_end, day_start
+from monitor.contract import Delivery, Findings, ForgetDay, JudgeDay, Params, Placed, Rule, RuleContext
 from monitor.detectors.windows import DayWindows
 from monitor.records import Prescription, Settlement
 
@@ -55,6 +55,9 @@ if TYPE_CHECKING:
 
 NOT_UPLOADED = "rx.not_uploaded"
 OVER_12_WEEKS = "rx.over_12_weeks"
+#: record class → 1 a prescription, 2 a settlement, 0 neither (``Prescriptions.on_batch``; worked out once
+#: per class with ``isinstance``)
+_KINDS: dict[type, int] = {}
 
 
 class NotUploadedParams(Params):
@@ -165,6 +168,30 @@ class Prescriptions(Rule):
             return self._on_settlement(rec, ctx)
         return []
 
+    def on_batch(self, stream: str, batch: Sequence[Delivery], ctx: RuleContext) -> list[Placed]:
+        """The batch path (``monitor.contract``): the findings of ``on_record`` one by one, placed
+        (``Rule.each_delivery``: day judgments due inside the batch fire at their instant). The join is
+        order-sensitive — a settlement is covered by the prescriptions that arrived before its day is
+        judged, a late settlement re-judges its day at once — so records are taken in arrival order; the
+        batch saves the per-record dispatch (the record's kind known per class)."""
+        kinds = _KINDS
+        on_prescription, on_settlement = self._on_prescription, self._on_settlement
+        check_upload = self.check_upload
+
+        def handle(d: Delivery) -> Findings | None:
+            rec = d.record
+            kind = kinds.get(type(rec))
+            if kind is None:
+                kind = kinds[type(rec)] = (1 if isinstance(rec, Prescription)
+                                           else 2 if isinstance(rec, Settlement) else 0)
+            if kind == 1:
+                return on_prescription(rec, d.arrival, ctx)  # type: ignore[arg-type]
+            if kind == 2 and check_upload:
+                return on_settlement(rec, ctx)  # type: ignore[arg-type]
+            return None
+
+        return self.each_delivery(batch, ctx, handle)
+
     def _on_prescription(self, rec: Prescription, arrival: datetime, ctx: RuleContext) -> Findings:
         state = self.rx.get(rec.hi_rxno)
         if rec.rx_status == "revoked":
@@ -196,12 +223,14 @@ class Prescriptions(Rule):
 
     def needs_prescription(self, rec: Settlement) -> bool:
         """An Rx drug line, or a pharmacy 门诊统筹 purchase paid by the pooling fund."""
-        if any(line.rx_flag == "1" for line in rec.drugdetail):
-            return True
+        for line in rec.drugdetail:
+            if line.rx_flag == "1":
+                return True
         return rec.med_type in self.pooling_med_types and rec.hifp_pay > 0
 
     def _on_settlement(self, rec: Settlement, ctx: RuleContext) -> Findings:
-        day = business_date(rec.setl_time)
+        when = rec.setl_time
+        day = when.date() if when.tzinfo is CST else business_date(when)  # business_date, inlined
         if rec.setl_status == "revoked":
             pending = self.need.get(rec.setl_id)
             if pending is not None:

@@ -33,7 +33,7 @@ Split-pack (拆零, ``trdn_flag=1``) prices are per split unit and are only comp
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field
 
 from monitor.clock import CST, business_date, day_end, day_start
-from monitor.contract import Findings, ForgetDay, JudgeDay, Params, Rule, RuleContext
+from monitor.contract import Delivery, Findings, ForgetDay, JudgeDay, Params, Placed, Rule, RuleContext
 from monitor.detectors.windows import DayWindows
 from monitor.records import SaleMovement, Settlement
 
@@ -51,6 +51,10 @@ if TYPE_CHECKING:
     from monitor.records import Record
 
 CENT = Decimal("0.01")
+_ZERO = Decimal(0)
+#: record class → what pricing does with it (``Pricing.on_batch``): 1 a settlement, 2 a movement (a 3505
+#: sale when its ``infno`` says so), 0 nothing — worked out once per class with ``isinstance``
+_KINDS: dict[type, int] = {}
 
 
 class DualParams(Params):
@@ -175,6 +179,37 @@ class Pricing(Rule):
         elif isinstance(rec, SaleMovement) and rec.infno == "3505":
             self._sale(rec, ctx, out)
         return out
+
+    def on_batch(self, stream: str, batch: Sequence[Delivery], ctx: RuleContext) -> list[Placed]:
+        """The batch path (``monitor.contract``): the findings of ``on_record`` one by one, placed
+        (``Rule.each_delivery``: the rule's judgments and re-judgments due inside the batch fire at their
+        instant). Prices are order-sensitive — a day re-judged by a late price, the modal price and its
+        votes at each insured sale, the once-per-day alerts — so every record is still taken in arrival
+        order, and the batch saves the per-record dispatch only: the record's kind is known per class,
+        and the findings list is shared by the records that find nothing."""
+        settlement, sale = self._settlement, self._sale
+        kinds = _KINDS
+        out: Findings = []
+
+        def handle(d: Delivery) -> Findings | None:
+            rec = d.record
+            kind = kinds.get(type(rec))
+            if kind is None:
+                kind = kinds[type(rec)] = (1 if isinstance(rec, Settlement)
+                                           else 2 if isinstance(rec, SaleMovement) else 0)
+            if kind == 1:
+                settlement(rec, ctx, out)  # type: ignore[arg-type]
+            elif kind == 2 and rec.infno == "3505":  # type: ignore[union-attr]
+                sale(rec, ctx, out)  # type: ignore[arg-type]
+            else:
+                return None
+            if not out:
+                return None
+            found = out[:]
+            out.clear()
+            return found
+
+        return self.each_delivery(batch, ctx, handle)
 
     def _settlement(self, st: Settlement, ctx: RuleContext, out: Findings) -> None:
         when = st.setl_time
