@@ -193,3 +193,17 @@ def test_odd_envelopes_give_the_models_dead_letters(monkeypatch: pytest.MonkeyPa
         assert lean == models, raw
         dead += sum(isinstance(i, InvalidRecord) for i in lean[0])
     assert dead >= 4
+
+
+def test_a_pack_alias_leading_to_another_alias_is_followed_in_the_settlement_as_before() -> None:
+    # setlinfo and the lines are normalized with their envelope and then once more, as they always were:
+    # a pack alias whose target is itself an alias (setl_sum → med_fee_sumamt → medfee_sumamt) still
+    # ends at the name of design §3 (Codec._again skips the second pass only without such chains).
+    env = json.loads((FIXTURES / "2102.json").read_text(encoding="utf-8"))
+    setl = env["output"]["setlinfo"]
+    setl["setl_sum"] = setl.pop("med_fee_sumamt")
+    raw = json.dumps(env, ensure_ascii=False).encode()
+    chained = Codec(aliases={"setl_sum": "med_fee_sumamt"})
+    (item,) = chained.decode(None, raw, Counter())
+    assert not isinstance(item, InvalidRecord), item
+    assert item.settlement.medfee_sumamt == Decimal("25.5")

@@ -190,6 +190,10 @@ class Codec:
         for key, value in (aliases or {}).items():
             table[snake(key)] = snake(value)
         self.aliases = table
+        #: ``normalize`` gives keys no alias renames again unless one alias leads to another: then a
+        #: node taken from a normalized parent is normalized once more (as it always was), else it is
+        #: used as it is (``_again``).
+        self._chained = any(v in table and table[v] != v for v in table.values())
         self.rx_centre = dict(rx_centre or RX_CENTRE_DEFAULT)
         self._handlers: dict[str, Callable[[str, dict[str, Any], dict[str, Any], _Env, dict[str, int]],
                                            list[Item]]] = {}
@@ -209,6 +213,19 @@ class Codec:
         for infno, kind in self.rx_centre.items():
             self._handlers[infno.upper()] = {"upload": self._prescription, "revoke": self._rx_revocation
                                              }.get(kind, self._no_record)
+
+    def _again(self, given: Any, rows: list[Any], quality: dict[str, int], where: str) -> list[Any]:
+        """``rows`` of the value ``given`` of a normalized node, normalized: ``given`` was normalized with
+        its parent (a repeated ``normalize`` changes nothing: no ``""``, keys, texts and times as they
+        come out of it, each date-only time counted once) unless it was JSON text."""
+        if self._chained or isinstance(given, (str, bytes)):
+            return [normalize(r, self.aliases, quality, where) for r in rows]
+        return rows
+
+    def _setlinfo(self, out_n: dict[str, Any], quality: dict[str, int]) -> dict[str, Any]:
+        given = out_n.get("setlinfo")
+        node: dict[str, Any] = self._again(given, [_node(given, "output.setlinfo")], quality, "settlements")[0]
+        return node
 
     @classmethod
     def for_pack(cls, pack: Any) -> Codec:
@@ -499,7 +516,7 @@ class Codec:
                     quality: dict[str, int]) -> list[Item]:
         inp_n = normalize(inp, self.aliases, quality, "settlements")
         out_n = normalize(out, self.aliases, quality, "settlements")
-        setl = normalize(_node(out_n.get("setlinfo"), "output.setlinfo"), self.aliases, quality, "settlements")
+        setl = self._setlinfo(out_n, quality)
         if not setl:
             raise Fail("output.setlinfo", "missing (the settlement is the platform's response)")
         data: dict[str, Any] = {}
@@ -509,17 +526,18 @@ class Codec:
                     if not isinstance(value, (Mapping, list)):
                         data.setdefault(key, value)
         data.update({k: v for k, v in setl.items() if not isinstance(v, (Mapping, list))})
-        lines = None
+        lines = given = None
         for name in ("drugdetail", "druginfo", "feedetail"):
             if name in inp_n:
-                lines = _as_rows(inp_n[name], f"input.{name}")
+                given = inp_n[name]
+                lines = _as_rows(given, f"input.{name}")
                 break
         if env.code and "fixmedins_code" not in data:
             data["fixmedins_code"] = env.code
         if env.inf_time is not None:
             data.setdefault("inf_time", env.inf_time)
         data["setl_status"] = "settled"
-        data["drugdetail"] = [normalize(r, self.aliases, quality, "settlements") for r in lines] if lines else []
+        data["drugdetail"] = self._again(given, lines, quality, "settlements") if lines else []
         if "drug_trac_info" in inp_n or "drugtracinfo" in inp_n:
             node = inp_n.get("drugtracinfo", inp_n.get("drug_trac_info"))
             _count(quality, "tracecodes.settlement_codes_not_split",
@@ -539,7 +557,7 @@ class Codec:
         rows = inp_n.get("feedetail")
         if rows is None:
             raise Fail("input.feedetail", "missing (2204 uploads fee details)")
-        rows = [normalize(r, self.aliases, quality, "settlements") for r in _as_rows(rows, "input.feedetail")]
+        rows = self._again(rows, _as_rows(rows, "input.feedetail"), quality, "settlements")
         outer_id = inp_n.get("mdtrt_id")
         code = env.code or str(inp_n.get("fixmedins_code", ""))
         groups: dict[str, list[DrugDetail]] = {}
@@ -571,7 +589,7 @@ class Codec:
         inp_n = normalize(inp, self.aliases, quality, "settlements")
         out_n = normalize(out, self.aliases, quality, "settlements")
         data: dict[str, Any] = {}
-        setl = normalize(_node(out_n.get("setlinfo"), "output.setlinfo"), self.aliases, quality, "settlements")
+        setl = self._setlinfo(out_n, quality)
         for node in (setl, _node(inp_n.get("data"), "input.data"),
                      inp_n.get("mdtrtinfo"), inp_n):
             if isinstance(node, Mapping):
@@ -604,12 +622,13 @@ class Codec:
     def _prescription(self, infno: str, inp: dict[str, Any], out: dict[str, Any], env: _Env,
                       quality: dict[str, int]) -> list[Item]:
         data, inp_n = self._rx_fields(inp, out, quality)
-        lines = None
+        lines = given = None
         for holder in (inp_n, inp_n.get("data"), inp_n.get("rxinfo")):
             if isinstance(holder, Mapping):
                 for name in ("rxdrugdetail", "rx_drug_detail", "drugdetail"):
                     if name in holder:
-                        lines = _as_rows(holder[name], f"input.{name}")
+                        given = holder[name]
+                        lines = _as_rows(given, f"input.{name}")
                         break
             if lines is not None:
                 break
@@ -625,7 +644,7 @@ class Codec:
         if "hi_rxno" not in data:
             raise Fail("output.hi_rxno", "missing (the platform's prescription number is in the response)")
         data["rx_status"] = "uploaded"
-        data["rxdrugdetail"] = [normalize(r, self.aliases, quality, "prescriptions") for r in lines]
+        data["rxdrugdetail"] = self._again(given, lines, quality, "prescriptions")
         return [_validate(_RX_ADAPTER, data, "input")]
 
     def _rx_revocation(self, infno: str, inp: dict[str, Any], out: dict[str, Any], env: _Env,

@@ -93,6 +93,12 @@ def to_time(value: Any) -> tuple[datetime, bool]:
         raise ScalarError(f"{type(value).__name__} is not a time")
     if text.isdigit():
         if len(text) == 14:
+            try:  # fixed-width ASCII fields first: what strptime reads when each is valid (its first match)
+                if text.isascii():
+                    return datetime(int(text[:4]), int(text[4:6]), int(text[6:8]), int(text[8:10]),
+                                    int(text[10:12]), int(text[12:]), tzinfo=CST), False
+            except ValueError:
+                pass
             try:
                 return datetime.strptime(text, "%Y%m%d%H%M%S").replace(tzinfo=CST), False
             except ValueError as exc:
