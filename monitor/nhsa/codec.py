@@ -66,6 +66,10 @@ from monitor.records import (
 )
 
 Item = Record | Pending | InvalidRecord
+#: ``isinstance(x, _MAPPINGS)`` is ``isinstance(x, Mapping)``, a JSON object (``dict``) decided first.
+_MAPPINGS = (dict, Mapping)
+#: A nested node (not a scalar field) of a normalized mapping: ``isinstance(v, (Mapping, list))``.
+_NODES = (dict, list, Mapping)
 
 #: Wrapper names of the business node of a 35xx message, in the order they are looked for.
 INVENTORY_WRAPPERS = ("selinfo", "purcinfo", "invinfo", "data", "selinfo_detail", "purcinfo_detail",
@@ -135,11 +139,11 @@ def _json(value: Any, part: str) -> Any:
 
 def _as_rows(value: Any, part: str) -> list[Mapping[str, Any]]:
     value = _json(value, part)
-    if isinstance(value, Mapping):
+    if isinstance(value, _MAPPINGS):
         return [value]
     if isinstance(value, list):
         for i, row in enumerate(value):
-            if not isinstance(row, Mapping):
+            if not isinstance(row, _MAPPINGS):
                 raise Fail(f"{part}[{i}]", f"an object expected, not {type(row).__name__}")
         return value
     raise Fail(part, f"an object, an array or a JSON string expected, not {type(value).__name__}")
@@ -152,7 +156,7 @@ def _node(value: Any, part: str) -> dict[str, Any]:
         return {}
     if isinstance(value, list) and len(value) == 1:
         value = value[0]
-    if not isinstance(value, Mapping):
+    if not isinstance(value, _MAPPINGS):
         raise Fail(part, f"an object expected, not {type(value).__name__}")
     return dict(value)
 
@@ -246,11 +250,15 @@ class Codec:
             # The lean decode first (``records.parse_value``'s own first step).
             lean = _LEAN.get(stream)
             parsed = lean.decode(raw) if lean is not None and len(raw) <= MAX_VALUE_BYTES else None
+            if parsed is not None:  # records only (the lean decode gives up on anything else)
+                if _UPPER_KEY.search(raw) is None and (stream != "inventory" or _TRACE_HINT not in raw):
+                    return parsed
+                return self._flat(stream, raw, quality)
             # Not plain NHSA text: an envelope whose input is a JSON string (it ends in '"}') skips the
             # models' flat parse too once its key is seen — the JSON below confirms it is an envelope.
-            hinted = parsed is None and (b'"input"' in raw or b'"output"' in raw)
+            hinted = b'"input"' in raw or b'"output"' in raw
             if not hinted:
-                plain = self._plain(stream, raw, quality, parsed)
+                plain = self._plain(stream, raw, quality)
                 if plain is not None:
                     return plain
         if len(raw) > MAX_VALUE_BYTES:
@@ -265,9 +273,11 @@ class Codec:
         if not envelopes:
             return [InvalidRecord("empty array: no messages")]
         if stream is not None and not any(
-                isinstance(e, Mapping) and any(str(k).lower() in ("input", "output") for k in e) for e in envelopes):
+                isinstance(e, _MAPPINGS) and ("input" in e or "output" in e
+                                              or any(str(k).lower() in ("input", "output") for k in e))
+                for e in envelopes):
             if hinted:  # "input" was in a value: the flat paths as for any other line
-                plain = self._plain(stream, raw, quality, None)
+                plain = self._plain(stream, raw, quality)
                 if plain is not None:
                     return plain
             return self._flat(stream, raw, quality)  # "put" was in a value, not an envelope key
@@ -275,7 +285,7 @@ class Codec:
         for i, env in enumerate(envelopes):
             index = i if isinstance(value, list) else None
             prefix = f"[{i}]." if index is not None else ""
-            if not isinstance(env, Mapping):
+            if not isinstance(env, _MAPPINGS):
                 out.append(InvalidRecord(f"{prefix}value: an envelope object expected", index=index))
                 continue
             try:
@@ -289,22 +299,16 @@ class Codec:
             out.extend(items)
         return out
 
-    def _plain(self, stream: str, raw: bytes, quality: dict[str, int], lean: list[Any] | None
-               ) -> list[Item] | None:
-        """A flat line: its records (``parsed``: the lean decode's, else ``records.parse_value``'s, read
-        here with the date-only counter armed — only the models read date-only times), the codec's
-        normalizing ``_flat`` when it needs it, or ``None``: it may be an envelope (JSON path; never
-        when the lean decode read it)."""
-        parsed: list[Any]
-        if lean is not None:
-            parsed = lean
-        else:
-            sink = DATE_ONLY_COUNTS
-            sink.target = (quality, stream)
-            try:
-                parsed = parse_value(stream, raw)
-            finally:
-                sink.target = None
+    def _plain(self, stream: str, raw: bytes, quality: dict[str, int]) -> list[Item] | None:
+        """A flat line the lean decode did not read: its records by ``records.parse_value`` (read with
+        the date-only counter armed — only the models read date-only times), the codec's normalizing
+        ``_flat`` when it needs it, or ``None``: it may be an envelope (the JSON path)."""
+        sink = DATE_ONLY_COUNTS
+        sink.target = (quality, stream)
+        try:
+            parsed = parse_value(stream, raw)
+        finally:
+            sink.target = None
         if (type(parsed[0]) is not InvalidRecord if len(parsed) == 1
                 else all(type(p) is not InvalidRecord for p in parsed)):
             if _UPPER_KEY.search(raw) is None and (stream != "inventory" or _TRACE_HINT not in raw):
@@ -327,7 +331,7 @@ class Codec:
         for i, row in enumerate(rows):
             index = i if isinstance(value, list) else None
             prefix = f"[{i}]." if index is not None else ""
-            if not isinstance(row, Mapping):
+            if not isinstance(row, _MAPPINGS):
                 out.append(InvalidRecord(f"{prefix}value: an object expected", index=index))
                 continue
             try:
@@ -461,14 +465,14 @@ class Codec:
             node = _json(node, f"{where}.drugtracinfo")
             if isinstance(node, str):
                 entries: list[Any] = [c for c in re.split(r"[,;\s]+", node) if c]
-            elif isinstance(node, Mapping):
+            elif isinstance(node, _MAPPINGS):
                 entries = [node]
             elif isinstance(node, list):
                 entries = node
             else:
                 raise Fail(f"{where}.drugtracinfo", f"not a list, object or string: {type(node).__name__}")
             for j, entry in enumerate(entries):
-                if isinstance(entry, Mapping):
+                if isinstance(entry, _MAPPINGS):
                     code = entry.get("drug_trac_codg")
                     if code is None:
                         raise Fail(f"{where}.drugtracinfo[{j}]", "drug_trac_codg missing")
@@ -521,11 +525,11 @@ class Codec:
             raise Fail("output.setlinfo", "missing (the settlement is the platform's response)")
         data: dict[str, Any] = {}
         for node in (inp_n.get("mdtrtinfo"), inp_n.get("data"), inp_n):
-            if isinstance(node, Mapping):
+            if isinstance(node, _MAPPINGS):
                 for key, value in node.items():
-                    if not isinstance(value, (Mapping, list)):
+                    if type(value) is str or not isinstance(value, _NODES):
                         data.setdefault(key, value)
-        data.update({k: v for k, v in setl.items() if not isinstance(v, (Mapping, list))})
+        data.update({k: v for k, v in setl.items() if type(v) is str or not isinstance(v, _NODES)})
         lines = given = None
         for name in ("drugdetail", "druginfo", "feedetail"):
             if name in inp_n:
@@ -592,9 +596,9 @@ class Codec:
         setl = self._setlinfo(out_n, quality)
         for node in (setl, _node(inp_n.get("data"), "input.data"),
                      inp_n.get("mdtrtinfo"), inp_n):
-            if isinstance(node, Mapping):
+            if isinstance(node, _MAPPINGS):
                 for key, value in node.items():
-                    if not isinstance(value, (Mapping, list)):
+                    if type(value) is str or not isinstance(value, _NODES):
                         data.setdefault(key, value)
         setl_id = data.get("setl_id")
         if not setl_id:
@@ -613,9 +617,9 @@ class Codec:
         data: dict[str, Any] = {}
         nodes = [out_n.get("data"), out_n, inp_n.get("mdtrtinfo"), inp_n.get("rxinfo"), inp_n.get("data"), inp_n]
         for node in nodes:
-            if isinstance(node, Mapping):
+            if isinstance(node, _MAPPINGS):
                 for key, value in node.items():
-                    if not isinstance(value, (Mapping, list)):
+                    if type(value) is str or not isinstance(value, _NODES):
                         data.setdefault(key, value)
         return data, inp_n
 
@@ -624,7 +628,7 @@ class Codec:
         data, inp_n = self._rx_fields(inp, out, quality)
         lines = given = None
         for holder in (inp_n, inp_n.get("data"), inp_n.get("rxinfo")):
-            if isinstance(holder, Mapping):
+            if isinstance(holder, _MAPPINGS):
                 for name in ("rxdrugdetail", "rx_drug_detail", "drugdetail"):
                     if name in holder:
                         given = holder[name]

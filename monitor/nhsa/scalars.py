@@ -186,7 +186,7 @@ def normalize(obj: Mapping[str, Any], aliases: Mapping[str, str], quality: dict[
         elif kind is dict or (kind is not list and isinstance(value, Mapping)):
             value = normalize(value, aliases, quality, where)
         elif kind is list:
-            value = [normalize(v, aliases, quality, where) if isinstance(v, Mapping) else _scalar(v)
+            value = [normalize(v, aliases, quality, where) if isinstance(v, (dict, Mapping)) else _scalar(v)
                      for v in value if v is not None and v != ""]
         elif key in TIME_FIELDS:
             value = _time_field(key, value, quality, where)
