@@ -513,12 +513,13 @@ class Pricing(Rule):
         prices = self.votes.get(drug, {})
         for price in list(prices):
             voters = prices[price]
-            for code in [c for c, d in voters.items() if d < lo]:
-                del voters[code]
-            if not voters:
-                del prices[price]
-                continue
-            n = sum(1 for d in voters.values() if d <= day)
+            if not voters or min(voters.values()) < lo:  # (C-level min/max: no Python scan on most prices)
+                for code in [c for c, d in voters.items() if d < lo]:
+                    del voters[code]
+                if not voters:
+                    del prices[price]
+                    continue
+            n = len(voters) if max(voters.values()) <= day else sum(1 for d in voters.values() if d <= day)
             if n and (best is None or (n, price) > best):
                 best = (n, price)
         mode, support = (best[1], best[0]) if best else (None, 0)
