@@ -181,14 +181,11 @@ class Prescriptions(Rule):
         def handle(d: Delivery) -> Findings | None:
             rec = d.record
             kind = kinds.get(type(rec))
-            if kind is None:
-                kind = kinds[type(rec)] = (1 if isinstance(rec, Prescription)
-                                           else 2 if isinstance(rec, Settlement) else 0)
-            if kind == 1:
-                return on_prescription(rec, d.arrival, ctx)  # type: ignore[arg-type]
-            if kind == 2 and check_upload:
-                return on_settlement(rec, ctx)  # type: ignore[arg-type]
-            return None
+            if kind is None:  # first record of its class
+                kind = kinds[type(rec)] = 1 if isinstance(rec, Prescription) else 2 * isinstance(rec, Settlement)
+            if kind == 2:
+                return on_settlement(rec, ctx) if check_upload else None  # type: ignore[arg-type]
+            return on_prescription(rec, d.arrival, ctx) if kind else None  # type: ignore[arg-type]
 
         return self.each_delivery(batch, ctx, handle)
 

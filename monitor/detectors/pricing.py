@@ -195,8 +195,7 @@ class Pricing(Rule):
             rec = d.record
             kind = kinds.get(type(rec))
             if kind is None:
-                kind = kinds[type(rec)] = (1 if isinstance(rec, Settlement)
-                                           else 2 if isinstance(rec, SaleMovement) else 0)
+                kind = kinds[type(rec)] = 1 if isinstance(rec, Settlement) else 2 * isinstance(rec, SaleMovement)
             if kind == 1:
                 settlement(rec, ctx, out)  # type: ignore[arg-type]
             elif kind == 2 and rec.infno == "3505":  # type: ignore[union-attr]
