@@ -190,6 +190,8 @@ class TimerQueue:
     #: ``monitor.state.keyed``: the heap's order is not state (its entries are distinct, immutable and
     #: totally ordered, so any heap of them pops alike): checkpointed as a set, restored sorted
     unordered_state: ClassVar[tuple[str, ...]] = ("_heap",)
+    #: ``monitor.state.keyed``: what is pending is what the heap holds — not checkpointed, rebuilt
+    derived_state: ClassVar[tuple[str, ...]] = ("_pending",)
 
     def __init__(self) -> None:
         self._heap: list[tuple[datetime, int, int, str, Hashable]] = []
@@ -218,6 +220,11 @@ class TimerQueue:
 
     def next_due(self) -> datetime | None:
         return self._heap[0][0] if self._heap else None
+
+    def derive_state(self) -> None:
+        """Rebuild ``_pending`` from the heap (after a restore: ``derived_state``)."""
+        self._pending.clear()
+        self._pending.update((owner, key) for _, _, _, owner, key in self._heap)
 
     def rekey(self, owner: str, convert: Callable[[Hashable], Hashable]) -> None:
         """Replace each key of ``owner``'s timers by ``convert(key)`` (a checkpoint of an older version),

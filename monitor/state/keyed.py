@@ -14,21 +14,29 @@ Contract
   ``timers._heap``); so is such an attribute of a plain helper object one level down
   (``rule:pricing.windows.days``: a ``DayWindows``). Objects that pickle themselves (a custom
   ``__getstate__``/``__reduce__``, e.g. the institution-day collector) and store tables are not opened.
-  Which attributes are slots follows from the objects, never from a list kept here.
+  Which attributes are slots follows from the objects, never from a list kept here. A class may name
+  containers it can rebuild from its slots (``derived_state``, e.g. the timers' pending set, which is
+  the heap's entries): they are not written, restored empty, and its ``derive_state()`` fills them.
 * **Entries.** A slot is written per key: dict → one entry per key (its value pickled), set → one per
   element, list → one per index (the timer heap's sift moves only O(log n) positions). Dict and set
   entries carry their **insertion sequence**, so a restored dict iterates in the order the running one
   did (rules' outputs depend on it); a key deleted and set again is a new insertion.
-* **Diff.** At each checkpoint every entry is pickled and its digest (the 64-bit ``hash`` of the bytes,
-  process-keyed SipHash) compared with the one written last: only entries whose bytes changed are
-  *put*, keys gone are *deleted*. Bytes written ∝ the change; CPU ∝ the state's pickle (as before: the
-  whole engine was pickled at every checkpoint), zero per record.
+* **Diff.** At each checkpoint every dict/list value is digested (the 64-bit ``hash`` of its MessagePack
+  encoding; a scalar the same object as last time is unchanged without one) and compared with the
+  digest written last: only entries whose digest changed are pickled and *put*, keys gone are
+  *deleted*. Set and heap elements are immutable: they are compared by identity (an element is new
+  when it is another object). Bytes written ∝ the change; CPU = one encoding pass over the state plus
+  pickling the change, zero per record.
+* **Pickles.** Values go through one reused pickler whose ``dispatch_table`` rebuilds a slots dataclass
+  of ``monitor.*`` by calling it with its fields (pickle's own path runs dataclasses' Python
+  ``__getstate__``/``__setstate__``); everything else is pickled as ``pickle.dumps`` would.
 * **Residue.** The rest of the engine is pickled whole, each slot container replaced by a persistent
   id ``(slot, container type, default factory)``: references to one container from two places stay one
   container. It is small (settings, counters, scalars) and does not grow with history.
-* **Keys** are pickled canonically (no memo: equal keys give equal bytes), so a changed entry
-  overwrites the store key it had. Entry key = ``slot | NUL | key pickle``; value = ``sequence (8 bytes
-  BE) | value pickle`` (lists: the value pickle only).
+* **Keys** are pickled canonically (no memo: equal keys give equal bytes) when an entry is new; the
+  bytes are kept (or, at a restore, the ones read), so a changed entry overwrites the very store key
+  it had and a delete removes it, whichever version encoded it. Entry key = ``slot | NUL | key
+  pickle``; value = ``sequence (8 bytes BE) | value pickle`` (lists: the value pickle only).
 * **What a rule must keep true**: a *mutable* object (list, dict, set, a tally object) is reachable from
   one key of one slot only (or from the residue only). Per-key pickling would restore two copies of a
   shared one. Immutable values (str, tuples, dates, frozen dataclasses) may be shared freely.
@@ -137,25 +145,18 @@ def _register_reducers() -> None:
                     _REDUCERS[obj] = found
 
 
-class _Values:
-    """Values pickled by one reused pickler (memo cleared per value: the bytes of ``pickle.dumps``, but
-    the slots dataclasses of ``_REDUCERS`` by their fast reducer)."""
+class _Pickler(pickle.Pickler):
+    """The bytes of ``pickle.dumps``, but the slots dataclasses of ``_REDUCERS`` by their fast reducer."""
 
-    def __init__(self) -> None:
-        self.buf = io.BytesIO()
-        self.pickler = pickle.Pickler(self.buf, _PROTO)
-        self.pickler.dispatch_table = _REDUCERS
-
-    def __call__(self, value: Any) -> bytes:
-        buf = self.buf
-        buf.seek(0)
-        buf.truncate()
-        self.pickler.clear_memo()
-        self.pickler.dump(value)
-        return buf.getvalue()
+    dispatch_table = _REDUCERS
 
 
-_dumps_value = _Values()
+def _dumps_value(value: Any) -> bytes:
+    """A value's pickle. A new pickler per value: a reused one's ``clear_memo`` costs the largest memo
+    it ever held (one big list of moves makes every later value cost a millisecond)."""
+    buf = io.BytesIO()
+    _Pickler(buf, _PROTO).dump(value)
+    return buf.getvalue()
 
 
 def _digest(value: Any) -> tuple[int, int]:
@@ -234,22 +235,29 @@ def slots(engine: Engine) -> dict[str, Any]:
     return _find(engine)[0]
 
 
-def _find(engine: Engine) -> tuple[dict[str, Any], set[str]]:
-    """The slots and which of them are unordered lists (a class's ``unordered_state``: heaps)."""
+def _find(engine: Engine) -> tuple[dict[str, Any], set[str], dict[str, tuple[Any, Any]]]:
+    """The slots, which of them are unordered lists (a class's ``unordered_state``: heaps), and the
+    derived containers (a class's ``derived_state``: name → (container, its object)), which are not
+    checkpointed: the object's ``derive_state()`` rebuilds them after a restore."""
     roots: list[tuple[str, Any]] = [(f"rule:{d.name}", d) for d in engine.detectors]
     roots += [("registry", engine.registry), ("ledger", engine.ledger), ("timers", engine.timers)]
     found: dict[str, Any] = {}
     unordered: set[str] = set()
+    derived: dict[str, tuple[Any, Any]] = {}
     seen: set[int] = set()
 
     def visit(path: str, obj: Any, depth: int) -> None:
         if not _opens(obj):
             return
         heaps = getattr(type(obj), "unordered_state", ())
+        rebuilt = getattr(type(obj), "derived_state", ())
         for attr, value in vars(obj).items():
             if id(value) in seen:
                 continue
-            if isinstance(value, (dict, set, list)):
+            if attr in rebuilt and isinstance(value, (dict, set, list)):
+                seen.add(id(value))
+                derived[f"{path}.{attr}"] = (value, obj)
+            elif isinstance(value, (dict, set, list)):
                 seen.add(id(value))
                 found[f"{path}.{attr}"] = value
                 if attr in heaps and isinstance(value, list):
@@ -262,7 +270,7 @@ def _find(engine: Engine) -> tuple[dict[str, Any], set[str]]:
     seen.add(id(engine))
     for path, obj in roots:
         visit(path, obj, 0)
-    return found, unordered
+    return found, unordered, derived
 
 
 class _Residue(pickle.Pickler):
@@ -336,12 +344,15 @@ class KeyedState:
         """The residue and the entries to write: the changed ones, or every one (``full``: a base)."""
         delta = TableDelta(BYTES.name, BYTES.name, full=full or not self.synced)
         _register_reducers()
-        containers, unordered = _find(engine)
+        containers, unordered, derived = _find(engine)
         ids: dict[int, tuple[Any, ...]] = {}
         owners: dict[int, str] = {}
         keep: list[Any] = []
         for name, box in containers.items():
             ids[id(box)] = (name, type(box), getattr(box, "default_factory", None), name in unordered)
+            owners[id(box)] = name
+        for name, (box, _) in derived.items():
+            ids[id(box)] = ("derived", name, type(box))
             owners[id(box)] = name
         self._staged = ({}, {})
         for name, box in containers.items():
@@ -518,6 +529,10 @@ class KeyedState:
         cache = self.keep_bytes
 
         def fill(pid: Any) -> Any:
+            if isinstance(pid, tuple) and len(pid) == 3 and pid[0] == "derived":  # rebuilt below
+                if not (isinstance(pid[2], type) and issubclass(pid[2], (dict, set, list))):
+                    raise CheckpointError(f"derived state {pid[1]} is a {pid[2]!r}")
+                return pid[2]()
             if not (isinstance(pid, tuple) and len(pid) == 4 and isinstance(pid[0], str)):
                 raise CheckpointError(f"checkpoint refers to unknown state {pid!r}")
             name, cls, factory, unordered = pid
@@ -553,6 +568,8 @@ class KeyedState:
             return box
 
         engine = Engine.restore(residue, pseudo, store, persistent=fill)
+        for owner in {id(obj): obj for _, obj in _find(engine)[2].values()}.values():
+            owner.derive_state()
         if by_slot:
             # entries of a slot the engine no longer has (e.g. a rule disabled): dropped at the next checkpoint
             for gone, rows in by_slot.items():
