@@ -529,30 +529,24 @@ _ADAPTERS: dict[str, TypeAdapter[Any]] = {
 #: The lean decoders (``monitor.lean``), generated from the models above.
 _LEAN_ALIASES = {"code": Code, "trace": TraceCodeStr, "money": Money, "price": Price, "quantity": Quantity,
                  "time": CstDateTime, "date": BizDate}
-_INVENTORY_VARIANTS: list[tuple[type[BaseModel], str | None]] = [
-    (Stocktake, "3501"), (StockChange, "3502"), (PurchaseMovement, "3503"), (PurchaseMovement, "3504"),
-    (SaleMovement, "3505"), (SaleMovement, "3506")]
-_LEAN: dict[str, LeanDecoder] = {
-    "settlements": LeanDecoder([(Settlement, None)], _LEAN_ALIASES),
-    "inventory": LeanDecoder(_INVENTORY_VARIANTS, _LEAN_ALIASES, tag_field="infno"),
-    "tracecodes": LeanDecoder([(TraceScan, None)], _LEAN_ALIASES),
-    "prescriptions": LeanDecoder([(Prescription, None)], _LEAN_ALIASES),
-    "findings": LeanDecoder([(Finding, None)], _LEAN_ALIASES),
-    "institutions": LeanDecoder([(Institution, None)], _LEAN_ALIASES),
-    "drugs": LeanDecoder([(Drug, None)], _LEAN_ALIASES),
+#: Each stream's models (several: a union tagged by ``infno``).
+_VARIANTS: dict[str, tuple[list[tuple[type[BaseModel], str | None]], str | None]] = {
+    "settlements": ([(Settlement, None)], None),
+    "inventory": ([(Stocktake, "3501"), (StockChange, "3502"), (PurchaseMovement, "3503"),
+                   (PurchaseMovement, "3504"), (SaleMovement, "3505"), (SaleMovement, "3506")], "infno"),
+    "tracecodes": ([(TraceScan, None)], None),
+    "prescriptions": ([(Prescription, None)], None),
+    "findings": ([(Finding, None)], None),
+    "institutions": ([(Institution, None)], None),
+    "drugs": ([(Drug, None)], None),
 }
+_LEAN: dict[str, LeanDecoder] = {stream: LeanDecoder(variants, _LEAN_ALIASES, tag_field=tag)
+                                 for stream, (variants, tag) in _VARIANTS.items()}
 #: The same, for the mappings the NHSA codec builds (``monitor.lean.DictConverter``): by stream, and
 #: ``drugdetail`` for a 2204 line.
-_LEAN_DICT: dict[str, DictConverter] = {
-    "settlements": DictConverter([(Settlement, None)], _LEAN_ALIASES),
-    "inventory": DictConverter(_INVENTORY_VARIANTS, _LEAN_ALIASES, tag_field="infno"),
-    "tracecodes": DictConverter([(TraceScan, None)], _LEAN_ALIASES),
-    "prescriptions": DictConverter([(Prescription, None)], _LEAN_ALIASES),
-    "findings": DictConverter([(Finding, None)], _LEAN_ALIASES),
-    "institutions": DictConverter([(Institution, None)], _LEAN_ALIASES),
-    "drugs": DictConverter([(Drug, None)], _LEAN_ALIASES),
-    "drugdetail": DictConverter([(DrugDetail, None)], _LEAN_ALIASES),
-}
+_LEAN_DICT: dict[str, DictConverter] = {stream: DictConverter(variants, _LEAN_ALIASES, tag_field=tag)
+                                        for stream, (variants, tag) in _VARIANTS.items()}
+_LEAN_DICT["drugdetail"] = DictConverter([(DrugDetail, None)], _LEAN_ALIASES)
 
 
 # ------------------------------------------------------------------------------------------------- parsing
