@@ -64,6 +64,23 @@ class SettleBatch(NamedTuple):
     fixmedins_bchno: str
 
 
+#: record class → which movement (``on_record``'s dispatch; a subclass is looked up once by ``_kind_of``)
+_SALE, _STOCKTAKE, _PURCHASE, _CHANGE = range(4)
+_KIND_OF: dict[type, int] = {SaleMovement: _SALE, Stocktake: _STOCKTAKE, PurchaseMovement: _PURCHASE,
+                             StockChange: _CHANGE}
+_tuple_new = tuple.__new__
+
+
+def _kind_of(rec: object) -> int | None:
+    """The movement kind of a record whose class ``_KIND_OF`` does not name (None: not a movement)."""
+    for cls, kind in ((SaleMovement, _SALE), (Stocktake, _STOCKTAKE), (PurchaseMovement, _PURCHASE),
+                      (StockChange, _CHANGE)):
+        if isinstance(rec, cls):
+            _KIND_OF[type(rec)] = kind
+            return kind
+    return None
+
+
 class _Counts(Protocol):
     def count(self, name: str, n: int = 1) -> None: ...
 
@@ -130,45 +147,70 @@ class NegativeStock(Rule):
 
     # ---------------------------------------------------------------------------------- records
     def on_record(self, rec: Record, arrival: datetime, ctx: RuleContext) -> Findings:
-        # Hot path (every 进销存 record): one type dispatch, no string formatting (the evidence reference
-        # is formatted only when an alert is raised), and a timer only when the batch had none pending.
-        if isinstance(rec, SaleMovement):
-            if rec.infno == "3505":
-                kind, qty, establishes = SALE, -rec.sel_retn_cnt, False
-            else:
-                kind, qty, establishes = DELTA, rec.sel_retn_cnt, False
-        elif isinstance(rec, Stocktake):
-            kind, qty, establishes = STOCKTAKE, rec.inv_cnt, True
-        elif isinstance(rec, PurchaseMovement):
-            purchase = rec.infno == "3503"
-            kind, qty, establishes = DELTA, rec.purc_retn_cnt if purchase else -rec.purc_retn_cnt, purchase
-        elif isinstance(rec, StockChange):
-            kind, qty, establishes = DELTA, INV_CHG_SIGN[rec.inv_chg_type] * rec.cnt, False
-        else:
-            return []
-        key = SettleBatch(rec.fixmedins_code, rec.med_list_codg, rec.fixmedins_bchno)
-        batch = self.batches.get(key)
-        self.seq += 1
-        btime = rec.business_time
-        ref: Ref = (rec.infno, rec.setl_id, rec.rtal_docno, rec.invdate if isinstance(rec, Stocktake) else None)
-        price = rec.finl_trns_pric if rec.finl_trns_pric is not None else rec.pric
-        move: Movement = (btime, kind, self.seq, qty, rec.trdn_flag == "1", ref, price)
-        seen = self.moves.setdefault((rec.fixmedins_code, rec.fixmedins_bchno), [])
-        if batch is None:
-            if not establishes:
-                ctx.count("inventory.movement_without_baseline")
-                _remember(seen, (rec.infno, self.seq, None, kind, qty))
+        # Hot path (every 进销存 record; README "Issue #16, session 5"): one dict look-up for the kind of
+        # movement, fields read once, the look-ups by plain tuple (a ``SettleBatch`` equals the tuple of
+        # its fields), a timer key built only for a lot that is judged, no string formatting (the
+        # evidence reference is formatted only when an alert is raised), and a timer only when the lot
+        # had none pending.
+        kind = _KIND_OF.get(type(rec))
+        if kind is None:
+            kind = _kind_of(rec)
+            if kind is None:
                 return []
+        mv: Any = rec  # one of the four movement classes (``kind``)
+        code: str = mv.fixmedins_code
+        med: str = mv.med_list_codg
+        bchno: str = mv.fixmedins_bchno
+        infno: str = mv.infno
+        invdate = None
+        if kind == _SALE:
+            if infno == "3505":
+                kind, qty, establishes = SALE, -mv.sel_retn_cnt, False
+            else:
+                kind, qty, establishes = DELTA, mv.sel_retn_cnt, False
+            btime: datetime = mv.sel_retn_time
+        elif kind == _STOCKTAKE:
+            kind, qty, establishes = STOCKTAKE, mv.inv_cnt, True
+            invdate = mv.invdate
+            btime = mv.business_time
+        elif kind == _PURCHASE:
+            purchase = infno == "3503"
+            qty = mv.purc_retn_cnt
+            kind, qty, establishes = DELTA, qty if purchase else -qty, purchase
+            btime = mv.purc_retn_stoin_time
+        else:
+            kind, qty, establishes = DELTA, INV_CHG_SIGN[mv.inv_chg_type] * mv.cnt, False
+            btime = mv.inv_chg_time
+        batch = self.batches.get((code, med, bchno))
+        seq = self.seq = self.seq + 1
+        lot = (code, bchno)
+        seen = self.moves.get(lot)
+        if seen is None:
+            seen = self.moves[lot] = []
+        if batch is None or btime < batch.since:
+            if not establishes:
+                if batch is None:
+                    ctx.count("inventory.movement_without_baseline")
+                else:
+                    # before the batch's first stocktake/purchase: already in that count, or unknowable
+                    ctx.count("inventory.movement_before_baseline")
+                seen.append((infno, seq, None, kind, qty))
+                if len(seen) > RETRACTABLE_PER_LOT:
+                    del seen[0]
+                return []
+        key: SettleBatch = _tuple_new(SettleBatch, (code, med, bchno))
+        price = mv.finl_trns_pric if mv.finl_trns_pric is not None else mv.pric
+        move: Movement = (btime, kind, seq, qty, mv.trdn_flag == "1", (infno, mv.setl_id, mv.rtal_docno, invdate),
+                          price)
+        if batch is None:
             batch = self.batches[key] = Batch(baseline=ref_text(move), since=btime)
         elif btime < batch.since:
-            if not establishes:
-                # before the batch's first stocktake/purchase: already in that count, or unknowable
-                ctx.count("inventory.movement_before_baseline")
-                _remember(seen, (rec.infno, self.seq, None, kind, qty))
-                return []
             batch.since = btime
-        _remember(seen, (rec.infno, self.seq, key, kind, qty))
-        if batch.folded_to is not None and btime < batch.folded_to:
+        seen.append((infno, seq, key, kind, qty))  # _remember, inlined
+        if len(seen) > RETRACTABLE_PER_LOT:
+            del seen[0]
+        folded_to = batch.folded_to
+        if folded_to is not None and btime < folded_to:
             ctx.count("inventory.movement_after_fold")
             return self._apply(key, batch, move, ctx)
         pending = batch.pending
@@ -223,15 +265,24 @@ class NegativeStock(Rule):
         limit = ctx.now - self.settle
         done = 0
         out: Findings = []
-        for move in batch.pending:
-            if move[0] > limit:
+        pending = batch.pending
+        for move in pending:
+            btime = move[0]
+            if btime > limit:
                 break
-            out.extend(self._apply(key, batch, move, ctx))
-            batch.folded_to = move[0] if batch.folded_to is None else max(batch.folded_to, move[0])
+            if move[1] == SALE and batch.negative:
+                batch.balance += move[3]  # _apply of a sale in an episode already reported: nothing more
+            else:
+                found = self._apply(key, batch, move, ctx)
+                if found:
+                    out.extend(found)
+            folded_to = batch.folded_to
+            if folded_to is None or btime > folded_to:
+                batch.folded_to = btime
             done += 1
-        del batch.pending[:done]
-        if batch.pending:
-            ctx.schedule(batch.pending[0][0] + self.settle, key)
+        del pending[:done]
+        if pending:
+            ctx.schedule(pending[0][0] + self.settle, key)
         return out
 
     # ---------------------------------------------------------------------------------- judgment
@@ -279,10 +330,3 @@ class NegativeStock(Rule):
         escalation = ctx.escalate(RULE, code, day, cause=f"day:{day.isoformat()}", alert=alert)
         return [alert, escalation] if alert is not None else [escalation]
 
-
-def _remember(seen: list[tuple[str, int, BatchKey | None, int, Decimal]],
-              move: tuple[str, int, BatchKey | None, int, Decimal]) -> None:
-    """Append ``move`` to a lot's retractable movements, keeping the latest ``RETRACTABLE_PER_LOT``."""
-    seen.append(move)
-    if len(seen) > RETRACTABLE_PER_LOT:
-        del seen[0]
