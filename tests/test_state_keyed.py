@@ -51,6 +51,29 @@ def _same_slots(got: Engine, want: Engine) -> None:
             assert list(a[name]) == list(box), f"{name}: order"
 
 
+def _version_1(ckpt: CheckpointDir, engine: Engine, shell: Any) -> CheckpointDir:
+    """Write ``engine`` into ``ckpt``'s folder as a version-1 envelope (the engine pickled whole, as
+    written before the keyed entries) and close it; a new ``CheckpointDir`` of the folder."""
+    import pickle
+
+    from monitor.engine import seal
+    from monitor.state import MemoryStore
+    from monitor.state.checkpoint import Envelope
+    from monitor.state.rocks import RocksStore
+
+    store = ckpt.store()
+    delta = store.dump() if isinstance(store, MemoryStore) else None
+    old = Envelope(1, "worker", engine.pack.label, ckpt.backend, 1, True, engine.small_state(), shell,
+                   store.now_s, delta, None)
+    blob = seal(pickle.dumps(old, protocol=pickle.HIGHEST_PROTOCOL), PSEUDO)
+    if isinstance(store, RocksStore):
+        store.commit({"envelope": blob})
+    else:
+        (ckpt.path / "ckpt-0000000001.base").write_bytes(blob)
+    ckpt.close()
+    return CheckpointDir(ckpt.path, PSEUDO, "worker")
+
+
 @pytest.mark.parametrize("backend", ["memory", "rocksdb"])
 def test_a_city_checkpointed_per_key_and_restored_twice_equals_the_uninterrupted_run(tmp_path: Path,
                                                                                     backend: str) -> None:
@@ -184,29 +207,12 @@ def test_a_folder_of_the_version_before_keyed_entries_is_restored_and_continued(
                                                                                backend: str) -> None:
     """An envelope of version 1 (the engine pickled whole, as written before this version) restores; the
     next checkpoint writes every keyed entry, and the one after only what changed."""
-    import pickle
-
-    from monitor.engine import seal
-    from monitor.state import MemoryStore
-    from monitor.state.checkpoint import Envelope
-    from monitor.state.rocks import RocksStore
-
     ckpt = CheckpointDir(tmp_path / "s", PSEUDO, "worker", backend)
     engine = Engine(load_pack("ezhou"), PSEUDO, store=ckpt.store())
     for stream, raw in [("institutions", institution(PHARMACY)), *_inventory(50, 0, 5)]:
         for rec in parse_value(stream, json.dumps(raw).encode()):
             engine.process(rec)  # type: ignore[arg-type]
-    store = ckpt.store()
-    delta = store.dump() if isinstance(store, MemoryStore) else None
-    old = Envelope(1, "worker", engine.pack.label, backend, 1, True, engine.small_state(), {"at": 1},
-                   store.now_s, delta, None)
-    blob = seal(pickle.dumps(old, protocol=pickle.HIGHEST_PROTOCOL), PSEUDO)
-    if isinstance(store, RocksStore):
-        store.commit({"envelope": blob})
-    else:
-        (tmp_path / "s" / "ckpt-0000000001.base").write_bytes(blob)
-    ckpt.close()
-    again = CheckpointDir(tmp_path / "s", PSEUDO, "worker")
+    again = _version_1(ckpt, engine, {"at": 1})
     loaded = again.load()
     assert loaded is not None and loaded[1] == {"at": 1}
     restored = loaded[0]
@@ -226,17 +232,12 @@ def test_trace_code_timers_written_as_tuples_before_typed_keys_fire_as_the_typed
     ``TimerQueue.rekey``): the judgments fire and give the uninterrupted engine's alerts (trace.duplicate,
     LN-TIER 三(一)3; trace.missing, EZ-DM 二(一))."""
     import dataclasses
-    import pickle
 
     from test_detectors_tracecodes import OTHER, codes_for, h, insured_sale, scan
 
     from monitor.contract import ForgetDay, JudgeDay
     from monitor.detectors.tracecodes import ForgetLinks, Recount, SettleSuspect
-    from monitor.engine import seal
     from monitor.outputs import Alert
-    from monitor.state import MemoryStore
-    from monitor.state.checkpoint import Envelope
-    from monitor.state.rocks import RocksStore
 
     ckpt = CheckpointDir(tmp_path / "s", PSEUDO, "worker", backend)
     engine = Engine(load_pack("ezhou"), PSEUDO, store=ckpt.store())
@@ -261,16 +262,7 @@ def test_trace_code_timers_written_as_tuples_before_typed_keys_fire_as_the_typed
     rule = next(d for d in engine.detectors if d.name == "tracecodes")
     rule.__dict__ = {("days" if k == "windows" else k): (v.days if k == "windows" else v)
                      for k, v in vars(rule).items()}
-    store = ckpt.store()
-    delta = store.dump() if isinstance(store, MemoryStore) else None
-    blob = seal(pickle.dumps(Envelope(1, "worker", engine.pack.label, backend, 1, True, engine.small_state(), {},
-                                      store.now_s, delta, None), protocol=pickle.HIGHEST_PROTOCOL), PSEUDO)
-    if isinstance(store, RocksStore):
-        store.commit({"envelope": blob})
-    else:
-        (tmp_path / "s" / "ckpt-0000000001.base").write_bytes(blob)
-    ckpt.close()
-    again = CheckpointDir(tmp_path / "s", PSEUDO, "worker")
+    again = _version_1(ckpt, engine, {})
     loaded = again.load()
     assert loaded is not None
     restored = loaded[0]
