@@ -51,7 +51,6 @@ if TYPE_CHECKING:
     from monitor.records import Record
 
 CENT = Decimal("0.01")
-_ZERO = Decimal(0)
 #: record class → what pricing does with it (``Pricing.on_batch``): 1 a settlement, 2 a movement (a 3505
 #: sale when its ``infno`` says so), 0 nothing — worked out once per class with ``isinstance``
 _KINDS: dict[type, int] = {}
