@@ -34,7 +34,7 @@ from typing import Any
 
 from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
-from monitor.state import Codec, K, StateStore, Table, TableDelta, V, _from_seconds, to_seconds
+from monitor.state import BYTES, Codec, K, StateStore, Table, TableDelta, V, _from_seconds, to_seconds
 from monitor.state.safepickle import CheckpointError
 
 _TAG = 8
@@ -58,6 +58,7 @@ class RocksTable(Table[K, V]):
         self._store = store
         self._db: Any = store.db  # rocksdict's stubs type raw-mode keys as any scalar
         self._prefix = b"T" + name.encode() + b"\0"
+        self._mac = blake2b(self._prefix, key=store.mac_key, digest_size=_TAG)
         self._xprefix = b"X" + name.encode() + b"\0"
         #: changes since the last commit: key → (value, expires_s), or None = deleted
         self._pending: dict[K, tuple[V, int] | None] = {}
@@ -66,7 +67,12 @@ class RocksTable(Table[K, V]):
         self._count: int | None = None
 
     def _tag(self, kraw: bytes, body: bytes) -> bytes:
-        return blake2b(self._prefix + kraw + body, key=self._store.mac_key, digest_size=_TAG).digest()
+        """BLAKE2b(prefix | key | body) under the store's key: the keyed state with the prefix absorbed
+        is copied (no key block per entry)."""
+        mac = self._mac.copy()
+        mac.update(kraw)
+        mac.update(body)
+        return mac.digest()
 
     def _read(self, key: K) -> tuple[V, int] | None:
         if key in self._pending:
@@ -222,11 +228,17 @@ class RocksTable(Table[K, V]):
                 self._pending[self.key.decode(kraw)] = None
         for kprefix in delta.clears:
             self.clear_prefix(kprefix)
-        kdec, vdec = self.key.decode, self.value.decode
-        for raw in delta.deletes:
-            self._pending[kdec(raw)] = None
-        for kraw, vraw, exp in delta.puts:
-            self._pending[kdec(kraw)] = (vdec(vraw), exp)
+        pending = self._pending
+        if self.key is BYTES and self.value is BYTES:  # the engine's keyed entries: bytes as they are
+            raw: dict[Any, Any] = pending
+            raw.update(dict.fromkeys(delta.deletes))
+            raw.update((kraw, (vraw, exp)) for kraw, vraw, exp in delta.puts)
+        else:
+            kdec, vdec = self.key.decode, self.value.decode
+            for kraw in delta.deletes:
+                pending[kdec(kraw)] = None
+            for kraw, vraw, exp in delta.puts:
+                pending[kdec(kraw)] = (vdec(vraw), exp)
         self._count = None
 
 
