@@ -39,7 +39,6 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from decimal import Decimal
 from typing import Any, ClassVar
 
 from monitor.clock import CST, Watermark, add_years, business_date, day_end
@@ -48,7 +47,6 @@ from monitor.contract import (
     WITH,
     DayFact,
     Delivery,
-    Escalation,
     Findings,
     Placed,
     RegistryView,
@@ -56,12 +54,10 @@ from monitor.contract import (
     RuleContext,
     RuleFinding,
     SanctionView,
-    build_alert,
 )
 from monitor.detectors import build_detectors
-from monitor.detectors.base import Detector
 from monitor.detectors.daily import DailyTally
-from monitor.outputs import Alert, InstitutionDay, Severity, Ticket
+from monitor.outputs import Alert, InstitutionDay, Ticket
 from monitor.policy.ledger import Ledger, Trigger
 from monitor.policy.pack import Pack
 from monitor.privacy import KeyMismatch, Pseudonymizer
@@ -280,13 +276,10 @@ class Stats:
         return cls(Counter(), Counter(), Counter(), Counter(), Counter())
 
 
-class Context:
-    """The engine's own context: what the ledger (and engine-level callers such as the trace tier's
-    ``monitor.trace.city``) may see and do. Rules get a ``monitor.contract.RuleContext`` instead.
-
-    Legacy adapter: a ``Detector`` that still calls ``ctx.alert``/``ctx.trigger`` gets this context in
-    *collect* mode while the engine calls it: the alerts and triggers are gathered as findings and
-    applied by the engine after the call, like the findings a ``Rule`` returns (no re-entrancy)."""
+class LedgerContext:
+    """The engine's own context: what the sanction ledger (``monitor.policy.ledger``) may see and do
+    while the engine feeds it a trigger, a finding record or a ledger timer. Rules never get it: they
+    get a ``monitor.contract.RuleContext`` and return their findings, which the engine applies."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -294,12 +287,6 @@ class Context:
         self.registry: Registry = engine.registry
         self.ledger: Ledger = engine.ledger
         self.pseudo: Pseudonymizer = engine.pseudo
-        #: While a record is handled: whether its upload time is known (its ``inf_time``, or an arrival
-        #: the shell passed, e.g. the Kafka timestamp). False = replay fell back to the business time:
-        #: detectors must not read such a record as uploaded on time.
-        self.upload_time_known: bool = True
-        #: findings gathered from a legacy detector while the engine calls it (None: emit directly)
-        self.collecting: Findings | None = None
 
     @property
     def now(self) -> datetime:
@@ -312,12 +299,11 @@ class Context:
         assert value is not None, "no record has arrived yet"
         return value
 
-    def schedule(self, due: datetime, owner: Detector | str, key: Hashable) -> None:
+    def schedule(self, due: datetime, owner: str, key: Hashable) -> None:
         """Fire ``owner.on_timer(key)`` once event time reaches ``due``. A due time already past (a late
         record re-opening an old window) fires at the current event time, never in the past."""
-        name = owner if isinstance(owner, str) else owner.name
-        rank = 1 if name == Ledger.TIMER_OWNER else 0  # reviews after the judgments due with them
-        self._engine.timers.schedule(max(due, self.now), name, key, rank)
+        rank = 1 if owner == Ledger.TIMER_OWNER else 0  # reviews after the judgments due with them
+        self._engine.timers.schedule(max(due, self.now), owner, key, rank)
 
     def review_evidence(self, code: str, streams: list[str], window: tuple[date, date],
                         baseline: tuple[date, date], min_volume_share: float,
@@ -336,54 +322,6 @@ class Context:
         """A data-quality counter (summary.json ``quality``)."""
         self._engine.stats.quality[name] += n
 
-    def alert(
-        self,
-        rule_id: str,
-        fixmedins_code: str,
-        subject: str,
-        window_start: datetime,
-        window_end: datetime,
-        evidence: dict[str, Any],
-        vola_cont: str,
-        vola_amt: Decimal = Decimal("0"),
-        severity: Severity | None = None,
-        detected_at: datetime | None = None,
-    ) -> Alert | None:
-        """Emit an alert (collect mode: gather it); returns it, or ``None`` when this exact alert id was
-        already emitted, or when the rule does not apply yet on the last business day of the window
-        (pack ``effective_from``, #12)."""
-        alert = build_alert(self.pack, self.registry, self.now, rule_id, fixmedins_code, subject, window_start,
-                            window_end, evidence, vola_cont, vola_amt, severity, detected_at)
-        if alert is None:
-            self.count("alerts.rule_not_yet_in_force")
-            return None
-        if self.collecting is not None:
-            if self._engine.was_emitted(alert.alert_id):
-                return None
-            self.collecting.append(alert)
-            return alert
-        return alert if self._engine.emit(alert) else None
-
-    def trigger(
-        self,
-        rule_id: str,
-        fixmedins_code: str,
-        day: date,
-        cause: str,
-        alert_id: str | None = None,
-        at: datetime | None = None,
-        new_tier: str | None = None,
-    ) -> None:
-        """Feed a sanction ladder: rule ``rule_id`` was violated on business ``day`` (cause = a stable
-        subject for once-per-cause de-duplication; ``new_tier`` travels onto a DOWNGRADE_TIER ticket).
-        Collect mode: gathered as an ``Escalation``, applied by the engine after the detector returns."""
-        if self.collecting is not None:
-            self.collecting.append(Escalation(rule_id, fixmedins_code, day, cause, None, alert_id, at or self.now,
-                                              new_tier))
-            return
-        self._engine.apply([Escalation(rule_id, fixmedins_code, day, cause, None, alert_id, at or self.now,
-                                       new_tier)])
-
 
 class Engine:
     """Deterministic compliance engine over (state, record, now). See the module docstring."""
@@ -399,17 +337,17 @@ class Engine:
         self.watermark = Watermark()
         self.dedup = Dedup(int(pack.setting("dedup_horizon_days", 35)), self.state)
         self.stats = Stats.empty()
-        self.detectors: list[Detector | Rule] = build_detectors(pack)
+        self.detectors: list[Rule] = build_detectors(pack)
         #: the institution-day facts (``institution_daily``): an engine output, from its own tally
         self.daily = DailyTally(pack)
         self.detectors.append(self.daily)
-        self._by_name: dict[str, Detector | Rule] = {d.name: d for d in self.detectors}
-        self._routes: dict[str, list[Detector | Rule]] = defaultdict(list)
+        self._by_name: dict[str, Rule] = {d.name: d for d in self.detectors}
+        self._routes: dict[str, list[Rule]] = defaultdict(list)
         for det in self.detectors:
             for stream in det.streams:
                 self._routes[stream].append(det)
         #: Detectors that see every ticket the ledger issues (e.g. suspensions.repeated counts them).
-        self._ticket_watchers: list[Detector | Rule] = [d for d in self.detectors if d.watches_tickets]
+        self._ticket_watchers: list[Rule] = [d for d in self.detectors if d.watches_tickets]
         #: ids of emitted alerts and tickets (64-bit BLAKE2b of the id; ``EMITTED_MEMORY_DAYS``)
         self._emitted: Table[int, int] = self.state.table("emitted", U64, U64)
         self._out: list[Output] = []
@@ -423,18 +361,17 @@ class Engine:
 
     def _bind(self) -> None:
         """The transient parts: the engine's context and one ``RuleContext`` per rule (never pickled)."""
-        self.ctx = Context(self)
+        self.ctx = LedgerContext(self)
         registry, sanctions = RegistryView(self.registry), SanctionView(self.ledger)
         self._rule_ctx: dict[str, RuleContext] = {}
         self._fact_observers: list[Callable[[DayFact], None]] = [
-            d.on_fact for d in self.detectors if callable(getattr(d, "on_fact", None))]  # type: ignore[union-attr]
+            d.on_fact for d in self.detectors if callable(getattr(d, "on_fact", None))]  # type: ignore[attr-defined]
         for det in self.detectors:
-            if isinstance(det, Rule):
-                self._rule_ctx[det.name] = self._rule_context(det, registry, sanctions)
+            self._rule_ctx[det.name] = self._rule_context(det, registry, sanctions)
         self._plan_batches()
-        #: stream → (rule, its RuleContext or None for a legacy detector), in ``DETECTORS`` order
-        self._calls: dict[str, tuple[tuple[Any, RuleContext | None], ...]] = {
-            stream: tuple((det, self._rule_ctx.get(det.name)) for det in routed)
+        #: stream → (rule, its RuleContext), in ``DETECTORS`` order
+        self._calls: dict[str, tuple[tuple[Any, RuleContext], ...]] = {
+            stream: tuple((det, self._rule_ctx[det.name]) for det in routed)
             for stream, routed in self._routes.items()}
         #: the instant the business day of the last expiry ends (``_fire_due`` expires the store then)
         self._prune_at = day_end(self._last_prune) if self._last_prune is not None else _LONG_AGO
@@ -445,10 +382,10 @@ class Engine:
         rank = {id(det): i for i, det in enumerate(self.detectors)}
         self._batch_rules: tuple[_BatchRule, ...] = tuple(
             (rank[id(det)], det, self._rule_ctx[det.name], frozenset(det.streams)) for det in self.detectors
-            if isinstance(det, Rule) and type(det).on_batch is not Rule.on_batch)
+            if type(det).on_batch is not Rule.on_batch)
         whole = {id(rule) for _, rule, _, _ in self._batch_rules}
-        self._singles: dict[str, tuple[tuple[int, Any, RuleContext | None], ...]] = {
-            stream: tuple((rank[id(det)], det, self._rule_ctx.get(det.name)) for det in routed if id(det) not in whole)
+        self._singles: dict[str, tuple[tuple[int, Any, RuleContext], ...]] = {
+            stream: tuple((rank[id(det)], det, self._rule_ctx[det.name]) for det in routed if id(det) not in whole)
             for stream, routed in self._routes.items()}
         self._batch_streams = frozenset(s for _, _, _, streams in self._batch_rules for s in streams)
 
@@ -462,9 +399,9 @@ class Engine:
         return RuleContext(rule, self.pack, registry, sanctions, lambda: ctx.now, schedule, ctx.count,
                            self.pseudo.person)
 
-    def rule_context(self, name: str) -> RuleContext | Context:
-        """The context the engine hands rule ``name`` (a legacy detector: the engine's ``Context``)."""
-        return self._rule_ctx.get(name) or self.ctx
+    def rule_context(self, name: str) -> RuleContext:
+        """The context the engine hands rule ``name``."""
+        return self._rule_ctx[name]
 
     # ------------------------------------------------------------------------------------------ outputs
     @staticmethod
@@ -491,7 +428,7 @@ class Engine:
         else:
             self.stats.tickets[item.action] += 1
             for det in self._ticket_watchers:  # contract step 3: watchers see a ticket as it is emitted
-                self.apply(self._call(det, "on_ticket", item))
+                self.apply(det.on_ticket(item, self._rule_ctx[det.name]))
         return True
 
     def apply(self, findings: Iterable[RuleFinding]) -> None:
@@ -533,20 +470,6 @@ class Engine:
         if observer not in self._fact_observers:
             self._fact_observers.append(observer)
 
-    def _call(self, det: Detector | Rule, method: str, *args: Any) -> Findings:
-        """Call ``det.method(*args, ctx)`` and return its findings. A ``Rule`` returns them; a legacy
-        ``Detector`` (adapter) has its ``ctx.alert``/``ctx.trigger`` calls gathered instead."""
-        rctx = self._rule_ctx.get(det.name)
-        if rctx is not None:
-            found: Findings = getattr(det, method)(*args, rctx)
-            return found
-        outer, self.ctx.collecting = self.ctx.collecting, []
-        try:
-            getattr(det, method)(*args, self.ctx)
-            return self.ctx.collecting
-        finally:
-            self.ctx.collecting = outer
-
     def _drain(self) -> list[Output]:
         out, self._out = self._out, []
         return out
@@ -565,7 +488,7 @@ class Engine:
                     for ticket in self.ledger.on_timer(key, self.ctx):
                         self.emit(ticket)
                 else:  # contract step 4: a timer is a step of its own
-                    self.apply(self._call(self._by_name[owner], "on_timer", key))
+                    self.apply(self._by_name[owner].on_timer(key, self._rule_ctx[owner]))
             finally:
                 self.firing_at = None
         if now >= self._prune_at:
@@ -660,8 +583,8 @@ class Engine:
             # contract steps 1–2: every rule sees the record before any finding of it is applied
             results: list[Findings] | None = None
             for det, rctx in calls:
-                if rctx is None or not known:
-                    found = self._record_call(det, rec, when, known)
+                if not known:
+                    found = self._record_call(det, rctx, rec, when)
                 else:
                     found = det.on_record(rec, when, rctx)
                 if found:
@@ -676,19 +599,10 @@ class Engine:
         if now is not None and self._due(now):
             self._fire_due()
 
-    def _record_call(self, det: Detector | Rule, rec: Record, when: datetime, known: bool) -> Findings:
-        """One record to one rule: a ``Rule``'s ``on_record`` (also for a rule with a batch path: a batch
-        of one is its reference, not worth a batch's setup), a legacy ``Detector`` through ``_call``."""
-        rctx = self._rule_ctx.get(det.name)
-        if rctx is None:  # legacy detector
-            self.ctx.upload_time_known = known
-            try:
-                return self._call(det, "on_record", rec, when)
-            finally:
-                self.ctx.upload_time_known = True
-        assert isinstance(det, Rule)
-        if known:
-            return det.on_record(rec, when, rctx)
+    def _record_call(self, det: Rule, rctx: RuleContext, rec: Record, when: datetime) -> Findings:
+        """One record whose upload time is not known (replay fell back to its business time) to one
+        rule: ``ctx.upload_time_known`` is False while the rule reads it (a rule with a batch path too:
+        a batch of one is its reference)."""
         rctx.upload_time_known = False
         try:
             return det.on_record(rec, when, rctx)
@@ -802,8 +716,8 @@ class Engine:
         at = len(run.deliveries)
         run.deliveries.append(_new_tuple(Delivery, (rec, when, known, now)))  # Delivery(rec, when, known, now)
         for rank, det, rctx in self._singles.get(rec.STREAM, ()):
-            if rctx is None or not known:
-                found = self._record_call(det, rec, when, known)
+            if not known:
+                found = self._record_call(det, rctx, rec, when)
             else:
                 found = det.on_record(rec, when, rctx)
             if found:
@@ -854,7 +768,7 @@ class Engine:
         self.firing_at = due if phase != WITH and due is not _NO_DUE else deliveries[at].now
         self.apply(group)
 
-    def attach(self, det: Detector | Rule) -> Detector | Rule:
+    def attach(self, det: Rule) -> Rule:
         """Add a pure observer at run time (tests, tools): it sees de-duplicated records like a detector
         and is checkpointed with the engine (the shells attach nothing: ``institution_daily`` is the
         engine's own output). Returns the instance in use: after ``restore`` that is the checkpointed one."""
@@ -868,11 +782,9 @@ class Engine:
             self.observe_facts(on_fact)
         for stream in det.streams:
             self._routes[stream].append(det)
-        if isinstance(det, Rule):
-            self._rule_ctx[det.name] = self._rule_context(det, RegistryView(self.registry),
-                                                          SanctionView(self.ledger))
+        self._rule_ctx[det.name] = self._rule_context(det, RegistryView(self.registry), SanctionView(self.ledger))
         self._plan_batches()
-        self._calls = {stream: tuple((d, self._rule_ctx.get(d.name)) for d in routed)
+        self._calls = {stream: tuple((d, self._rule_ctx[d.name]) for d in routed)
                        for stream, routed in self._routes.items()}
         return det
 

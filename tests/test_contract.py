@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Hashable
 from datetime import date, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -20,12 +19,11 @@ from rule_harness import RuleHarness, alerts, escalations
 
 from monitor.clock import business_date, parse_time
 from monitor.contract import DayFact, Escalation, Findings, ForgetDay, JudgeDay, Rule, RuleContext
-from monitor.detectors.base import Detector
 from monitor.detectors.benefit import Benefit
 from monitor.detectors.completeness import Completeness
 from monitor.detectors.status import Status
 from monitor.detectors.upload import UploadTimeliness
-from monitor.engine import Context, Engine
+from monitor.engine import Engine
 from monitor.outputs import Alert, Ticket
 from monitor.policy.ledger import Sanction
 from monitor.policy.pack import load_pack
@@ -118,24 +116,21 @@ def test_a_timer_key_of_an_undeclared_type_is_refused() -> None:
 
 
 # -------------------------------------------------------------------------- the engine applies findings
-class _Escalator(Detector):
-    """Old style (``ctx.trigger`` inside ``on_record``): every settlement escalates the realtime ladder
-    (ezhou: SUSPEND_OUTPATIENT_POOLING from the next day)."""
+class _Escalator(Rule):
+    """Returns an escalation for every settlement: the realtime ladder (ezhou:
+    SUSPEND_OUTPATIENT_POOLING from the next day)."""
 
     name: ClassVar[str] = "escalator"
     rule_ids: ClassVar[tuple[str, ...]] = ()
     streams: ClassVar[tuple[str, ...]] = ("settlements",)
 
-    def on_record(self, rec: Record, arrival: datetime, ctx: Context) -> None:
+    def on_record(self, rec: Record, arrival: datetime, ctx: RuleContext) -> Findings:
         assert isinstance(rec, Settlement)
-        ctx.trigger("upload.not_realtime", rec.fixmedins_code, business_date(rec.setl_time), cause="test")
-
-    def on_timer(self, key: Hashable, ctx: Context) -> None:
-        return None
+        return [ctx.escalate("upload.not_realtime", rec.fixmedins_code, business_date(rec.setl_time), cause="test")]
 
 
-class _Observer(Detector):
-    """Old style: writes down the sanction state it sees, for the next day, on each settlement."""
+class _Observer(Rule):
+    """Writes down the sanction state it sees, for the next day, on each settlement."""
 
     name: ClassVar[str] = "observer"
     rule_ids: ClassVar[tuple[str, ...]] = ()
@@ -145,12 +140,10 @@ class _Observer(Detector):
         super().__init__(*args)
         self.seen: list[str] = []
 
-    def on_record(self, rec: Record, arrival: datetime, ctx: Context) -> None:
+    def on_record(self, rec: Record, arrival: datetime, ctx: RuleContext) -> Findings:
         assert isinstance(rec, Settlement)
-        self.seen.append(ctx.ledger.state(rec.fixmedins_code, business_date(rec.setl_time) + timedelta(days=1)))
-
-    def on_timer(self, key: Hashable, ctx: Context) -> None:
-        return None
+        self.seen.append(ctx.sanctions.state(rec.fixmedins_code, business_date(rec.setl_time) + timedelta(days=1)))
+        return []
 
 
 def _parsed(stream: str, rec: dict[str, Any]) -> list[Record]:

@@ -7,7 +7,6 @@ that each test also runs on the code before the codec (where it fails: checked o
 from __future__ import annotations
 
 import json
-from collections.abc import Hashable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -15,14 +14,14 @@ from typing import Any, ClassVar
 from builders import PHARMACY, institution
 
 from monitor.clock import CST
-from monitor.detectors.base import Detector
-from monitor.engine import Context, Engine
+from monitor.contract import Findings, Rule, RuleContext
+from monitor.engine import Engine
 from monitor.policy.pack import load_pack
 from monitor.records import Record, SaleMovement, TraceScan
 from monitor.replay import run_replay
 
 
-class Recorder(Detector):
+class Recorder(Rule):
     name: ClassVar[str] = "test.recorder"
     rule_ids: ClassVar[tuple[str, ...]] = ()
     streams: ClassVar[tuple[str, ...]] = ("inventory", "tracecodes", "settlements")
@@ -31,11 +30,9 @@ class Recorder(Detector):
         super().__init__(pack)
         self.seen: list[Record] = []
 
-    def on_record(self, rec: Record, arrival: datetime, ctx: Context) -> None:
+    def on_record(self, rec: Record, arrival: datetime, ctx: RuleContext) -> Findings:
         self.seen.append(rec)
-
-    def on_timer(self, key: Hashable, ctx: Context) -> None:
-        pass
+        return []
 
 
 def replay_lines(tmp: Path, inventory: list[str]) -> tuple[Engine, Recorder]:

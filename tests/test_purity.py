@@ -54,9 +54,6 @@ SHELLS_AND_SINKS = ("monitor.replay", "monitor.streams", "monitor.commands", "mo
                     "monitor.trace")
 #: The core, as far as records and rules may import it.
 CORE_MODULES = ("monitor.engine", "monitor.contract", "monitor.detectors", "monitor.policy", "monitor.state")
-#: Detector modules still written to the old ``Detector`` (``ctx.alert``/``ctx.trigger``; the engine's
-#: adapter gathers their calls as findings). This set only shrinks.
-LEGACY_DETECTORS = {"base.py"}
 
 
 def monitor_imports(path: Path) -> list[str]:
@@ -88,13 +85,17 @@ def test_records_import_nothing_of_the_core() -> None:
 @pytest.mark.parametrize("path", sorted(ROOT.joinpath("detectors").glob("*.py")), ids=lambda p: p.name)
 def test_rules_see_only_the_contract(path: Path) -> None:
     engine = [n for n in monitor_imports(path) if _within(n, ("monitor.engine",))]
-    if path.name in LEGACY_DETECTORS:
-        return
     assert not engine, f"{path.name} imports the engine ({engine}): a rule reads the contract's views only"
 
 
-def test_the_legacy_list_names_real_modules() -> None:
-    assert {p.name for p in ROOT.joinpath("detectors").glob("*.py")} >= LEGACY_DETECTORS
+def test_every_rule_is_written_to_the_contract() -> None:
+    """Issue #14 point 1: the legacy ``Detector`` (``ctx.alert``/``ctx.trigger`` inside ``on_record``) is
+    gone; every class the engine builds is a ``monitor.contract.Rule``."""
+    from monitor.contract import Rule
+    from monitor.detectors import DETECTORS
+
+    assert not ROOT.joinpath("detectors", "base.py").exists()
+    assert [d.__name__ for d in DETECTORS if not issubclass(d, Rule)] == []
 
 
 #: Where outputs are consumed: the sinks and the metrics sink.

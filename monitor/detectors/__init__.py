@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from monitor.contract import Params, Rule
-from monitor.detectors.base import Detector
 from monitor.detectors.benefit import Benefit
 from monitor.detectors.completeness import Completeness
 from monitor.detectors.findings import FindingCounters
@@ -27,7 +26,7 @@ from monitor.detectors.upload import UploadTimeliness
 if TYPE_CHECKING:
     from monitor.policy.pack import Pack
 
-DETECTORS: list[type[Detector] | type[Rule]] = [
+DETECTORS: list[type[Rule]] = [
     UploadTimeliness,
     Completeness,
     Prescriptions,
@@ -55,7 +54,7 @@ def unimplemented_rules(pack: Pack) -> list[str]:
     return sorted(r for r, spec in pack.rules.items() if spec.enabled and r not in have)
 
 
-def build_detectors(pack: Pack) -> list[Detector | Rule]:
+def build_detectors(pack: Pack) -> list[Rule]:
     return [det(pack) for det in DETECTORS if any(pack.enabled(r) for r in det.rule_ids)]
 
 
@@ -80,4 +79,4 @@ def validate_params(pack: Pack) -> None:
         raise PolicyError("\n".join(problems))
 
 
-__all__ = ["DETECTORS", "Detector", "Params", "Rule", "build_detectors", "unimplemented_rules", "validate_params"]
+__all__ = ["DETECTORS", "Params", "Rule", "build_detectors", "unimplemented_rules", "validate_params"]

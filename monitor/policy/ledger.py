@@ -31,7 +31,7 @@ What each action is, restricts and how long, its text, and what is in force on a
 ``monitor.policy.sanctions`` (the case files read the same); the ledger holds ``Sanction`` objects
 built there and decides when they end.
 
-Timers (``Context.schedule`` with owner ``ledger``): typed keys, ``ReviewDue(code, ladder)`` (a review
+Timers (``LedgerContext.schedule`` with owner ``ledger``): typed keys, ``ReviewDue(code, ladder)`` (a review
 ladder's deadline) and ``TermEnds(code, ladder, ticket_id)`` (a fixed term ends); ``on_timer`` refuses
 any other key (the tuples of a checkpoint written before the keys were typed are read as these).
 
@@ -61,7 +61,7 @@ __all__ = ["AGREEMENT_ENDS", "POOLING_ENDS", "SCOPE", "SUSPENSIONS", "TERMINAL",
            "ReviewDue", "Sanction", "TermEnds", "Trigger"]
 
 if TYPE_CHECKING:
-    from monitor.engine import Context, Registry
+    from monitor.engine import LedgerContext, Registry
     from monitor.records import Finding
 
 
@@ -222,7 +222,7 @@ class Ledger:
     # ------------------------------------------------------------------------------------ tickets
     def _ticket(
         self,
-        ctx: Context,
+        ctx: LedgerContext,
         ladder: str,
         spec: LadderSpec,
         trig: Trigger | None,
@@ -321,7 +321,7 @@ class Ledger:
         return ("year", str(year))
 
     # ------------------------------------------------------------------------------------ triggers
-    def on_trigger(self, trig: Trigger, ctx: Context) -> list[Ticket]:
+    def on_trigger(self, trig: Trigger, ctx: LedgerContext) -> list[Ticket]:
         out: list[Ticket] = []
         if not trig.rule_id.startswith("finding:") and not self.pack.applies(trig.rule_id, trig.day):
             ctx.count("ledger.rule_not_yet_in_force")  # the rule applies from a later date (pack)
@@ -355,12 +355,12 @@ class Ledger:
     def _running(self, st: LadderState, day: date) -> bool:
         return st.active is not None and not st.active.void and st.active.in_force(day)
 
-    def _schedule_end(self, ctx: Context, name: str, code: str, sanction: Sanction) -> None:
+    def _schedule_end(self, ctx: LedgerContext, name: str, code: str, sanction: Sanction) -> None:
         """A fixed-term suspension ends with REINSTATE (or the next kept trigger) on its ``until``."""
         if sanction.until is not None and sanction.action in SUSPENSIONS:
             ctx.schedule(day_start(sanction.until), self.TIMER_OWNER, TermEnds(code, name, sanction.ticket_id))
 
-    def _immediate(self, ctx: Context, name: str, spec: LadderSpec, st: LadderState,
+    def _immediate(self, ctx: LedgerContext, name: str, spec: LadderSpec, st: LadderState,
                    trig: Trigger, start: date | None = None) -> list[Ticket]:
         once = self._once_key(spec, trig)
         if once in st.issued:
@@ -387,7 +387,7 @@ class Ledger:
             self._schedule_end(ctx, name, trig.fixmedins_code, st.active)
         return [ticket]
 
-    def _escalate(self, ctx: Context, name: str, spec: LadderSpec, st: LadderState,
+    def _escalate(self, ctx: LedgerContext, name: str, spec: LadderSpec, st: LadderState,
                   trig: Trigger) -> list[Ticket]:
         """AR-AGR 三(二)2 "视情节严重程度和整改情况": found again after a step's rectification time and within
         the window of that step → the next step; before its rectification time → the same case."""
@@ -428,7 +428,7 @@ class Ledger:
             self._schedule_end(ctx, name, code, st.active)
         return [ticket]
 
-    def _suspend(self, ctx: Context, name: str, spec: LadderSpec, st: LadderState,
+    def _suspend(self, ctx: LedgerContext, name: str, spec: LadderSpec, st: LadderState,
                  trig: Trigger) -> list[Ticket]:
         if st.active is not None or st.notice is not None:
             if trig.rule_id not in st.rule_ids:
@@ -459,7 +459,7 @@ class Ledger:
         ctx.schedule(due, self.TIMER_OWNER, ReviewDue(trig.fixmedins_code, name))
         return [ticket]
 
-    def _recurrence(self, ctx: Context, name: str, spec: LadderSpec, st: LadderState,
+    def _recurrence(self, ctx: LedgerContext, name: str, spec: LadderSpec, st: LadderState,
                     trig: Trigger, start: date | None = None) -> list[Ticket]:
         start = start or self._effective(spec, trig)
         if self._blocked(trig.fixmedins_code, spec.action, start, None):
@@ -489,7 +489,7 @@ class Ledger:
         return [ticket]
 
     # ------------------------------------------------------------------------------------ endings
-    def _reinstate(self, ctx: Context, name: str, spec: LadderSpec, code: str, ending: Sanction, day: date,
+    def _reinstate(self, ctx: LedgerContext, name: str, spec: LadderSpec, code: str, ending: Sanction, day: date,
                    cause: str, rule_ids: list[str], alert_ids: list[str]) -> list[Ticket]:
         """End ``ending`` on ``day`` with a REINSTATE ticket — unless its scope has ended for good (no
         REINSTATE after a termination) or another suspension of the same scope still runs (its own end
@@ -504,7 +504,7 @@ class Ledger:
         return [self._ticket(ctx, name, spec, None, code, "REINSTATE", cause, day,
                              rule_ids=rule_ids, alert_ids=alert_ids)]
 
-    def _end_of_term(self, key: TermEnds, ctx: Context) -> list[Ticket]:
+    def _end_of_term(self, key: TermEnds, ctx: LedgerContext) -> list[Ticket]:
         code, name, ticket_id = key.code, key.ladder, key.ticket_id
         spec = self.pack.ladders[name]
         st = self.book(code).ladder(name)
@@ -534,7 +534,7 @@ class Ledger:
         return ""
 
     # ------------------------------------------------------------------------------------ findings
-    def on_finding(self, rec: Finding, when: datetime, ctx: Context) -> list[Ticket]:
+    def on_finding(self, rec: Finding, when: datetime, ctx: LedgerContext) -> list[Ticket]:
         """A record of ``medins.findings``. Findings about one of our tickets (``ref_ticket_id``) act on
         it; every finding is also a ``finding:KIND`` trigger for the ladders that take it."""
         code, day = rec.fixmedins_code, business_date(rec.occurred_at)
@@ -572,7 +572,7 @@ class Ledger:
         out.extend(self.on_trigger(Trigger(f"finding:{rec.kind}", code, day, when, rec.finding_id), ctx))
         return out
 
-    def _void(self, ctx: Context, name: str, spec: LadderSpec, code: str, ref: str, voided: Sanction | None,
+    def _void(self, ctx: LedgerContext, name: str, spec: LadderSpec, code: str, ref: str, voided: Sanction | None,
               rec: Finding, day: date) -> Ticket:
         """The ``VOID`` ticket that tells downstream ticket ``ref`` no longer holds: the agency rejected it
         (finding ``rec``). Its id depends on the voided ticket alone, so a rejection sent twice is one VOID;
@@ -609,7 +609,7 @@ class Ledger:
         self.book(code).tickets.append(ticket.ticket_id)
         return ticket
 
-    def _rectified(self, ctx: Context, name: str, spec: LadderSpec, st: LadderState, code: str, ref: str,
+    def _rectified(self, ctx: LedgerContext, name: str, spec: LadderSpec, st: LadderState, code: str, ref: str,
                    day: date) -> list[Ticket]:
         if not spec.rectified_ends:
             ctx.count("ledger.rectified_not_ending")  # the clause fixes the term; the review decides
@@ -626,7 +626,7 @@ class Ledger:
                                list(st.rule_ids), list(st.alert_ids))
 
     # ------------------------------------------------------------------------------------ deadlines
-    def on_timer(self, key: Hashable, ctx: Context) -> list[Ticket]:
+    def on_timer(self, key: Hashable, ctx: LedgerContext) -> list[Ticket]:
         """A deadline is due: ``TermEnds`` (a fixed term ends) or ``ReviewDue`` (a review is judged). A
         checkpoint written before the keys were typed holds ``("review", code, ladder)`` /
         ``("end", code, ladder, ticket_id)``: read as the same keys once, on restore's first firing."""

@@ -66,12 +66,12 @@ class StateUnpickler(pickle.Unpickler):
             obj = super().find_class(module, name)
             if isinstance(obj, type):
                 return obj
-        loaded = sys.modules.get(module)  # an observer attached at run time: never imported from here
+        loaded = sys.modules.get(module)  # a rule attached at run time: never imported from here
         obj = getattr(loaded, name, None) if loaded is not None else None
         if isinstance(obj, type):
-            from monitor.detectors.base import Detector  # late: detectors import the store
+            from monitor.contract import Rule  # late: the contract's rules import the store
 
-            if issubclass(obj, Detector):
+            if issubclass(obj, Rule):
                 return obj
         raise CheckpointError(f"checkpoint names {module}.{name}: not a state type")
 

@@ -26,6 +26,7 @@ from datetime import date, datetime
 from typing import Any, ClassVar
 
 from monitor.clock import parse_time
+from monitor.contract import Escalation, build_alert
 from monitor.engine import Engine, Output
 from monitor.nhsa import advance as nhsa_advance
 from monitor.nhsa import apply as nhsa_apply
@@ -80,18 +81,20 @@ def apply_finding(engine: Engine, finding: dict[str, Any]) -> list[Output]:
         return []
     detected = parse_time(finding["detected_at"])
     out = list(engine.advance(detected))
-    ctx = engine.ctx
     inst = finding["fixmedins_code"]
     other = (finding.get("other") or {}).get("fixmedins_code") or "—"
     evidence = {"finding_id": finding["finding_id"], "drug_trac_codg": finding["drug_trac_codg"],
                 "charged": finding["charged"], "other": finding.get("other"), **finding.get("evidence", {})}
-    alert = ctx.alert(rule_id, inst, subject=f"trace:{finding['finding_id']}",
-                      window_start=_time(finding["window_start"]), window_end=_time(finding["window_end"]),
-                      evidence=evidence, detected_at=detected,
-                      vola_cont=_TEXT[rule_id].format(code=finding["drug_trac_codg"], other=other, inst=inst))
-    if alert is not None:
-        ctx.trigger(rule_id, inst, date.fromisoformat(finding["business_date"]), cause=finding["finding_id"],
-                    alert_id=alert.alert_id, at=detected)
+    alert = build_alert(engine.pack, engine.registry, engine.ctx.now, rule_id, inst,
+                        f"trace:{finding['finding_id']}", _time(finding["window_start"]),
+                        _time(finding["window_end"]), evidence,
+                        _TEXT[rule_id].format(code=finding["drug_trac_codg"], other=other, inst=inst),
+                        detected_at=detected)
+    if alert is None:
+        engine.ctx.count("alerts.rule_not_yet_in_force")
+    else:  # findings, applied by the engine: the escalation only when the alert is new (once per finding)
+        engine.apply([alert, Escalation(rule_id, inst, date.fromisoformat(finding["business_date"]),
+                                        finding["finding_id"], alert=alert, at=detected, only_with_alert=True)])
     out.extend(engine._drain())
     return out
 
