@@ -697,7 +697,10 @@ class ShellCore:
     def _flush_run(self, out: list[Output]) -> None:
         """The current run into the engine: one ``Engine.process_batch`` call (an engine without it gets
         the records one by one). A record the engine fails on is dead-lettered and the rest of the run
-        goes on in a new call; the crash journal holds the run's first position and length meanwhile."""
+        goes on in a new call: the exception's ``batch_outputs`` (what the records before it caused, already
+        applied in the engine) are kept as outputs, its ``batch_index`` names the record to dead-letter
+        (the last one the engine read when the exception carries none). The crash journal holds the run's
+        first position and length meanwhile."""
         run = self._run
         if not run:
             return
@@ -720,7 +723,10 @@ class ShellCore:
                 out.extend(batch(feed, arrivals if start == 0 else arrivals[start:]))
                 break
             except Exception as exc:  # that record failed, not the monitor: dead-letter it and go on
-                failed = start + max(feed.at, 0)
+                # the outputs of the records before it were applied: they are outputs like any other
+                out.extend(getattr(exc, "batch_outputs", ()))
+                index = getattr(exc, "batch_index", None)
+                failed = start + (index if isinstance(index, int) and index >= 0 else max(feed.at, 0))
                 tp, item = run[failed]
                 self._engine_letter(tp, item, f"engine failed on this record: {type(exc).__name__}: {exc}"[:500])
                 start = failed + 1

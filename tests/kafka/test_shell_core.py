@@ -9,14 +9,16 @@ import json
 import pickle
 from collections import Counter
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from builders import settlement
 
 from monitor.clock import CST, Watermark
+from monitor.contract import Findings, Rule, RuleContext
+from monitor.outputs import Alert
 from monitor.policy.pack import load_pack
-from monitor.records import Record
+from monitor.records import Record, Settlement
 from monitor.streams.core import (
     Checkpoint,
     DeadLetterLimit,
@@ -474,3 +476,41 @@ def test_merge_stall_clock_starts_when_records_begin_to_wait(tmp_path: Any) -> N
         assert [s for s, _ in engine.seen] == ["A1"]
 
     asyncio.run(run())
+
+
+class _FailsOnBoom(Rule):
+    """An alert per settlement (subject: its ``setl_id``); raises inside ``on_record`` on ``BOOM``."""
+
+    name: ClassVar[str] = "test.fails_on_boom"
+    rule_ids: ClassVar[tuple[str, ...]] = ()
+    streams: ClassVar[tuple[str, ...]] = ("settlements",)
+
+    def on_record(self, rec: Record, arrival: datetime, ctx: RuleContext) -> Findings:
+        assert isinstance(rec, Settlement)
+        if rec.setl_id == "BOOM":
+            raise ArithmeticError("decimal overflow")
+        alert = ctx.alert("benefit.overpaid", rec.fixmedins_code, rec.setl_id, arrival, arrival,
+                          {"setl_id": rec.setl_id}, "test")
+        return [alert] if alert is not None else []
+
+
+def test_a_record_failing_inside_a_run_keeps_the_outputs_before_it() -> None:
+    """A run of 5 records into the real engine's ``process_batch``, record 2 raising inside a rule: the
+    outputs of records 0–1 (already applied, ``exc.batch_outputs``) reach the release's outputs, record 2
+    (``exc.batch_index``) is the one dead letter, records 3–4 are processed. Failed before the fix: the
+    alerts of A1 and A2 were lost (applied in the engine, never written to a sink)."""
+    from monitor.engine import Engine
+
+    engine = Engine(load_pack("ezhou"))
+    engine.attach(_FailsOnBoom(engine.pack))
+    c = ShellCore(engine)
+    for off, sid in enumerate(["A1", "A2", "BOOM", "A3", "A4"]):
+        c.receive(msg(S, 0, off, setl(sid, off)))
+    out = c.release([(S, 0)], never_waiting)
+    assert [a.evidence["setl_id"] for a in out if isinstance(a, Alert) and a.rule_id == "benefit.overpaid"] == [
+        "A1", "A2", "A3", "A4"]
+    letters = c.take_letters()
+    assert [(d.source, d.offset) for d in letters] == [(S, 2)]
+    assert letters[0].error.startswith("engine failed on this record: ArithmeticError: decimal overflow")
+    assert engine.stats.quality["settlements.engine_failed"] == 1
+    assert c.applied == 5
