@@ -4,7 +4,8 @@
    ``scan_time``; ties by city folder name, then line), through the intake clock (``monitor.trace.forward``:
    a future claim is held until ``quorum`` institutions agree, else clamped; ``as_of`` vouches at the end)
    and the same pure stages as the Faust trace-worker (``monitor.trace.rules``) →
-   ``ROOT_OUT/trace_findings.jsonl`` (sorted by id).
+   ``ROOT_OUT/trace_findings.jsonl`` (sorted by id). With ``--jobs N`` the clock's pass stays one, the
+   stages' work is split over N processes by product identifier (``tier_part``).
 2. Each city is replayed into ``ROOT_OUT/<city>/`` with its own engine; the findings charging one of
    its institutions (by region) are raised at their ``detected_at``, between its records, as the city
    worker raises them from ``monitor.trace_findings``; its ``trace.duplicate`` leaves cross-institution
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import zlib
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +28,7 @@ from monitor.policy.pack import Pack
 from monitor.records import TraceScan, parse_value
 from monitor.trace.city import apply_finding, without_cross_duplicates
 from monitor.trace.forward import Pending, ScanClock
-from monitor.trace.rules import InProcessTier, Scan, TraceParams, scan_from_record, secs_of
+from monitor.trace.rules import _DUE, InProcessTier, Scan, TraceParams, scan_from_record, secs_of
 from monitor.watermark import DEFAULT_QUORUM
 
 
@@ -51,30 +53,79 @@ def _scans(path: Path, city: int) -> Iterator[tuple[int, int, int, str, Scan]]:
 
 
 def trace_findings(dirs: list[Path], params: TraceParams, as_of: datetime | None = None,
-                   homes: dict[str, int] | None = None, quorum: int = DEFAULT_QUORUM) -> list[dict[str, Any]]:
+                   homes: dict[str, int] | None = None, quorum: int = DEFAULT_QUORUM,
+                   jobs: int = 1) -> list[dict[str, Any]]:
     """The trace tier over several cities' trace scans, in-process (sorted by finding id). ``homes``,
     when given, is filled with each institution's city (index into ``dirs``); ``quorum`` is
-    ``MONITOR_CLOCK_QUORUM`` (``monitor.trace.forward``)."""
-    tier = InProcessTier(params)
+    ``MONITOR_CLOCK_QUORUM`` (``monitor.trace.forward``).
+
+    The intake clock's release decisions need the whole merged stream and are made in one pass here;
+    the stages' work is then split over ``jobs`` processes by the hash of the code's product identifier
+    (a code's history and its product's votes stay in one part, as the Kafka tier partitions by key),
+    each part following the whole stream's event time (``tier_part``). The findings do not depend on
+    ``jobs``."""
     intake = ScanClock(params.skew, quorum)
-    found: dict[str, dict[str, Any]] = {}
-
-    def apply(ready: list[Pending]) -> None:
-        for p in ready:
-            for f in tier.on_scan(p.code, p.scan):
-                found.setdefault(f["finding_id"], f)
-
+    released: list[Pending] = []
     merged = heapq.merge(*(_scans(d / "tracecodes.jsonl", i) for i, d in enumerate(dirs)))
     for _, city, _, code, scan in merged:
         if homes is not None:
             homes.setdefault(scan.inst, city)
-        apply(intake.offer(None, code, scan))
-    apply(intake.close(secs_of(as_of) if as_of is not None else None))
-    tier.codes.counts["trace.clock_skew"] += intake.skewed
-    if as_of is not None:
-        for f in tier.advance_to(secs_of(as_of)):
+        released.extend(intake.offer(None, code, scan))
+    released.extend(intake.close(secs_of(as_of) if as_of is not None else None))
+    parts = max(1, jobs)
+    from monitor.replay import fan_out
+
+    def task(k: int) -> Callable[[], list[dict[str, Any]]]:
+        return lambda: tier_part(released, params, as_of, k, parts)
+
+    found: dict[str, dict[str, Any]] = {}
+    for part in fan_out([task(k) for k in range(parts)], parts):
+        for f in part:
             found.setdefault(f["finding_id"], f)
     return [found[k] for k in sorted(found)]
+
+
+def tier_part(released: list[Pending], params: TraceParams, as_of: datetime | None, part: int,
+              parts: int) -> list[dict[str, Any]]:
+    """The findings of the codes whose product identifier hashes (CRC-32) to ``part`` of ``parts``, over
+    the intake's whole ``released`` stream: every scan moves the part's event time, but a scan of another
+    part only fires the part's due judgments where the one-process tier would have swept its codes
+    (``CodeStage.maybe_sweep``); the rest fire just before the part's next own scan, at the same event
+    time and over the same histories (nothing of the part changes in between), so each finding is the
+    one the whole tier makes. With ``parts`` = 1 it is the whole tier, scan by scan."""
+    tier = InProcessTier(params)
+    codes, products = tier.codes, tier.products
+    digits = params.prefix_digits
+    every = params.sweep_every
+    own: dict[str, bool] = {}
+    found: list[dict[str, Any]] = []
+    for p in released:
+        code = p.code
+        mine = own.get(code)
+        if mine is None:
+            mine = own[code] = parts == 1 or zlib.crc32(code[:digits].encode()) % parts == part
+        if mine:
+            found.extend(codes._after(None) if codes.due and _due_at(codes.due[0]) < (codes.watermark() or 0)
+                         else ())
+            found.extend(products._after(None) if products.due
+                         and _due_at(products.due[0]) < (products.watermark() or 0) else ())
+            found.extend(tier.on_scan(code, p.scan))
+            continue
+        codes.clock.observe("replay", p.scan.arrival)
+        products.clock.observe("replay", p.scan.arrival)
+        wm = codes.watermark()
+        if wm is not None and (codes.last_sweep is None or wm - codes.last_sweep >= every):
+            found.extend(codes._after(None))  # the one-process tier sweeps here: fire what is due first
+    if as_of is not None:
+        found.extend(tier.advance_to(secs_of(as_of)))
+    else:
+        found.extend(codes._after(None))
+        found.extend(products._after(None))
+    return found
+
+
+def _due_at(entry: bytes) -> int:
+    return int(_DUE.unpack_from(entry, 0)[0])
 
 
 def feed_for(engine_ref: Callable[[], Engine], findings: list[dict[str, Any]]
@@ -90,15 +141,17 @@ def feed_for(engine_ref: Callable[[], Engine], findings: list[dict[str, Any]]
 def replay_cities(root: Path, out_dir: Path, pack: Pack, as_of: datetime | None = None, jobs: int = 1,
                   **replay_kwargs: Any) -> dict[str, Any]:
     """The whole multi-city job; returns a summary (per city and the trace tier's counts). ``jobs``: the
-    cities' replays run in that many processes (``monitor.replay.fan_out``) after the trace tier, which
-    reads every city's scans in one process (its rules span cities); outputs do not depend on it."""
+    cities' replays run in that many processes (``monitor.replay.fan_out``) after the trace tier, whose
+    intake clock reads every city's scans in one pass (its rules span cities) and whose stages run in
+    that many parts (``trace_findings``); outputs do not depend on it."""
     from monitor.replay import fan_out, input_files, replay_dir
 
     dirs = city_dirs(root)
     out_dir.mkdir(parents=True, exist_ok=True)
     params = TraceParams.from_pack(pack)
     homes: dict[str, int] = {}
-    findings = trace_findings(dirs, params, as_of, homes, quorum=replay_kwargs.get("quorum", DEFAULT_QUORUM))
+    findings = trace_findings(dirs, params, as_of, homes, quorum=replay_kwargs.get("quorum", DEFAULT_QUORUM),
+                              jobs=jobs)
     with (out_dir / "trace_findings.jsonl").open("w", encoding="utf-8") as fh:
         for f in findings:
             fh.write(json.dumps(f, ensure_ascii=False, sort_keys=True) + "\n")
