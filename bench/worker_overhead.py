@@ -12,7 +12,7 @@ per topic, one record per message or arrays of 100.
 * ``shell`` — receive + release + checkpoint per record, parse included;
 * bookkeeping = shell − parse (the row the target is about).
 
-Run with the worker process's garbage-collector thresholds (``monitor.streams.core.GC_THRESHOLDS``).
+Run with the worker process's garbage-collector thresholds (``monitor.intake.GC_THRESHOLDS``).
 CPU seconds of this process (``time.process_time``), best of ``runs`` (a microbenchmark on a shared
 machine: the least-disturbed run is the one that measures the code).
 """
@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from monitor.clock import CST, Watermark
-from monitor.intake import decoder
+from monitor.intake import GC_THRESHOLDS, decoder
 from monitor.policy.pack import load_pack
-from monitor.streams.core import GC_THRESHOLDS, ShellCore
+from monitor.streams.core import ShellCore
 from monitor.streams.topics import INPUTS
 
 _STREAMS = ("settlements", "inventory", "tracecodes", "prescriptions")

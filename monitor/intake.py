@@ -43,6 +43,12 @@ from monitor.watermark import DEFAULT_QUORUM, EventClock
 
 #: Streams applied outside the event clock in both shells: registry records never move time.
 REGISTRY_STREAMS = frozenset({"institutions", "drugs"})
+#: Both shells' garbage-collector thresholds (``gc.set_threshold``: the worker process's, the replay's while
+#: it runs): the shell and the engine hold many small long-lived objects (queued records, rule state), and
+#: with CPython's default (a young collection every 700 allocations, a full one over everything every
+#: ≈ 70 000) collections cost the Kafka shell ≈ 9 µs per record (``bench.worker_overhead``) and the replay's
+#: parse about half its time (``bench.replay_case.stages``).
+GC_THRESHOLDS = (50_000, 20, 50)
 
 
 def decoder(engine: Any) -> Any:

@@ -41,6 +41,7 @@ from monitor.clock import CST
 from monitor.detectors import unimplemented_rules
 from monitor.engine import CheckpointError, Engine, Output
 from monitor.intake import (  # noqa: F401 — dead_letter, ValueCopy, mask_personal: re-exported for callers
+    GC_THRESHOLDS,
     REGISTRY_STREAMS,
     ValueCopy,
     ahead_of_transport,
@@ -243,7 +244,7 @@ def run_replay(
     # collector re-scans it every few hundred allocations (~8 % of a replay, bench/). Nothing in the
     # engine relies on cycles being collected promptly, so collect young objects less often.
     previous = gc.get_threshold()
-    gc.set_threshold(50_000, 20, 50)
+    gc.set_threshold(*GC_THRESHOLDS)
     dead = Counter[str]()
     out: list[Output] = []
     letters: list[DeadLetter] = []

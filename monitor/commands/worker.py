@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     app, shell = create_app(settings)
     import gc
 
-    from monitor.streams.core import GC_THRESHOLDS
+    from monitor.intake import GC_THRESHOLDS
 
     gc.set_threshold(*GC_THRESHOLDS)  # this process is the worker's own
     gc.freeze()  # what start-up built (modules, the restored engine) is never collected: skip it

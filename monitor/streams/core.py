@@ -87,11 +87,6 @@ _PLAIN = frozenset(get_args(Record))
 _EARLIEST = datetime(1970, 1, 1, tzinfo=CST)
 #: Streams whose broker timestamps move idle event time (registry uploads are not activity).
 ACTIVITY_STREAMS = frozenset({"settlements", "inventory", "tracecodes", "prescriptions", "findings", "uploads"})
-#: The worker process's garbage-collector thresholds (``gc.set_threshold``; replay runs with the same):
-#: the shell and the engine hold many small long-lived objects (queued records, rule state), and with
-#: CPython's default (a young collection every 700 allocations, a full one over everything every ≈ 70 000)
-#: collections cost the Kafka shell ≈ 9 µs per record (``bench.worker_overhead``).
-GC_THRESHOLDS = (50_000, 20, 50)
 #: Bumped whenever the pickled engine state changes shape (2: pricing/tracecodes state of the hot-path
 #: work, timer heap entries with a rank); an older checkpoint is refused, not misread.
 CHECKPOINT_VERSION = 2
