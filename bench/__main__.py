@@ -93,10 +93,11 @@ def case_replay(data: Path, prof: Profile) -> list[Row]:
         info = _city_month(data, prof) if shape is CITY_MONTH else load_or_generate(data, shape, prof.slice_records)
         rates, bases, facts = [], [], {}
         stage_runs: list[dict[str, float]] = []
-        before, model_bases = [], []
+        before, model_bases, floors = [], [], []
         for i in range(prof.runs):
             _log(f"replay {shape.name} ({info.records:,} records) run {i + 1}/{prof.runs}")
             bases.append(replay_case.baseline_rate(info))
+            floors.append(replay_case.floor_rate(info))
             model_bases.append(replay_case.baseline_rate(info, parse_value_with_models))
             rate, facts = replay_case.replay_rate(info)
             rates.append(rate)
@@ -111,6 +112,12 @@ def case_replay(data: Path, prof: Profile) -> list[Row]:
                                "baseline_values": bases}))
         rows.append(Row("replay", f"{shape.name} bare parse", "records/s", bases, baseline="models only",
                         baseline_median=statistics.median(model_bases), note="baseline: ceiling; lean decode"))
+        rows.append(Row("replay", f"{shape.name} CPython floor: bare parse + 10 minimal rules", "records/s", floors,
+                        baseline="bare parse loop", baseline_median=statistics.median(bases),
+                        target=REPLAY_TARGET,
+                        note="each rule one dict look-up of its institution-day tally and two in-place updates "
+                             "per record, nothing else (replay_case.floor_rate): the interpreter's ceiling for "
+                             "this shape"))
         rows.append(Row("replay", f"{shape.name} slice, models' parse (before #16)", "records/s", before,
                         note="same run, every value through the pydantic models (records.parse_value_with_models)"))
         rows.append(Row("replay", f"{shape.name} lean decode vs models' parse", "×", [

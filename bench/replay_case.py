@@ -9,6 +9,12 @@ load does not count against it. The wall-clock rate is kept in the JSON facts (`
   and ``summary.json``) and divides the input records by the wall time.
 * ``baseline_rate`` is the ceiling for our own code: a bare loop that reads the same files and parses
   every line with the same models (``parse_value``), keeping the last record per institution in a dict.
+* ``floor_rate`` is the interpreter's floor for the replay's *shape*: the bare parse loop above, then
+  ``rules`` (10: the ``ezhou`` pack's rule families) minimal rules over the parsed records — each one
+  dict look-up of its (institution, business day) tally and two in-place updates per record, nothing
+  else (no dedup, timers, alerts, arrival order). It says what one process of CPython can reach at best
+  when every record is a Python object that every rule touches (issue #16's ≥ 100 000 target: 10 µs a
+  record for everything).
 * ``stages`` splits one instrumented run into parse (read + the shells' decoder, ``monitor.intake``),
   intake (arrival-order merge and event clock), detect (``Engine.process_batch``/``advance`` over the
   replay's runs, without the ledger: admission, dedup, timers, rules, applying findings), ledger
@@ -96,6 +102,32 @@ def baseline_rate(info: InputInfo, parse: Callable[[str, bytes], list[Any]] = pa
                     n += 1
                     if not isinstance(rec, InvalidRecord):
                         last[getattr(rec, "fixmedins_code", stream)] = rec
+    return n / (time.process_time() - t0)
+
+
+def floor_rate(info: InputInfo, rules: int = 10) -> float:
+    """Records per CPU-second of the bare parse loop plus ``rules`` minimal per-record rules (module
+    docstring): read + ``parse_value`` + per rule one dict look-up of ``(fixmedins_code, business day)``
+    and two in-place updates. Same files and parse as ``baseline_rate``."""
+    tallies: list[dict[tuple[str, Any], list[int]]] = [{} for _ in range(rules)]
+    n = 0
+    t0 = time.process_time()
+    for path in input_files(info.folder):
+        stream = path.stem
+        with path.open("rb") as fh:
+            for raw in fh:
+                for rec in parse_value(stream, raw.rstrip(b"\r\n")):
+                    n += 1
+                    if isinstance(rec, InvalidRecord):
+                        continue
+                    btime = rec.business_time
+                    key = (getattr(rec, "fixmedins_code", stream), btime.date() if btime is not None else None)
+                    for tally in tallies:
+                        t = tally.get(key)
+                        if t is None:
+                            t = tally[key] = [0, 0]
+                        t[0] += 1
+                        t[1] += n & 1
     return n / (time.process_time() - t0)
 
 
