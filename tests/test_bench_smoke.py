@@ -50,6 +50,7 @@ def test_bench_runs_every_offline_case_at_tiny_size(tmp_path: Path, capsys: obje
         for stage in ("parse", "intake", "detect", "ledger", "output"):
             assert ("replay", f"{shape.name} stage {stage}") in names
         assert ("replay", f"{shape.name} slice, models' parse (before #16)") in names
+        assert ("replay", f"{shape.name} CPython floor: bare parse + 10 minimal rules") in names
     assert {n for c, n in names if c == "scaling"} == {"city-month 1×", "city-month 4×", "city-month 16×"}
     assert ("memory", "city-month replay peak RSS") in names
     city = next(r for r in rows if r["name"] == "city-month slice")
