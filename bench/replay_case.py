@@ -88,10 +88,13 @@ def replay_rate(info: InputInfo) -> tuple[float, dict[str, Any]]:
     return n / elapsed, facts
 
 
-def baseline_rate(info: InputInfo, parse: Callable[[str, bytes], list[Any]] = parse_value) -> float:
+def baseline_rate(info: InputInfo, parse: Callable[[str, bytes], list[Any]] = parse_value, rules: int = 0) -> float:
     """The bare parse loop over the same files (read + ``parse`` + one dict update per record);
-    ``parse_value_with_models`` for the models-only ceiling."""
+    ``parse_value_with_models`` for the models-only ceiling. ``rules`` > 0: the CPython floor
+    (``floor_rate``) — per record, each of that many minimal rules looks up its ``(fixmedins_code,
+    business day)`` tally and updates it twice in place."""
     last: dict[str, Record] = {}
+    tallies: list[dict[tuple[str, Any], list[int]]] = [{} for _ in range(rules)]
     n = 0
     t0 = time.process_time()
     for path in input_files(info.folder):
@@ -100,35 +103,32 @@ def baseline_rate(info: InputInfo, parse: Callable[[str, bytes], list[Any]] = pa
             for raw in fh:
                 for rec in parse(stream, raw.rstrip(b"\r\n")):
                     n += 1
-                    if not isinstance(rec, InvalidRecord):
-                        last[getattr(rec, "fixmedins_code", stream)] = rec
+                    if isinstance(rec, InvalidRecord):
+                        continue
+                    code = getattr(rec, "fixmedins_code", stream)
+                    last[code] = rec
+                    if tallies:
+                        btime = rec.business_time
+                        key = (code, btime.date() if btime is not None else None)
+                        for tally in tallies:
+                            t = tally.get(key)
+                            if t is None:
+                                t = tally[key] = [0, 0]
+                            t[0] += 1
+                            t[1] += n & 1
     return n / (time.process_time() - t0)
 
 
 def floor_rate(info: InputInfo, rules: int = 10) -> float:
     """Records per CPU-second of the bare parse loop plus ``rules`` minimal per-record rules (module
-    docstring): read + ``parse_value`` + per rule one dict look-up of ``(fixmedins_code, business day)``
-    and two in-place updates. Same files and parse as ``baseline_rate``."""
-    tallies: list[dict[tuple[str, Any], list[int]]] = [{} for _ in range(rules)]
-    n = 0
-    t0 = time.process_time()
-    for path in input_files(info.folder):
-        stream = path.stem
-        with path.open("rb") as fh:
-            for raw in fh:
-                for rec in parse_value(stream, raw.rstrip(b"\r\n")):
-                    n += 1
-                    if isinstance(rec, InvalidRecord):
-                        continue
-                    btime = rec.business_time
-                    key = (getattr(rec, "fixmedins_code", stream), btime.date() if btime is not None else None)
-                    for tally in tallies:
-                        t = tally.get(key)
-                        if t is None:
-                            t = tally[key] = [0, 0]
-                        t[0] += 1
-                        t[1] += n & 1
-    return n / (time.process_time() - t0)
+    docstring; same files and parse as ``baseline_rate``), under the shells' garbage-collector thresholds
+    (the tallies are many long-lived small objects, as the rules' state is)."""
+    previous = gc.get_threshold()
+    gc.set_threshold(*GC_THRESHOLDS)
+    try:
+        return baseline_rate(info, rules=rules)
+    finally:
+        gc.set_threshold(*previous)
 
 
 def stages(info: InputInfo) -> dict[str, float]:
