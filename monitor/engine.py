@@ -368,17 +368,18 @@ class Engine:
             d.on_fact for d in self.detectors if callable(getattr(d, "on_fact", None))]  # type: ignore[attr-defined]
         for det in self.detectors:
             self._rule_ctx[det.name] = self._rule_context(det, registry, sanctions)
-        self._plan_batches()
-        #: stream → (rule, its RuleContext), in ``DETECTORS`` order
-        self._calls: dict[str, tuple[tuple[Any, RuleContext], ...]] = {
-            stream: tuple((det, self._rule_ctx[det.name]) for det in routed)
-            for stream, routed in self._routes.items()}
+        self._plan_calls()
         #: the instant the business day of the last expiry ends (``_fire_due`` expires the store then)
         self._prune_at = day_end(self._last_prune) if self._last_prune is not None else _LONG_AGO
 
-    def _plan_batches(self) -> None:
-        """The rules that take batches whole (they override ``on_batch``) and, per stream, the rules that
-        take its records one by one inside a batch, each with its place in ``DETECTORS`` (transient)."""
+    def _plan_calls(self) -> None:
+        """Per stream, the rules a record goes to one by one (``_calls``: rule and its RuleContext, in
+        ``DETECTORS`` order); the rules that take batches whole (they override ``on_batch``) and, per
+        stream, the rules that take its records one by one inside a batch, each with its place in
+        ``DETECTORS`` (all transient: rebuilt at bind and when a rule is attached)."""
+        self._calls: dict[str, tuple[tuple[Any, RuleContext], ...]] = {
+            stream: tuple((det, self._rule_ctx[det.name]) for det in routed)
+            for stream, routed in self._routes.items()}
         rank = {id(det): i for i, det in enumerate(self.detectors)}
         self._batch_rules: tuple[_BatchRule, ...] = tuple(
             (rank[id(det)], det, self._rule_ctx[det.name], frozenset(det.streams)) for det in self.detectors
@@ -783,9 +784,7 @@ class Engine:
         for stream in det.streams:
             self._routes[stream].append(det)
         self._rule_ctx[det.name] = self._rule_context(det, RegistryView(self.registry), SanctionView(self.ledger))
-        self._plan_batches()
-        self._calls = {stream: tuple((d, self._rule_ctx[d.name]) for d in routed)
-                       for stream, routed in self._routes.items()}
+        self._plan_calls()
         return det
 
     def process_many(self, records: Iterable[Record]) -> list[Output]:
