@@ -105,10 +105,8 @@ def tier_part(released: list[Pending], params: TraceParams, as_of: datetime | No
         if mine is None:
             mine = own[code] = parts == 1 or zlib.crc32(code[:digits].encode()) % parts == part
         if mine:
-            found.extend(codes._after(None) if codes.due and _due_at(codes.due[0]) < (codes.watermark() or 0)
-                         else ())
-            found.extend(products._after(None) if products.due
-                         and _due_at(products.due[0]) < (products.watermark() or 0) else ())
+            found.extend(_overdue(codes))
+            found.extend(_overdue(products))
             found.extend(tier.on_scan(code, p.scan))
             continue
         codes.clock.observe("replay", p.scan.arrival)
@@ -124,8 +122,11 @@ def tier_part(released: list[Pending], params: TraceParams, as_of: datetime | No
     return found
 
 
-def _due_at(entry: bytes) -> int:
-    return int(_DUE.unpack_from(entry, 0)[0])
+def _overdue(stage: Any) -> list[dict[str, Any]]:
+    """The findings of ``stage``'s judgments due before its event time (fired, in due order), else none."""
+    if stage.due and int(_DUE.unpack_from(stage.due[0], 0)[0]) < (stage.watermark() or 0):
+        return list(stage._after(None))
+    return []
 
 
 def feed_for(engine_ref: Callable[[], Engine], findings: list[dict[str, Any]]
